@@ -1,0 +1,93 @@
+//! `pxe-daemon`: parses flags, binds sockets, handles signals, and hands over to the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use pxe_daemon::{
+    cli::{Cli, Command, RunArgs},
+    config::{Config, LogFormat},
+    Listeners,
+};
+use tracing_subscriber::EnvFilter;
+
+/// Exit status for a refused configuration.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(Some(&file), Default::default()) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Run(args) => {
+            let config = match Config::load(args.config.as_deref(), args.overrides()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pxe-daemon: refusing to start: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            init_logging(&config);
+            match serve(args, config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("pxe-daemon: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    // The filter was validated with the config.
+    let filter = EnvFilter::builder().parse_lossy(&config.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let http = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
+        pxe_daemon::run(config, Listeners { http }, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

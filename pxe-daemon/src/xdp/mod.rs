@@ -1,0 +1,277 @@
+//! Loading the XDP program, attaching it to the interface, and reading its counters.
+//!
+//! Attach order for `auto`: driver (native) mode, then skb (generic) mode, then none; the mode in
+//! use is logged and exported as `pxe_xdp_attach_mode`. The program is detached when the
+//! [`XdpAttachment`] is dropped, so a daemon that stops leaves the interface as it found it.
+
+mod counters;
+
+use std::ops::RangeInclusive;
+
+use aya::{
+    maps::Array,
+    programs::{ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use pxe_common::{XdpConfig, CONFIG_MAP, XDP_PROGRAM};
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, info, warn};
+
+pub use counters::XdpCounters;
+
+use crate::config::XdpModeSetting;
+
+/// The eBPF object built by build.rs, embedded in the binary.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pxe-ebpf"));
+
+/// How the XDP program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Run by the driver, before an skb exists.
+    Driver,
+    /// Run by the kernel's generic hook, after the skb is built.
+    Skb,
+    /// Not attached.
+    None,
+}
+
+impl AttachMode {
+    /// Every mode, for exporting all label values.
+    pub const ALL: [AttachMode; 3] = [AttachMode::Driver, AttachMode::Skb, AttachMode::None];
+
+    /// Label value in metrics and logs.
+    pub const fn label(self) -> &'static str {
+        match self {
+            AttachMode::Driver => "driver",
+            AttachMode::Skb => "skb",
+            AttachMode::None => "none",
+        }
+    }
+}
+
+/// Errors loading or attaching the XDP program.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpLoadError {
+    /// The object could not be loaded into the kernel.
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] EbpfError),
+    /// The program is missing from the object or has the wrong type (a build bug).
+    #[error("XDP program {XDP_PROGRAM} in the object: {0}")]
+    Program(String),
+    /// The verifier or the kernel refused the program.
+    #[error("loading XDP program {XDP_PROGRAM} into the kernel: {0}")]
+    Verify(#[source] ProgramError),
+    /// A map is missing from the object or could not be written.
+    #[error("XDP map {name}: {reason}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// Attaching in the required mode failed.
+    #[error("attaching XDP program to {interface} in {mode} mode: {source}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The mode that was required.
+        mode: &'static str,
+        /// What the kernel said.
+        source: ProgramError,
+    },
+}
+
+/// A loaded XDP program and, when attached, its link on the interface.
+#[derive(Debug)]
+pub struct XdpAttachment {
+    ebpf: Ebpf,
+    link: Option<aya::programs::xdp::XdpLinkId>,
+    interface: String,
+    mode: AttachMode,
+    counters: XdpCounters,
+    log_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl XdpAttachment {
+    /// Loads the program with `tftp_ports` as its transfer range and attaches it to `interface`
+    /// as `setting` says. In `auto`, a failure to load or attach is a warning and the daemon goes
+    /// on with [`AttachMode::None`]; in `driver` or `skb` it is an error.
+    pub fn load(
+        interface: &str,
+        setting: XdpModeSetting,
+        tftp_ports: &RangeInclusive<u16>,
+        debug_log: bool,
+    ) -> Result<Option<XdpAttachment>, XdpLoadError> {
+        let wanted: &[(XdpMode, AttachMode)] = match setting {
+            XdpModeSetting::Off => {
+                info!(interface, "XDP disabled by configuration (xdp.mode = off)");
+                return Ok(None);
+            }
+            XdpModeSetting::Auto => &[
+                (XdpMode::Driver, AttachMode::Driver),
+                (XdpMode::Skb, AttachMode::Skb),
+            ],
+            XdpModeSetting::Driver => &[(XdpMode::Driver, AttachMode::Driver)],
+            XdpModeSetting::Skb => &[(XdpMode::Skb, AttachMode::Skb)],
+        };
+        let required = setting != XdpModeSetting::Auto;
+
+        let mut attachment = match Self::load_object(interface, tftp_ports, debug_log) {
+            Ok(a) => a,
+            Err(e) if !required => {
+                warn!(interface, error = %e, "XDP program not loaded; running without XDP");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+
+        let program = attachment.program()?;
+        for &(xdp_mode, mode) in wanted {
+            match program.attach(interface, xdp_mode) {
+                Ok(link) => {
+                    attachment.link = Some(link);
+                    attachment.mode = mode;
+                    info!(interface, mode = mode.label(), "XDP program attached");
+                    return Ok(Some(attachment));
+                }
+                Err(source) if required => {
+                    return Err(XdpLoadError::Attach {
+                        interface: interface.to_owned(),
+                        mode: mode.label(),
+                        source,
+                    })
+                }
+                Err(e) => {
+                    warn!(interface, mode = mode.label(), error = %e, "XDP attach failed");
+                }
+            }
+        }
+        warn!(
+            interface,
+            "XDP program could not be attached in any mode; running without XDP"
+        );
+        Ok(None)
+    }
+
+    fn load_object(
+        interface: &str,
+        tftp_ports: &RangeInclusive<u16>,
+        debug_log: bool,
+    ) -> Result<XdpAttachment, XdpLoadError> {
+        // aya-log levels: 0 = off .. 4 = debug. The program logs only malformed frames, at debug.
+        let log_level: u8 = if debug_log { 4 } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .load(EBPF_OBJECT)?;
+
+        let log_task = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => spawn_log_reader(logger),
+            Err(e) => {
+                debug!(error = %e, "XDP program log not available");
+                None
+            }
+        };
+
+        let config = XdpConfig {
+            tftp_port_min: *tftp_ports.start(),
+            tftp_port_max: *tftp_ports.end(),
+            flags: 0,
+        };
+        let mut config_map: Array<_, XdpConfig> = ebpf
+            .map_mut(CONFIG_MAP)
+            .ok_or_else(|| map_error(CONFIG_MAP, "missing from the object"))?
+            .try_into()
+            .map_err(|e| map_error(CONFIG_MAP, e))?;
+        config_map
+            .set(0, config, 0)
+            .map_err(|e| map_error(CONFIG_MAP, e))?;
+
+        let counters = XdpCounters::from_ebpf(&mut ebpf)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| XdpLoadError::Program("missing".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpLoadError::Program(e.to_string()))?;
+        program.load().map_err(XdpLoadError::Verify)?;
+        debug!(interface, "XDP program loaded");
+
+        Ok(XdpAttachment {
+            ebpf,
+            link: None,
+            interface: interface.to_owned(),
+            mode: AttachMode::None,
+            counters,
+            log_task,
+        })
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, XdpLoadError> {
+        self.ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| XdpLoadError::Program("missing".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpLoadError::Program(e.to_string()))
+    }
+
+    /// The mode the program is attached in.
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// The per-class frame counters of the program.
+    pub fn counters(&self) -> XdpCounters {
+        self.counters.clone()
+    }
+}
+
+impl Drop for XdpAttachment {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            let interface = self.interface.clone();
+            match self.program().map(|p| p.detach(link)) {
+                Ok(Ok(())) => info!(interface, "XDP program detached"),
+                Ok(Err(e)) => warn!(interface, error = %e, "detaching XDP program"),
+                Err(e) => warn!(interface, error = %e, "detaching XDP program"),
+            }
+        }
+        if let Some(task) = self.log_task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn map_error(name: &'static str, reason: impl ToString) -> XdpLoadError {
+    XdpLoadError::Map {
+        name,
+        reason: reason.to_string(),
+    }
+}
+
+/// Forwards the program's aya-log records to `log` (and so to tracing) as they arrive.
+fn spawn_log_reader(
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    // SAFETY: the logger owns its ring buffer's fd, which stays open and the same for as long
+    // as the logger lives, and the AsyncFd owns the logger.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            debug!(error = %e, "XDP program log not readable");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests;
