@@ -1,0 +1,67 @@
+//! Test harness for pxe-daemon: network namespaces joined by a veth pair on 198.18.0.0/15
+//! ([`TestNet`]), the daemon binary running in the server namespace ([`Daemon`]), commands
+//! bounded in time, and a Prometheus sample reader. Used by this crate's integration tests and by
+//! `cargo xtask demo`.
+//!
+//! ```no_run
+//! use pxe_tests::{metric_value, root_or_skip, Daemon, TestNet};
+//!
+//! if !root_or_skip("example") {
+//!     return;
+//! }
+//! let net = TestNet::new("example"); // pxet-example-s / pxet-example-c
+//! let daemon = Daemon::start(&net, &["--xdp-mode", "driver"]);
+//! let out = net.client(&["busybox", "ping", "-c", "1", "-W", "1", &net.server_ip().to_string()]);
+//! assert!(out.status.success());
+//! let _dhcp = metric_value(&daemon.metrics(), "pxe_xdp_frames_total", &[("class", "dhcp")]);
+//! assert!(daemon.stop().success());
+//! // Dropping `net` deletes both namespaces and the veth pair.
+//! ```
+//!
+//! Every command is bounded in time, and every guard cleans up in `Drop`, also during a panic.
+
+mod clients;
+mod daemon;
+mod metrics;
+mod netns;
+mod process;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+pub use clients::send_pxe_probes;
+pub use daemon::{
+    daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT, READY_TIMEOUT,
+    ROOT_TEST_FILE,
+};
+pub use metrics::metric_value;
+pub use netns::{netns_exists, TestNet, CMD_TIMEOUT, MAX_TAG_LEN, NAME_PREFIX, PREFIX_LEN};
+pub use process::{run_bounded, NsChild, STOP_TIMEOUT};
+
+/// The workspace's root directory (the parent of this crate's).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.clone(), PathBuf::from)
+}
+
+/// Whether the process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `true` when running as root; otherwise prints why `test` is skipped and returns `false`.
+///
+/// The reason goes straight to stderr, past the test harness's output capture, so it shows.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {test}: needs root (network namespaces, veth and XDP)"
+    );
+    false
+}
