@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{LogFormat, Overrides, XdpModeSetting};
+use crate::config::{DhcpMode, LogFormat, Overrides, XdpModeSetting};
 
 /// XDP-accelerated network boot server: PXE DHCP, TFTP and HTTP.
 #[derive(Debug, Parser)]
@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Log format [default: human].
     #[arg(long, env = "PXE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// DHCP mode: proxy beside the site's DHCP server, full DHCP server, or off [default: proxy].
+    #[arg(long, env = "PXE_DHCP_MODE", value_enum)]
+    pub dhcp_mode: Option<DhcpMode>,
 }
 
 impl RunArgs {
@@ -63,6 +66,7 @@ impl RunArgs {
             xdp_mode: self.xdp_mode,
             log_level: self.log_level.clone(),
             log_format: self.log_format,
+            dhcp_mode: self.dhcp_mode,
         }
     }
 }

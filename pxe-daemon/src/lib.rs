@@ -3,10 +3,13 @@
 //! The library owns serving; `main` owns binding and signals (mini-redis style): [`run`] takes
 //! already-bound [`Listeners`] and a shutdown future, so tests can bind where they like.
 
+pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod dhcp;
 pub mod http;
 pub mod metrics;
+pub mod netif;
 pub mod xdp;
 
 use std::{future::Future, sync::Arc};
@@ -22,6 +25,8 @@ pub use config::Config;
 pub struct Listeners {
     /// The HTTP listener (scripts, artifacts, `/metrics`, `/healthz`).
     pub http: TcpListener,
+    /// The DHCP sockets (67 and 4011), unless DHCP is off.
+    pub dhcp: Option<dhcp::server::DhcpSockets>,
 }
 
 /// Why the daemon could not run.
@@ -59,6 +64,54 @@ pub async fn run(
     }
 
     let token = CancellationToken::new();
+    let policy = Arc::new(boot::BootPolicy::new(
+        config.root.as_deref(),
+        config.boot.arch_defaults.clone(),
+        config.boot.groups.clone(),
+        config.boot.http_base_url.clone(),
+        config.http_listen.port(),
+    ));
+    let dhcp_task = match listeners.dhcp {
+        Some(sockets) => {
+            let server = config
+                .dhcp
+                .server_address
+                .or_else(|| netif::ipv4_of(&interface))
+                .ok_or_else(|| {
+                    RunError::Config(format!(
+                        "interface {interface} has no IPv4 address to announce as DHCP server: \
+                         give it one or set dhcp.server_address"
+                    ))
+                })?;
+            let mode = match config.dhcp.mode {
+                config::DhcpMode::Full => dhcp::Mode::Full(Box::new(dhcp::FullDhcp::new(
+                    config.dhcp.subnets.clone(),
+                    config.dhcp.reservations.clone(),
+                ))),
+                _ => dhcp::Mode::Proxy,
+            };
+            let core = dhcp::DhcpCore::new(
+                mode,
+                policy.clone(),
+                server,
+                config.dhcp.ignore_macs.clone(),
+            );
+            let dhcp_metrics = dhcp::metrics::DhcpMetrics::new(metrics.registry())?;
+            let options = dhcp::server::ServeOptions {
+                reply_delay: config.dhcp.reply_delay,
+            };
+            info!(%server, mode = ?config.dhcp.mode, "DHCP server address");
+            Some(tokio::spawn(dhcp::server::serve(
+                core,
+                sockets,
+                dhcp_metrics,
+                None,
+                options,
+                token.child_token(),
+            )))
+        }
+        None => None,
+    };
     let state = Arc::new(http::HttpState {
         metrics: metrics.clone(),
     });
@@ -80,6 +133,13 @@ pub async fn run(
     token.cancel();
     if let Err(e) = http_task.await {
         tracing::error!(error = %e, "HTTP task failed");
+    }
+    if let Some(task) = dhcp_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "DHCP server failed"),
+            Err(e) => tracing::error!(error = %e, "DHCP task failed"),
+        }
     }
     drop(xdp);
     info!("pxe-daemon stopped");

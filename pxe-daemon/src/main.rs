@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use pxe_daemon::{
     cli::{Cli, Command, RunArgs},
-    config::{Config, LogFormat},
-    Listeners,
+    config::{Config, DhcpMode, LogFormat},
+    dhcp, Listeners,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -70,7 +70,21 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
         let http = tokio::net::TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
-        pxe_daemon::run(config, Listeners { http }, shutdown_signal()).await?;
+        let dhcp = match (config.dhcp.mode, &config.interface) {
+            (DhcpMode::Off, _) | (_, None) => None,
+            (_, Some(interface)) => {
+                let bind = |port| {
+                    dhcp::server::bind(interface, port).with_context(|| {
+                        format!("binding DHCP port {port} on {interface} (is another DHCP server running?)")
+                    })
+                };
+                Some(dhcp::server::DhcpSockets {
+                    dhcp: bind(pxe_common::DHCP_SERVER_PORT)?,
+                    pxe: bind(pxe_common::PXE_BOOT_SERVER_PORT)?,
+                })
+            }
+        };
+        pxe_daemon::run(config, Listeners { http, dhcp }, shutdown_signal()).await?;
         Ok(())
     })
 }

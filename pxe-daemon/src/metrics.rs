@@ -107,6 +107,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for subsystems that register typed metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Registers a collector owned by a subsystem (e.g. the XDP counters).
     pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), MetricsError> {
         Ok(self.registry.register(collector)?)

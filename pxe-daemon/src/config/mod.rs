@@ -7,8 +7,9 @@
 pub mod wire;
 
 use std::{
+    collections::BTreeMap,
     fmt,
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     ops::{Range, RangeInclusive},
     path::{Path, PathBuf},
     time::Duration,
@@ -19,6 +20,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use wire::WireConfig;
+
+use crate::{
+    boot::{parse_mac_bytes, Arch, Firmware, Group, MacAddr, Selectors},
+    dhcp::{Reservation, SubnetConfig},
+};
 
 /// Default HTTP listener: every address, port 80 (what a datacenter's boot network expects).
 pub const HTTP_LISTEN_DEFAULT: &str = "0.0.0.0:80";
@@ -40,6 +46,56 @@ pub enum XdpModeSetting {
     Skb,
     /// Do not load the XDP program.
     Off,
+}
+
+/// What the DHCP server does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Proxy-DHCP: boot information for PXE, HTTP Boot and iPXE clients; the site's DHCP
+    /// server gives the addresses.
+    #[default]
+    Proxy,
+    /// The DHCP server of a provisioning network: addresses from `[[dhcp.subnet]]` pools, and
+    /// boot information.
+    Full,
+    /// No DHCP (another server hands out boot information).
+    Off,
+}
+
+/// Default lease time of full mode, seconds.
+pub const LEASE_TIME_SECS_DEFAULT: u32 = 3600;
+/// Default lease journal of full mode.
+pub const LEASE_FILE_DEFAULT: &str = "/var/lib/pxe-daemon/leases.journal";
+
+/// DHCP settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpSettings {
+    /// Proxy, full or off.
+    pub mode: DhcpMode,
+    /// Address announced as server and next-server; default: the interface's.
+    pub server_address: Option<Ipv4Addr>,
+    /// Wait before each reply.
+    pub reply_delay: Duration,
+    /// MACs and MAC prefixes never answered.
+    pub ignore_macs: Vec<Vec<u8>>,
+    /// Lease journal (full mode).
+    pub lease_file: PathBuf,
+    /// Pools (full mode).
+    pub subnets: Vec<SubnetConfig>,
+    /// Fixed addresses (full mode).
+    pub reservations: Vec<Reservation>,
+}
+
+/// Boot policy settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootSettings {
+    /// Base of the URLs handed out; default `http://<server>:<http port>`.
+    pub http_base_url: Option<String>,
+    /// NBP per option-93 value.
+    pub arch_defaults: BTreeMap<u16, String>,
+    /// Groups, first match wins.
+    pub groups: Vec<Group>,
 }
 
 /// Log output format.
@@ -72,6 +128,10 @@ pub struct Config {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// DHCP.
+    pub dhcp: DhcpSettings,
+    /// Boot policy.
+    pub boot: BootSettings,
 }
 
 /// Values given on the command line (or their environment variables); they win over the file.
@@ -89,6 +149,8 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--dhcp-mode`.
+    pub dhcp_mode: Option<DhcpMode>,
 }
 
 /// Why a configuration was refused. Displays as `file:line:column: reason`.
@@ -218,6 +280,9 @@ impl Config {
             tftp,
             xdp,
             log,
+            dhcp,
+            boot,
+            group,
         } = wire;
 
         let interface = match pick(overrides.interface, "--interface", server.interface, src) {
@@ -306,7 +371,12 @@ impl Config {
             .map(|(f, _)| f)
             .unwrap_or_default();
 
+        let dhcp = build_dhcp(dhcp, src, overrides.dhcp_mode)?;
+        let boot = build_boot(boot, group, src)?;
+
         Ok(Config {
+            dhcp,
+            boot,
             interface,
             root,
             http_listen,
@@ -317,6 +387,214 @@ impl Config {
             log_format,
         })
     }
+}
+
+fn build_dhcp(
+    wire: wire::WireDhcp,
+    src: Option<&SourceFile<'_>>,
+    mode_flag: Option<DhcpMode>,
+) -> Result<DhcpSettings, ConfigError> {
+    // Without a file, only the mode can be set (by flag); everything else is default.
+    let err_at = |span: Range<usize>, reason: String| match src {
+        Some(src) => src.error(Some(span), reason),
+        None => ConfigError::Flag {
+            flag: "--config",
+            reason,
+        },
+    };
+    let mode_span = wire.mode.as_ref().map(|m| m.span());
+    let mode = mode_flag
+        .or(wire.mode.map(Spanned::into_inner))
+        .unwrap_or_default();
+    let reply_delay_ms = match wire.reply_delay_ms {
+        Some(d) if *d.get_ref() > 10_000 => {
+            return Err(err_at(
+                d.span(),
+                format!(
+                    "dhcp.reply_delay_ms {} is above 10000 (firmware gives up long before)",
+                    d.get_ref()
+                ),
+            ))
+        }
+        Some(d) => d.into_inner(),
+        None => 0,
+    };
+    let mut ignore_macs = Vec::new();
+    for m in wire.ignore_macs.unwrap_or_default() {
+        let bytes = parse_mac_bytes(m.get_ref())
+            .map_err(|e| err_at(m.span(), format!("dhcp.ignore_macs: {e}")))?;
+        ignore_macs.push(bytes);
+    }
+    let lease_file = match (wire.lease_file, src) {
+        (Some(f), Some(src)) if f.get_ref().is_relative() => src
+            .path
+            .parent()
+            .map_or_else(|| f.get_ref().clone(), |p| p.join(f.get_ref())),
+        (Some(f), _) => f.into_inner(),
+        (None, _) => PathBuf::from(LEASE_FILE_DEFAULT),
+    };
+
+    let mut subnets: Vec<SubnetConfig> = Vec::new();
+    for s in wire.subnet {
+        let span = s.span();
+        let w = s.into_inner();
+        let [first, last] = w.range;
+        let net = w.network.trunc();
+        if !net.contains(&first) || !net.contains(&last) || u32::from(first) > u32::from(last) {
+            return Err(err_at(
+                span,
+                format!("dhcp.subnet {net}: range [{first}, {last}] must be inside the network, first <= last"),
+            ));
+        }
+        if subnets
+            .iter()
+            .any(|o| o.network.contains(&net.network()) || net.contains(&o.network.network()))
+        {
+            return Err(err_at(
+                span,
+                format!("dhcp.subnet {net} overlaps another subnet"),
+            ));
+        }
+        subnets.push(SubnetConfig {
+            network: net,
+            range: (first, last),
+            router: w.router,
+            dns: w.dns,
+            domain: w.domain,
+            lease_secs: w.lease_time_secs.unwrap_or(LEASE_TIME_SECS_DEFAULT).max(60),
+        });
+    }
+    let mut reservations: Vec<Reservation> = Vec::new();
+    for r in wire.reservation {
+        let span = r.span();
+        let w = r.into_inner();
+        let mac: MacAddr = w
+            .mac
+            .parse()
+            .map_err(|e| err_at(span.clone(), format!("dhcp.reservation: {e}")))?;
+        if !subnets.iter().any(|s| s.network.contains(&w.ip)) {
+            return Err(err_at(
+                span,
+                format!("dhcp.reservation {mac}: {} is in no dhcp.subnet", w.ip),
+            ));
+        }
+        if reservations.iter().any(|o| o.mac == mac || o.ip == w.ip) {
+            return Err(err_at(
+                span,
+                format!(
+                    "dhcp.reservation {mac} {}: MAC or address reserved twice",
+                    w.ip
+                ),
+            ));
+        }
+        reservations.push(Reservation {
+            mac,
+            ip: w.ip,
+            hostname: w.hostname,
+        });
+    }
+    if mode == DhcpMode::Full && subnets.is_empty() {
+        let reason = "dhcp.mode = \"full\" needs at least one [[dhcp.subnet]]".to_owned();
+        return Err(match (mode_span, src) {
+            (Some(span), Some(src)) => src.error(Some(span), reason),
+            _ => ConfigError::Flag {
+                flag: "--dhcp-mode",
+                reason,
+            },
+        });
+    }
+    Ok(DhcpSettings {
+        mode,
+        server_address: wire.server_address,
+        reply_delay: Duration::from_millis(reply_delay_ms),
+        ignore_macs,
+        lease_file,
+        subnets,
+        reservations,
+    })
+}
+
+fn build_boot(
+    wire: wire::WireBoot,
+    groups: Vec<Spanned<wire::WireGroup>>,
+    src: Option<&SourceFile<'_>>,
+) -> Result<BootSettings, ConfigError> {
+    let Some(src) = src else {
+        return Ok(BootSettings::default());
+    };
+    let http_base_url = match wire.http_base_url {
+        Some(u) if !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://")) => {
+            return Err(src.error(
+                Some(u.span()),
+                format!(
+                    "boot.http_base_url {:?} is not an http:// or https:// URL",
+                    u.get_ref()
+                ),
+            ))
+        }
+        Some(u) => Some(u.into_inner()),
+        None => None,
+    };
+    let mut arch_defaults = BTreeMap::new();
+    for (key, file) in wire.arch {
+        let arch: u16 = key.parse().map_err(|_| {
+            src.error(Some(file.span()), format!("boot.arch key {key:?} is not an option-93 number (0 BIOS, 7 UEFI x64, 11 UEFI ARM64, ...)"))
+        })?;
+        arch_defaults.insert(arch, file.into_inner());
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        let span = g.span();
+        let w = g.into_inner();
+        let fail =
+            |reason: String| src.error(Some(span.clone()), format!("group {:?}: {reason}", w.name));
+        let macs = w
+            .mac
+            .iter()
+            .map(|m| m.parse::<MacAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
+        let mac_prefixes = w
+            .mac_prefix
+            .iter()
+            .map(|m| parse_mac_bytes(m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
+        let firmware = w
+            .firmware
+            .iter()
+            .map(|f| {
+                Firmware::from_label(f).ok_or_else(|| {
+                    fail(format!(
+                        "firmware {f:?} is not one of bios, uefi, uefi-http, ipxe"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if out.iter().any(|o: &Group| o.name == w.name) {
+            return Err(fail("a group of that name exists already".into()));
+        }
+        out.push(Group {
+            name: w.name.clone(),
+            selectors: Selectors {
+                macs,
+                mac_prefixes,
+                archs: w.arch.iter().map(|a| Arch(*a)).collect(),
+                firmware,
+                relays: w.relay.iter().map(|n| n.trunc()).collect(),
+            },
+            boot_file: w.boot_file,
+            http_boot_file: w.http_boot_file,
+            script: w.script,
+            profile: w.profile,
+            vars: w.vars,
+        });
+    }
+    Ok(BootSettings {
+        http_base_url,
+        arch_defaults,
+        groups: out,
+    })
 }
 
 /// Maximum length of a Linux interface name (IFNAMSIZ less the NUL).

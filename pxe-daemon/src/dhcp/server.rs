@@ -1,0 +1,183 @@
+//! The kernel-socket datapath of DHCP: UDP sockets on 67 and 4011, bound to the boot interface,
+//! feeding [`DhcpCore`] and sending what it answers.
+
+use std::{
+    future::Future,
+    io,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    metrics::DhcpMetrics, reply::DHCP_CLIENT_PORT, Destination, DhcpCore, LeaseEvent, Outcome,
+    Reply,
+};
+
+/// Largest datagram read; longer ones are cut and then dropped as oversized.
+const RECV_BUFFER_BYTES: usize = 2048;
+/// How often the pool gauges are refreshed.
+const POOL_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Makes a lease change durable; resolves when it is (or fails).
+pub type LeaseCommit = Arc<
+    dyn Fn(LeaseEvent) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
+
+/// The two DHCP sockets, bound by the caller.
+#[derive(Debug)]
+pub struct DhcpSockets {
+    /// Port 67: DISCOVER, REQUEST, ... from clients and relays.
+    pub dhcp: std::net::UdpSocket,
+    /// Port 4011: PXE boot-server discovery.
+    pub pxe: std::net::UdpSocket,
+}
+
+/// Binds a UDP socket on `0.0.0.0:port` that only sees `interface` and may broadcast, as a
+/// DHCP server needs (clients have no address yet; a namespace may have no default route).
+pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_broadcast(true)?;
+    socket.bind_device(Some(interface.as_bytes()))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    Ok(socket.into())
+}
+
+/// Settings of the datapath.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Wait before each reply (dnsmasq's dhcp-reply-delay): for firmware that fails when a proxy
+    /// reply comes before the router's offer.
+    pub reply_delay: Duration,
+}
+
+/// Serves DHCP on `sockets` until `shutdown` is cancelled.
+pub async fn serve(
+    mut core: DhcpCore,
+    sockets: DhcpSockets,
+    metrics: DhcpMetrics,
+    commit: Option<LeaseCommit>,
+    options: ServeOptions,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let dhcp = Arc::new(UdpSocket::from_std(sockets.dhcp)?);
+    let pxe = Arc::new(UdpSocket::from_std(sockets.pxe)?);
+    let (dhcp_port, pxe_port) = (dhcp.local_addr()?.port(), pxe.local_addr()?.port());
+    info!(
+        dhcp_port,
+        pxe_port,
+        full = core.full().is_some(),
+        "DHCP serving"
+    );
+    let mut buf_dhcp = vec![0u8; RECV_BUFFER_BYTES];
+    let mut buf_pxe = vec![0u8; RECV_BUFFER_BYTES];
+    let mut gauges = tokio::time::interval(POOL_GAUGE_INTERVAL);
+    loop {
+        let (len, src, local_port, socket, buf) = tokio::select! {
+            r = dhcp.recv_from(&mut buf_dhcp) => match r {
+                Ok((len, src)) => (len, src, dhcp_port, &dhcp, &buf_dhcp),
+                Err(e) => { warn!(error = %e, "DHCP receive"); continue; }
+            },
+            r = pxe.recv_from(&mut buf_pxe) => match r {
+                Ok((len, src)) => (len, src, pxe_port, &pxe, &buf_pxe),
+                Err(e) => { warn!(error = %e, "PXE 4011 receive"); continue; }
+            },
+            _ = gauges.tick() => {
+                if let Some(full) = core.full() { metrics.pools(full); }
+                continue;
+            }
+            () = shutdown.cancelled() => break,
+        };
+        let received = Instant::now();
+        let SocketAddr::V4(src) = src else { continue };
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (outcome, request) = core.handle(&buf[..len], src, local_port, now_unix);
+        if let Some((kind, machine)) = &request {
+            metrics.request(*kind, machine);
+        }
+        match outcome {
+            Outcome::Dropped(reason) => {
+                debug!(%src, len, reason = reason.label(), "malformed DHCP datagram dropped");
+                metrics.dropped(reason);
+            }
+            Outcome::Ignored(reason) => {
+                let mac = request.as_ref().map(|(_, m)| m.mac.to_string());
+                debug!(%src, mac, reason = reason.label(), "DHCP request not answered");
+                metrics.ignored(reason);
+            }
+            Outcome::NoReply(event) => {
+                if let (Some(event), Some(commit)) = (event, &commit) {
+                    let (commit, metrics) = (commit.clone(), metrics.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = commit(event).await {
+                            warn!(error = %e, "recording a lease change");
+                            metrics.commit_error();
+                        }
+                    });
+                }
+            }
+            Outcome::Reply(reply, event) => {
+                let socket = socket.clone();
+                let mac = request.map(|(_, m)| m.mac);
+                let delay = options.reply_delay;
+                match (event, &commit) {
+                    (None, _) if delay.is_zero() => send(&socket, &reply, received, &metrics).await,
+                    (event, commit) => {
+                        let (commit, metrics) = (commit.clone(), metrics.clone());
+                        tokio::spawn(async move {
+                            if let (Some(event), Some(commit)) = (event, commit) {
+                                if let Err(e) = commit(event).await {
+                                    warn!(mac = ?mac.map(|m| m.to_string()), error = %e, "lease not recorded; ACK withheld");
+                                    metrics.commit_error();
+                                    return;
+                                }
+                            }
+                            let latency_start = received + delay;
+                            tokio::time::sleep_until((received + delay).into()).await;
+                            send(&socket, &reply, latency_start, &metrics).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+    info!("DHCP stopped");
+    Ok(())
+}
+
+async fn send(socket: &UdpSocket, reply: &Reply, since: Instant, metrics: &DhcpMetrics) {
+    let to = match reply.to {
+        Destination::Unicast(addr) => addr,
+        Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
+    };
+    match socket.send_to(&reply.bytes, to).await {
+        Ok(_) => metrics.replied(
+            message_type_label(reply.kind),
+            since.elapsed().as_secs_f64(),
+        ),
+        Err(e) => {
+            debug!(%to, error = %e, "sending DHCP reply");
+            metrics.send_error();
+        }
+    }
+}
+
+fn message_type_label(kind: dhcproto::v4::MessageType) -> &'static str {
+    use dhcproto::v4::MessageType as M;
+    match kind {
+        M::Offer => "offer",
+        M::Ack => "ack",
+        M::Nak => "nak",
+        _ => "other",
+    }
+}

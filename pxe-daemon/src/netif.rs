@@ -1,0 +1,46 @@
+//! Facts about network interfaces the datapaths need.
+
+use std::{ffi::CStr, net::Ipv4Addr};
+
+/// The first IPv4 address of `interface`, if it has one.
+pub fn ipv4_of(interface: &str) -> Option<Ipv4Addr> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `addrs` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = addrs;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) };
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of the family it names.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if name.to_bytes() == interface.as_bytes() && family == libc::AF_INET {
+            // SAFETY: the family is AF_INET, so the sockaddr is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            break;
+        }
+    }
+    // SAFETY: `addrs` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(addrs) };
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_127_0_0_1() {
+        assert_eq!(ipv4_of("lo"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(ipv4_of("no-such-if0"), None);
+    }
+}
