@@ -29,6 +29,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     // Helper scripts in the tests.
     "python3",
+    // Peers: dnsmasq plays the site's DHCP server beside the proxy.
+    "dnsmasq-base",
+];
+
+/// Python modules the tests' clients use, pinned, installed with pip when missing.
+const PYTHON_MODULES: &[(&str, &str)] = &[
+    // scapy builds the raw PXE DHCP client of the proxy-DHCP test.
+    ("scapy", "2.8.0"),
 ];
 
 /// The only toolchain that can build for `bpfel-unknown-none` here (`-Z build-std=core`).
@@ -50,7 +58,32 @@ pub fn run() -> anyhow::Result<()> {
     step("Debian packages", debian_packages)?;
     step("nightly rust-src", rust_src)?;
     step("bpf-linker", bpf_linker)?;
+    step("Python modules", python_modules)?;
     Ok(())
+}
+
+fn python_modules() -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::AlreadyPresent;
+    for (module, version) in PYTHON_MODULES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            cmd::run(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--root-user-action=ignore",
+                &format!("{module}=={version}"),
+            ]))
+            .with_context(|| format!("installing Python module {module} {version} with pip"))?;
+            outcome = Outcome::Installed;
+        }
+    }
+    Ok(outcome)
 }
 
 fn step(name: &str, install: impl FnOnce() -> anyhow::Result<Outcome>) -> anyhow::Result<()> {

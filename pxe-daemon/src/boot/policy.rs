@@ -168,6 +168,22 @@ impl BootPolicy {
         })
     }
 
+    /// What a machine that is not a PXE client gets from a full DHCP server, as dnsmasq's
+    /// `dhcp-boot` does: the NBP for its arch (BIOS when unknown) and its group's choice. This
+    /// lets operators' `nmap --script broadcast-dhcp-discover` show the boot file and server.
+    pub fn decide_plain(&self, m: &Machine) -> BootSpec {
+        let group = self.group_of(m);
+        BootSpec {
+            target: BootTarget::Tftp(
+                group
+                    .and_then(|g| g.boot_file.clone())
+                    .unwrap_or_else(|| self.nbp_for(m.arch_or_bios())),
+            ),
+            group: group.map(|g| g.name.clone()),
+            profile: group.and_then(|g| g.profile.clone()),
+        }
+    }
+
     /// The default network boot program for `arch`: the configured one, else the first
     /// candidate for its CPU family that the root holds, else the first candidate.
     pub fn nbp_for(&self, arch: Arch) -> String {

@@ -391,9 +391,10 @@ impl FullDhcp {
                 m.opts_mut().insert(DhcpOption::Hostname(h.clone()));
             }
         }
-        if let Some(spec) = policy.decide(&req.machine, server) {
-            reply::add_boot(&mut m, req, &spec, server, false);
-        }
+        let spec = policy
+            .decide(&req.machine, server)
+            .unwrap_or_else(|| policy.decide_plain(&req.machine));
+        reply::add_boot(&mut m, req, &spec, server, false);
         m
     }
 
