@@ -120,6 +120,8 @@ pub struct PoolUsage {
 pub struct FullDhcp {
     pools: Vec<Pool>,
     reservations: HashMap<MacAddr, Reservation>,
+    /// Reserved address to its MAC.
+    reserved: HashMap<Ipv4Addr, MacAddr>,
     leases: HashMap<MacAddr, Lease>,
     owners: HashMap<Ipv4Addr, MacAddr>,
     declined: HashMap<Ipv4Addr, u64>,
@@ -140,6 +142,7 @@ impl FullDhcp {
             .collect();
         FullDhcp {
             pools,
+            reserved: reservations.iter().map(|r| (r.ip, r.mac)).collect(),
             reservations: reservations.into_iter().map(|r| (r.mac, r)).collect(),
             leases: HashMap::new(),
             owners: HashMap::new(),
@@ -533,8 +536,7 @@ impl FullDhcp {
     }
 
     fn return_free(&mut self, ip: Ipv4Addr) {
-        let reserved = self.reservations.values().any(|r| r.ip == ip);
-        if reserved || self.declined.contains_key(&ip) {
+        if self.reserved.contains_key(&ip) || self.declined.contains_key(&ip) {
             return;
         }
         if let Some(p) = self.pools.iter_mut().find(|p| p.in_range(ip)) {
