@@ -38,6 +38,9 @@ pub enum RunError {
     /// The metrics registry could not be built.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    /// A profile's template does not compile.
+    #[error(transparent)]
+    Template(#[from] http::scripts::TemplateError),
     /// The XDP program could not be loaded or attached in the required mode.
     #[error(transparent)]
     Xdp(#[from] xdp::XdpLoadError),
@@ -112,8 +115,18 @@ pub async fn run(
         }
         None => None,
     };
+
     let state = Arc::new(http::HttpState {
         metrics: metrics.clone(),
+        http_metrics: http::metrics::HttpMetrics::new(metrics.registry())?,
+        artifact_root: config.http.artifact_root.clone(),
+        scripts: http::scripts::Scripts::new(
+            config.http.profiles.clone(),
+            config.http.default_profile.clone(),
+            policy.clone(),
+        )?,
+        base_url: config.boot.http_base_url.clone(),
+        limits: config.http.limits.clone(),
     });
     let http_task = tokio::spawn(http::serve(
         listeners.http,

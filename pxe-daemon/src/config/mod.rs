@@ -24,6 +24,7 @@ use wire::WireConfig;
 use crate::{
     boot::{parse_mac_bytes, Arch, Firmware, Group, MacAddr, Selectors},
     dhcp::{Reservation, SubnetConfig},
+    http::{scripts::Profile, HttpLimits},
 };
 
 /// Default HTTP listener: every address, port 80 (what a datacenter's boot network expects).
@@ -87,6 +88,30 @@ pub struct DhcpSettings {
     pub reservations: Vec<Reservation>,
 }
 
+/// HTTP settings beyond the listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Artifact root (absolute, canonical); default: the boot root.
+    pub artifact_root: Option<PathBuf>,
+    /// Profiles, with their template sources read in.
+    pub profiles: Vec<Profile>,
+    /// Profile for machines no group gives one.
+    pub default_profile: Option<String>,
+    /// Limits.
+    pub limits: HttpLimits,
+}
+
+/// Default cap on open HTTP connections.
+pub const HTTP_MAX_CONNECTIONS_DEFAULT: usize = 4096;
+/// Default seconds to send request headers.
+pub const HTTP_HEADER_TIMEOUT_SECS_DEFAULT: u64 = 10;
+/// Default seconds without progress before a connection is cut.
+pub const HTTP_IDLE_TIMEOUT_SECS_DEFAULT: u64 = 60;
+/// Default cap on headers per request.
+pub const HTTP_MAX_HEADERS_DEFAULT: usize = 64;
+/// Default cap on a request head, bytes (hyper's minimum is 8192).
+pub const HTTP_MAX_HEAD_BYTES_DEFAULT: usize = 16 * 1024;
+
 /// Boot policy settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BootSettings {
@@ -132,6 +157,8 @@ pub struct Config {
     pub dhcp: DhcpSettings,
     /// Boot policy.
     pub boot: BootSettings,
+    /// HTTP.
+    pub http: HttpSettings,
 }
 
 /// Values given on the command line (or their environment variables); they win over the file.
@@ -283,6 +310,7 @@ impl Config {
             dhcp,
             boot,
             group,
+            profile,
         } = wire;
 
         let interface = match pick(overrides.interface, "--interface", server.interface, src) {
@@ -305,6 +333,7 @@ impl Config {
             None => None,
         };
 
+        let http_settings = build_http(&http, profile, root.as_deref(), src)?;
         let http_listen = match (overrides.http_listen, http.listen, src) {
             (Some(addr), _, _) => addr,
             (None, Some(s), Some(src)) => {
@@ -373,8 +402,12 @@ impl Config {
 
         let dhcp = build_dhcp(dhcp, src, overrides.dhcp_mode)?;
         let boot = build_boot(boot, group, src)?;
+        if let Some(src) = src {
+            check_profile_refs(&boot, &http_settings, src)?;
+        }
 
         Ok(Config {
+            http: http_settings,
             dhcp,
             boot,
             interface,
@@ -512,6 +545,154 @@ fn build_dhcp(
         subnets,
         reservations,
     })
+}
+
+fn build_http(
+    w: &wire::WireHttp,
+    profiles: Vec<Spanned<wire::WireProfile>>,
+    boot_root: Option<&Path>,
+    src: Option<&SourceFile<'_>>,
+) -> Result<HttpSettings, ConfigError> {
+    let mut limits = HttpLimits {
+        max_connections: HTTP_MAX_CONNECTIONS_DEFAULT,
+        header_timeout: Duration::from_secs(HTTP_HEADER_TIMEOUT_SECS_DEFAULT),
+        idle_timeout: Duration::from_secs(HTTP_IDLE_TIMEOUT_SECS_DEFAULT),
+        max_headers: HTTP_MAX_HEADERS_DEFAULT,
+        max_head_bytes: HTTP_MAX_HEAD_BYTES_DEFAULT,
+        rate_bytes_per_sec: None,
+    };
+    let Some(src) = src else {
+        return Ok(HttpSettings {
+            artifact_root: boot_root.map(Path::to_path_buf),
+            profiles: Vec::new(),
+            default_profile: None,
+            limits,
+        });
+    };
+    // A number in [lo, hi], or an error at its line.
+    fn bounded<T: Copy + PartialOrd + fmt::Display>(
+        v: &Option<Spanned<T>>,
+        key: &str,
+        lo: T,
+        hi: T,
+        src: &SourceFile<'_>,
+    ) -> Result<Option<T>, ConfigError> {
+        match v {
+            Some(s) if *s.get_ref() < lo || *s.get_ref() > hi => Err(src.error(
+                Some(s.span()),
+                format!("http.{key} {} is outside {lo}..={hi}", s.get_ref()),
+            )),
+            Some(s) => Ok(Some(*s.get_ref())),
+            None => Ok(None),
+        }
+    }
+    if let Some(v) = bounded(&w.max_connections, "max_connections", 1, 1_000_000, src)? {
+        limits.max_connections = v;
+    }
+    if let Some(v) = bounded(&w.header_timeout_secs, "header_timeout_secs", 1, 300, src)? {
+        limits.header_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = bounded(&w.idle_timeout_secs, "idle_timeout_secs", 1, 3600, src)? {
+        limits.idle_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = bounded(&w.max_headers, "max_headers", 8, 1024, src)? {
+        limits.max_headers = v;
+    }
+    if let Some(v) = bounded(&w.max_head_bytes, "max_head_bytes", 8192, 1 << 20, src)? {
+        limits.max_head_bytes = v;
+    }
+    if let Some(v) = bounded(
+        &w.rate_limit_bytes_per_sec,
+        "rate_limit_bytes_per_sec",
+        0,
+        u64::MAX,
+        src,
+    )? {
+        limits.rate_bytes_per_sec = (v > 0).then_some(v);
+    }
+    let config_dir = src.path.parent().unwrap_or(Path::new("."));
+    let artifact_root = match &w.artifact_root {
+        Some(dir) => {
+            let origin = Origin::File(src, dir.span());
+            let path = config_dir.join(dir.get_ref());
+            Some(validate_root(&path, &origin)?)
+        }
+        None => boot_root.map(Path::to_path_buf),
+    };
+    let mut out: Vec<Profile> = Vec::new();
+    for p in profiles {
+        let span = p.span();
+        let w = p.into_inner();
+        let fail = |reason: String| {
+            src.error(
+                Some(span.clone()),
+                format!("profile {:?}: {reason}", w.name),
+            )
+        };
+        if out.iter().any(|o| o.name == w.name) {
+            return Err(fail("a profile of that name exists already".into()));
+        }
+        let read = |file: &Option<PathBuf>, kind: &str| -> Result<Option<String>, ConfigError> {
+            let Some(file) = file else { return Ok(None) };
+            let path = config_dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| fail(format!("{kind} template {}: {e}", path.display())))?;
+            crate::http::scripts::check_template(&text)
+                .map_err(|e| fail(format!("{kind} template {}: {e}", path.display())))?;
+            Ok(Some(text))
+        };
+        crate::http::scripts::check_template(&w.args).map_err(|e| fail(format!("args: {e}")))?;
+        out.push(Profile {
+            ipxe_template: read(&w.ipxe_template, "ipxe")?,
+            grub_template: read(&w.grub_template, "grub")?,
+            generic_template: read(&w.generic_template, "generic")?,
+            name: w.name.clone(),
+            kernel: w.kernel.clone(),
+            initrd: w.initrd.clone(),
+            args: w.args.clone(),
+            vars: w.vars.clone(),
+        });
+    }
+    let default_profile = match &w.default_profile {
+        Some(d) if !out.iter().any(|p| &p.name == d.get_ref()) => {
+            return Err(src.error(
+                Some(d.span()),
+                format!(
+                    "http.default_profile {:?} is not a [[profile]]",
+                    d.get_ref()
+                ),
+            ))
+        }
+        Some(d) => Some(d.get_ref().clone()),
+        None => None,
+    };
+    Ok(HttpSettings {
+        artifact_root,
+        profiles: out,
+        default_profile,
+        limits,
+    })
+}
+
+/// Every group's profile must exist.
+fn check_profile_refs(
+    boot: &BootSettings,
+    http: &HttpSettings,
+    src: &SourceFile<'_>,
+) -> Result<(), ConfigError> {
+    for g in &boot.groups {
+        if let Some(p) = &g.profile {
+            if !http.profiles.iter().any(|q| &q.name == p) {
+                // The group's span is gone by now; find its name in the text for the line.
+                let at = src.text.find(&format!("\"{}\"", g.name));
+                return Err(src.error(
+                    at.map(|a| a..a),
+                    format!("group {:?}: profile {p:?} is not a [[profile]]", g.name),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn build_boot(

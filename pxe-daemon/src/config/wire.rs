@@ -38,6 +38,9 @@ pub struct WireConfig {
     /// `[[group]]`: groups of machines and what they boot, first match wins.
     #[serde(default)]
     pub group: Vec<Spanned<WireGroup>>,
+    /// `[[profile]]`: what a group boots, rendered by the HTTP server.
+    #[serde(default)]
+    pub profile: Vec<Spanned<WireProfile>>,
 }
 
 /// `[dhcp]`.
@@ -156,6 +159,47 @@ pub struct WireServer {
 pub struct WireHttp {
     /// `address:port` of the HTTP listener.
     pub listen: Option<Spanned<String>>,
+    /// Directory of artifacts (default: the boot root).
+    pub artifact_root: Option<Spanned<PathBuf>>,
+    /// Profile for machines no group gives one.
+    pub default_profile: Option<Spanned<String>>,
+    /// Open connections at most.
+    pub max_connections: Option<Spanned<usize>>,
+    /// Seconds to send request headers.
+    pub header_timeout_secs: Option<Spanned<u64>>,
+    /// Seconds without progress before a connection is cut.
+    pub idle_timeout_secs: Option<Spanned<u64>>,
+    /// Headers per request at most.
+    pub max_headers: Option<Spanned<usize>>,
+    /// Bytes of a request head at most.
+    pub max_head_bytes: Option<Spanned<usize>>,
+    /// Per-connection send cap, bytes per second (0: none).
+    pub rate_limit_bytes_per_sec: Option<Spanned<u64>>,
+}
+
+/// `[[profile]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireProfile {
+    /// Name.
+    pub name: String,
+    /// Kernel path or URL.
+    pub kernel: Option<String>,
+    /// Initrd paths or URLs.
+    #[serde(default)]
+    pub initrd: Vec<String>,
+    /// Kernel arguments (a template).
+    #[serde(default)]
+    pub args: String,
+    /// iPXE template file.
+    pub ipxe_template: Option<PathBuf>,
+    /// GRUB template file.
+    pub grub_template: Option<PathBuf>,
+    /// Plain-text template file.
+    pub generic_template: Option<PathBuf>,
+    /// Variables.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// `[tftp]`.

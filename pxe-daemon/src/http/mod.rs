@@ -1,36 +1,77 @@
-//! The HTTP listener (hyper): `/metrics` and `/healthz` now; iPXE scripts and artifacts come with
-//! the HTTP issue.
+//! The HTTP server: iPXE scripts rendered per machine, artifacts sent with sendfile(2),
+//! `/metrics` and `/healthz`. hyper is the HTTP/1 stack; [`io::ConnIo`] is where it meets
+//! sendfile (see there).
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+pub mod artifacts;
+pub mod io;
+pub mod metrics;
+pub mod scripts;
 
-use http_body_util::Full;
+use std::{
+    convert::Infallible,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
 use hyper::{
-    body::{Bytes, Incoming},
-    header::{HeaderValue, CONTENT_TYPE},
+    body::Incoming,
+    header::{self, HeaderValue},
     server::conn::http1,
     service::service_fn,
     Method, Request, Response, StatusCode,
 };
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
-use tokio::net::TcpListener;
+use hyper_util::{rt::TokioTimer, server::graceful::GracefulShutdown};
+use tokio::{io::AsyncWriteExt as _, net::TcpListener};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use self::{
+    artifacts::Body,
+    io::{ConnIo, ConnLimits, SendfileQueue},
+    metrics::HttpMetrics,
+    scripts::{MachineQuery, ScriptError, ScriptKind, Scripts},
+};
 use crate::metrics::Metrics;
 
-/// Time a client gets to send its request headers (slowloris guard).
-const HEADER_READ_TIMEOUT_SECS: u64 = 10;
-/// Largest request head hyper buffers.
-const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+/// The 503 written to a connection over the cap (hyper is not started for it).
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 43\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver busy: too many connections, retry.\r\n";
+
+/// Limits of the HTTP server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Open connections at most; more get a 503.
+    pub max_connections: usize,
+    /// Time a client gets to send a request's headers (slowloris guard).
+    pub header_timeout: Duration,
+    /// Cut a connection when no byte moves either way for this long.
+    pub idle_timeout: Duration,
+    /// Headers per request at most.
+    pub max_headers: usize,
+    /// Bytes of a request head at most.
+    pub max_head_bytes: usize,
+    /// Per-connection send rate cap, bytes per second.
+    pub rate_bytes_per_sec: Option<u64>,
+}
 
 /// What the HTTP handlers share.
 #[derive(Debug)]
 pub struct HttpState {
     /// The registry served on `/metrics`.
     pub metrics: Metrics,
+    /// HTTP metrics.
+    pub http_metrics: HttpMetrics,
+    /// The artifact root (absolute, canonical), if any.
+    pub artifact_root: Option<PathBuf>,
+    /// Script rendering.
+    pub scripts: Scripts,
+    /// Base URL for links in scripts; default from the request's Host.
+    pub base_url: Option<String>,
+    /// Limits.
+    pub limits: HttpLimits,
 }
 
 /// Serves `listener` until `shutdown` is cancelled, then lets open connections finish for at
@@ -42,10 +83,13 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let local = listener.local_addr().ok();
-    info!(addr = ?local, "HTTP listening");
+    info!(addr = ?listener.local_addr().ok(), "HTTP listening");
+    let conn_limits = ConnLimits {
+        idle_timeout: state.limits.idle_timeout,
+        rate_bytes_per_sec: state.limits.rate_bytes_per_sec,
+    };
     loop {
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -57,18 +101,43 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let state = state.clone();
-        let service = service_fn(move |req| handle(req, state.clone()));
+        let open = state.http_metrics.connections.get();
+        if usize::try_from(open).unwrap_or(usize::MAX) >= state.limits.max_connections {
+            state.http_metrics.refused.inc();
+            debug!(%peer, open, "HTTP connection over the cap: 503");
+            tokio::spawn(async move {
+                let write = stream.write_all(BUSY_RESPONSE);
+                let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+            });
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let jobs = Arc::new(SendfileQueue::default());
+        let io = ConnIo::new(
+            stream,
+            jobs.clone(),
+            conn_limits,
+            state.http_metrics.sent_bytes.clone(),
+        );
+        let conn_state = state.clone();
+        let service = service_fn(move |req| handle(req, conn_state.clone(), jobs.clone()));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(HEADER_READ_TIMEOUT_SECS))
-            .max_buf_size(MAX_REQUEST_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), service);
+            .header_read_timeout(state.limits.header_timeout)
+            .max_buf_size(state.limits.max_head_bytes)
+            .max_headers(state.limits.max_headers)
+            // Queue body buffers instead of copying them: ConnIo recognises the placeholder
+            // slices of artifact bodies by their address.
+            .writev(true)
+            .serve_connection(io, service);
         let conn = graceful.watch(conn);
+        let metrics = state.clone();
+        metrics.http_metrics.connections.inc();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
+            metrics.http_metrics.connections.dec();
         });
     }
     drop(listener);
@@ -81,36 +150,130 @@ pub async fn serve(
 async fn handle(
     req: Request<Incoming>,
     state: Arc<HttpState>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics") => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(),
-        ),
-        (&Method::GET | &Method::HEAD, "/healthz") => {
-            text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
-        }
-        (&Method::GET | &Method::HEAD, _) => text(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found\n".into(),
-        ),
-        _ => text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "method not allowed\n".into(),
-        ),
+    jobs: Arc<SendfileQueue>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
+    let (route, response, download) = route(&req, &state, &jobs, &path);
+    let status = response.status().as_u16();
+    let body_bytes = if req.method() == Method::HEAD {
+        0
+    } else {
+        hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0)
     };
-    debug!(method = %req.method(), path = req.uri().path(), status = response.status().as_u16(), "HTTP request");
+    state
+        .http_metrics
+        .response(route, status, body_bytes, started.elapsed().as_secs_f64());
+    if let Some(artifact) = download {
+        state.http_metrics.download(&artifact);
+    }
+    debug!(method = %req.method(), path, route, status, "HTTP request");
     Ok(response)
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+/// Picks the route and answers. Returns the route label, the response, and the artifact name
+/// of a whole download.
+fn route(
+    req: &Request<Incoming>,
+    state: &HttpState,
+    jobs: &Arc<SendfileQueue>,
+    path: &str,
+) -> (&'static str, Response<Body>, Option<String>) {
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = artifacts::status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return ("other", r, None);
+    }
+    match path {
+        "/metrics" => (
+            "metrics",
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                state.metrics.render(),
+            ),
+            None,
+        ),
+        "/healthz" => (
+            "healthz",
+            text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+            None,
+        ),
+        "/boot.ipxe" => (
+            "boot_ipxe",
+            script(state.scripts.boot_ipxe(&base_url(req, state))),
+            None,
+        ),
+        "/ipxe" | "/grub" | "/generic" => {
+            let (route, kind) = match path {
+                "/ipxe" => ("ipxe", ScriptKind::Ipxe),
+                "/grub" => ("grub", ScriptKind::Grub),
+                _ => ("generic", ScriptKind::Generic),
+            };
+            let rendered = MachineQuery::parse(req.uri().query())
+                .and_then(|q| state.scripts.render(kind, &q, &base_url(req, state)));
+            (route, script(rendered), None)
+        }
+        _ => match &state.artifact_root {
+            Some(root) => {
+                let (r, served) = artifacts::serve(root, method, path, req.headers(), jobs);
+                let download = served.filter(|s| s.whole).map(|s| s.artifact);
+                ("artifact", r, download)
+            }
+            None => (
+                "artifact",
+                artifacts::status(StatusCode::NOT_FOUND, "no artifact root configured\n"),
+                None,
+            ),
+        },
+    }
+}
+
+/// `http://<Host>` of the request (what the client used to reach us), unless configured.
+fn base_url(req: &Request<Incoming>, state: &HttpState) -> String {
+    if let Some(base) = &state.base_url {
+        return base.clone();
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+fn script(rendered: Result<String, ScriptError>) -> Response<Body> {
+    match rendered {
+        Ok(s) => text(StatusCode::OK, "text/plain; charset=utf-8", s),
+        Err(ScriptError::BadRequest(why)) => {
+            artifacts::status(StatusCode::BAD_REQUEST, &format!("{why}\n"))
+        }
+        Err(ScriptError::NoMatch(why)) => artifacts::status(StatusCode::NOT_FOUND, &why),
+        Err(e @ ScriptError::Render { .. }) => {
+            warn!(error = %e, "script render failed");
+            artifacts::status(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n"))
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
