@@ -27,6 +27,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Real TFTP and HTTP clients.
     "tftp-hpa",
     "curl",
+    "wget",
     // Helper scripts in the tests.
     "python3",
     // Peers: dnsmasq plays the site's DHCP server beside the proxy.

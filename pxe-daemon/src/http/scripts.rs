@@ -285,14 +285,14 @@ impl Scripts {
             remote_id: None,
         };
         let group = self.policy.group_of(&machine);
-        let profile_name =
-            match (
-                group.and_then(|g| g.profile.as_deref()),
-                &self.default_profile,
-            ) {
-                (Some(p), _) => p,
-                (None, Some(d)) => d.as_str(),
-                (None, None) => return Err(ScriptError::NoMatch(match group {
+        let profile_name = match (
+            group.and_then(|g| g.profile.as_deref()),
+            &self.default_profile,
+        ) {
+            (Some(p), _) => p,
+            (None, Some(d)) => d.as_str(),
+            (None, None) => {
+                return Err(ScriptError::NoMatch(match group {
                     Some(g) => format!(
                         "group {:?} (MAC {}) has no profile and http.default_profile is not set\n",
                         g.name, q.mac
@@ -302,8 +302,9 @@ impl Scripts {
                         q.mac,
                         q.arch.map_or("unknown", |a| a.label())
                     ),
-                })),
-            };
+                }))
+            }
+        };
         let profile = self.profiles.get(profile_name).ok_or_else(|| {
             ScriptError::NoMatch(format!("profile {profile_name:?} is not defined\n"))
         })?;
