@@ -3,11 +3,13 @@
 Usage: pxe_client.py IFACE KIND [SECONDS]
 KIND: bios | uefi | http | ipxe | plain.  Broadcasts one DHCPDISCOVER as that firmware sends it
 from a fixed test MAC and prints every DHCPOFFER seen within SECONDS (default 3) as one JSON
-object per line: src, yiaddr, siaddr, file, vendor (option 60), msg_type, server_id.
+object per line: src, yiaddr, siaddr, file, vendor (option 60), msg_type, server_id, and
+after_secs (when it arrived, counted from the DISCOVER).
 Sends only on IFACE (a test veth) to the broadcast address.
 """
 import json
 import sys
+import time
 
 from scapy.all import BOOTP, DHCP, IP, UDP, AsyncSniffer, Ether, conf, sendp
 
@@ -46,8 +48,8 @@ def opt(pkt, name):
 
 sniffer = AsyncSniffer(iface=iface, filter="udp and dst port 68", store=True)
 sniffer.start()
-import time
 time.sleep(0.3)
+sent_at = time.time()
 sendp(frame, iface=iface)
 time.sleep(seconds)
 packets = sniffer.stop()
@@ -64,4 +66,5 @@ for p in packets:
         "vendor": vendor.decode(errors="replace") if vendor else None,
         "msg_type": opt(p, "message-type"),
         "server_id": server_id,
+        "after_secs": round(float(p.time) - sent_at, 3),
     }), flush=True)

@@ -146,6 +146,39 @@ fn proxy_answers_each_firmware_beside_the_site_dhcp_server() {
     assert!(daemon.stop().success());
 }
 
+#[test]
+fn reply_delay_holds_the_proxy_offer_back() {
+    if !root_or_skip("reply_delay_holds_the_proxy_offer_back") {
+        return;
+    }
+    let net = TestNet::new("dhcpdly");
+    let dir = tempfile::tempdir().unwrap();
+    let site = site_dhcp(&net, dir.path());
+    let config = dir.path().join("delay.toml");
+    std::fs::write(&config, "[dhcp]\nreply_delay_ms = 600\n").unwrap();
+    let daemon = Daemon::start(&net, &["--config", &config.to_string_lossy()]);
+    let offers = pxe_client(&net, "bios");
+    let after = |pred: &dyn Fn(&serde_json::Value) -> bool| -> f64 {
+        offers
+            .iter()
+            .find(|o| pred(o))
+            .and_then(|o| o["after_secs"].as_f64())
+            .unwrap_or_else(|| panic!("offer missing: {offers:?}\n{}", site.log()))
+    };
+    let ours = after(&|o| o["yiaddr"] == "0.0.0.0");
+    let site_offer = after(&|o| o["yiaddr"] != "0.0.0.0");
+    assert!(
+        ours >= 0.55,
+        "proxy offer came after {ours} s, before the 600 ms delay"
+    );
+    assert!(
+        site_offer < ours,
+        "the site's offer ({site_offer} s) should come first ({ours} s)"
+    );
+    drop(site);
+    assert!(daemon.stop().success());
+}
+
 /// The boot-server discovery step UEFI firmware takes: a DHCPREQUEST to the proxy's port 4011
 /// from the client's new address, answered with a DHCPACK carrying the boot file.
 const REQUEST_4011_PY: &str = r#"
