@@ -7,6 +7,7 @@
 //! what every machine boots in both.
 
 pub mod full;
+pub mod leases;
 pub mod metrics;
 pub mod proxy;
 pub mod reply;
