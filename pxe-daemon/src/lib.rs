@@ -38,6 +38,17 @@ pub enum RunError {
     /// The metrics registry could not be built.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    /// The lease journal could not be opened.
+    #[error("lease journal: {0}")]
+    Leases(#[from] dhcp::leases::StoreError),
+    /// A directory for state could not be made.
+    #[error("creating {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// A profile's template does not compile.
     #[error(transparent)]
     Template(#[from] http::scripts::TemplateError),
@@ -86,12 +97,12 @@ pub async fn run(
                          give it one or set dhcp.server_address"
                     ))
                 })?;
-            let mode = match config.dhcp.mode {
-                config::DhcpMode::Full => dhcp::Mode::Full(Box::new(dhcp::FullDhcp::new(
-                    config.dhcp.subnets.clone(),
-                    config.dhcp.reservations.clone(),
-                ))),
-                _ => dhcp::Mode::Proxy,
+            let (mode, commit) = match config.dhcp.mode {
+                config::DhcpMode::Full => {
+                    let (full, store) = open_full_dhcp(&config, &metrics).await?;
+                    (dhcp::Mode::Full(Box::new(full)), Some(lease_commit(store)))
+                }
+                _ => (dhcp::Mode::Proxy, None),
             };
             let core = dhcp::DhcpCore::new(
                 mode,
@@ -108,7 +119,7 @@ pub async fn run(
                 core,
                 sockets,
                 dhcp_metrics,
-                None,
+                commit,
                 options,
                 token.child_token(),
             )))
@@ -157,4 +168,81 @@ pub async fn run(
     drop(xdp);
     info!("pxe-daemon stopped");
     Ok(())
+}
+
+/// Opens the lease journal of full mode and rebuilds the lease table from it.
+async fn open_full_dhcp(
+    config: &Config,
+    metrics: &metrics::Metrics,
+) -> Result<(dhcp::FullDhcp, dhcp::leases::LeaseStore), RunError> {
+    let path = &config.dhcp.lease_file;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::StateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let (store, recovered) =
+        dhcp::leases::LeaseStore::open(path, dhcp::leases::StoreOptions::default()).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut full = dhcp::FullDhcp::new(
+        config.dhcp.subnets.clone(),
+        config.dhcp.reservations.clone(),
+    );
+    for lease in &recovered.leases {
+        full.restore(
+            boot::MacAddr(lease.mac),
+            lease.ip,
+            lease.expires_at_unix_secs,
+            now,
+        );
+    }
+    for d in &recovered.declined {
+        full.restore_declined(d.ip, d.until_unix_secs, now);
+    }
+    info!(
+        journal = %path.display(),
+        leases = recovered.leases.len(),
+        declined = recovered.declined.len(),
+        torn_tail_bytes = recovered.torn_tail_bytes,
+        "lease journal opened"
+    );
+    metrics.register(Box::new(dhcp::metrics::LeaseStoreCollector::new(
+        store.clone(),
+    )?))?;
+    Ok((full, store))
+}
+
+/// Makes the core's lease changes durable in `store`.
+fn lease_commit(store: dhcp::leases::LeaseStore) -> dhcp::server::LeaseCommit {
+    use dhcp::leases::{Lease, LeaseRecord};
+    Arc::new(move |event: dhcp::LeaseEvent| {
+        let store = store.clone();
+        Box::pin(async move {
+            let record = match event {
+                dhcp::LeaseEvent::Bound {
+                    mac,
+                    ip,
+                    expires_unix,
+                    client_id,
+                    hostname,
+                } => LeaseRecord::Bind(Lease {
+                    mac: mac.0,
+                    ip,
+                    expires_at_unix_secs: expires_unix,
+                    // The journal bounds both; longer ones are not worth refusing a lease for.
+                    client_id: client_id.filter(|c| c.len() <= dhcp::leases::MAX_CLIENT_ID_BYTES),
+                    hostname: hostname.filter(|h| h.len() <= dhcp::leases::MAX_HOSTNAME_BYTES),
+                }),
+                dhcp::LeaseEvent::Released { mac, ip } => LeaseRecord::Release { mac: mac.0, ip },
+                dhcp::LeaseEvent::Declined { ip, until_unix } => LeaseRecord::Declined {
+                    ip,
+                    until_unix_secs: until_unix,
+                },
+            };
+            store.commit(record).await.map_err(|e| e.to_string())
+        })
+    })
 }
