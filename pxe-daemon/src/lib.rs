@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod probe;
 pub mod xdp;
 
 use std::{future::Future, sync::Arc};

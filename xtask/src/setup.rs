@@ -29,6 +29,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     // Helper scripts in the tests.
     "python3",
+    // A real DHCP and proxy-DHCP peer for `pxe-daemon probe` (the binary, no system service).
+    "dnsmasq-base",
 ];
 
 /// The only toolchain that can build for `bpfel-unknown-none` here (`-Z build-std=core`).
