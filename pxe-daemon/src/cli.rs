@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{builder::BoolishValueParser, Args, Parser, Subcommand};
 
 use crate::config::{LogFormat, Overrides, XdpModeSetting};
 use crate::probe::{FirmwareKind, ProbeOptions, PROBE_TIMEOUT_MS_DEFAULT, PROBE_TIMEOUT_MS_MAX};
@@ -96,7 +96,7 @@ pub struct ProbeArgs {
     )]
     pub timeout_ms: u64,
     /// Print JSON lines instead of the table.
-    #[arg(long, env = "PXE_PROBE_JSON")]
+    #[arg(long, env = "PXE_PROBE_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
     /// Follow an offer that names no boot file to its boot server on UDP port 4011, as PXE
     /// firmware does, and report the ACK (`--follow-4011=false` to not).
@@ -107,6 +107,7 @@ pub struct ProbeArgs {
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
         action = clap::ArgAction::Set
     )]
     pub follow_4011: bool,

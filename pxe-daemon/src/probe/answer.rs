@@ -360,6 +360,7 @@ pub fn parse(bytes: &[u8], source: Ipv4Addr) -> Result<Answer, AnswerError> {
         .into_iter()
         .filter(|&code| !opts.contains(OptionCode::from(code)))
         .collect();
+    lost.sort_unstable();
     lost.dedup();
     if !lost.is_empty() {
         let codes: Vec<String> = lost.iter().map(u8::to_string).collect();
@@ -758,6 +759,31 @@ pub(crate) mod tests {
                     let _ = parse(&b, SERVER);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn random_corruptions_parse_or_err() {
+        // A fixed linear congruential generator: the same corruptions on every run.
+        let mut state: u64 = 0x5eed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize
+        };
+        for round in 0..5000 {
+            let mut bytes = if round % 2 == 0 {
+                full_offer(1)
+            } else {
+                proxy_offer(1)
+            };
+            for _ in 0..1 + next() % 8 {
+                let at = OPTIONS_AT + next() % (bytes.len() - OPTIONS_AT);
+                bytes[at] = (next() % 256) as u8;
+            }
+            let cut = bytes.len() - next() % 40;
+            let _ = parse(&bytes[..cut], SERVER);
         }
     }
 
