@@ -1,10 +1,11 @@
 //! Command line (clap). Every flag also reads a `PXE_*` environment variable.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{builder::BoolishValueParser, Args, Parser, Subcommand};
 
 use crate::config::{DhcpMode, LogFormat, Overrides, XdpModeSetting};
+use crate::probe::{FirmwareKind, ProbeOptions, PROBE_TIMEOUT_MS_DEFAULT, PROBE_TIMEOUT_MS_MAX};
 
 /// XDP-accelerated network boot server: PXE DHCP, TFTP and HTTP.
 #[derive(Debug, Parser)]
@@ -25,6 +26,10 @@ pub enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Broadcast PXE DISCOVERs as BIOS, UEFI x64, UEFI HTTP Boot and iPXE firmware on an
+    /// interface and print every answer. Exit status: 0 every kind answered, 1 some kinds got
+    /// no answer, 3 nobody answered, 4 the probe could not run.
+    Probe(ProbeArgs),
 }
 
 /// Flags of `run`.
@@ -67,6 +72,65 @@ impl RunArgs {
             log_level: self.log_level.clone(),
             log_format: self.log_format,
             dhcp_mode: self.dhcp_mode,
+        }
+    }
+}
+
+/// Flags of `probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Interface on the boot network to probe from (needs root: UDP port 68).
+    #[arg(long, short = 'i', env = "PXE_PROBE_INTERFACE")]
+    pub interface: String,
+    /// Firmware kinds to pretend to be, comma-separated.
+    #[arg(
+        long,
+        env = "PXE_PROBE_KINDS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "bios,uefi-x64,uefi-http,ipxe"
+    )]
+    pub kinds: Vec<FirmwareKind>,
+    /// How long to listen for answers, in milliseconds.
+    #[arg(
+        long,
+        env = "PXE_PROBE_TIMEOUT_MS",
+        default_value_t = PROBE_TIMEOUT_MS_DEFAULT,
+        value_parser = clap::value_parser!(u64).range(1..=PROBE_TIMEOUT_MS_MAX)
+    )]
+    pub timeout_ms: u64,
+    /// Print JSON lines instead of the table.
+    #[arg(long, env = "PXE_PROBE_JSON", value_parser = BoolishValueParser::new())]
+    pub json: bool,
+    /// Follow an offer that names no boot file to its boot server on UDP port 4011, as PXE
+    /// firmware does, and report the ACK (`--follow-4011=false` to not).
+    #[arg(
+        long = "follow-4011",
+        env = "PXE_PROBE_FOLLOW_4011",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub follow_4011: bool,
+}
+
+impl ProbeArgs {
+    /// The probe's options: kinds without repeats, in the order given.
+    pub fn options(&self) -> ProbeOptions {
+        let mut kinds: Vec<FirmwareKind> = Vec::with_capacity(self.kinds.len());
+        for kind in &self.kinds {
+            if !kinds.contains(kind) {
+                kinds.push(*kind);
+            }
+        }
+        ProbeOptions {
+            interface: self.interface.clone(),
+            kinds,
+            timeout: Duration::from_millis(self.timeout_ms),
+            follow_4011: self.follow_4011,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod dhcp;
 pub mod http;
 pub mod metrics;
 pub mod netif;
+pub mod probe;
 pub mod xdp;
 
 use std::{future::Future, sync::Arc};

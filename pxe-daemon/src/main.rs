@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use pxe_daemon::{
-    cli::{Cli, Command, RunArgs},
+    cli::{Cli, Command, ProbeArgs, RunArgs},
     config::{Config, DhcpMode, LogFormat},
-    dhcp, Listeners,
+    dhcp, probe, Listeners,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
+        Command::Probe(args) => probe(&args),
         Command::Run(args) => {
             let config = match Config::load(args.config.as_deref(), args.overrides()) {
                 Ok(c) => c,
@@ -46,6 +47,34 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `pxe-daemon probe`: the table (or JSON lines) on stdout, the verdict on stderr, and the exit
+/// status of [`probe::Report::exit_status`], or [`probe::EXIT_PROBE_FAILED`].
+fn probe(args: &ProbeArgs) -> ExitCode {
+    // Only warnings by default: stdout is the report. PXE_LOG_LEVEL / RUST_LOG=debug shows more.
+    let filter = EnvFilter::builder()
+        .with_default_directive(tracing::level_filters::LevelFilter::WARN.into())
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let report = match probe::run(&args.options()) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("pxe-daemon probe: {e}");
+            return ExitCode::from(probe::EXIT_PROBE_FAILED);
+        }
+    };
+    if args.json {
+        print!("{}", report.json_lines());
+    } else {
+        print!("{}", report.table());
+    }
+    let status = report.exit_status();
+    eprintln!("pxe-daemon probe: {}", report.summary());
+    ExitCode::from(status)
 }
 
 fn init_logging(config: &Config) {

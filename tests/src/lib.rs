@@ -1,7 +1,7 @@
 //! Test harness for pxe-daemon: network namespaces joined by a veth pair on 198.18.0.0/15
-//! ([`TestNet`]), the daemon binary running in the server namespace ([`Daemon`]), commands
-//! bounded in time, and a Prometheus sample reader. Used by this crate's integration tests and by
-//! `cargo xtask demo`.
+//! ([`TestNet`]), the daemon binary running in the server namespace ([`Daemon`]), dnsmasq as a
+//! real DHCP peer there ([`Dnsmasq`]), commands bounded in time, and a Prometheus sample reader.
+//! Used by this crate's integration tests and by `cargo xtask demo`.
 //!
 //! ```no_run
 //! use pxe_tests::{metric_value, root_or_skip, Daemon, TestNet};
@@ -22,6 +22,7 @@
 
 mod clients;
 mod daemon;
+mod dnsmasq;
 mod metrics;
 mod netns;
 mod process;
@@ -34,6 +35,7 @@ pub use daemon::{
     daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT, READY_TIMEOUT,
     ROOT_TEST_FILE,
 };
+pub use dnsmasq::{Dnsmasq, DNSMASQ_READY_TIMEOUT};
 pub use metrics::metric_value;
 pub use netns::{netns_exists, TestNet, CMD_TIMEOUT, MAX_TAG_LEN, NAME_PREFIX, PREFIX_LEN};
 pub use process::{run_bounded, NsChild, STOP_TIMEOUT};
