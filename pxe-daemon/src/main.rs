@@ -70,7 +70,9 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
         let http = tokio::net::TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
-        pxe_daemon::run(config, Listeners { http }, shutdown_signal()).await?;
+        let tftp = std::net::UdpSocket::bind(config.tftp.listen)
+            .with_context(|| format!("binding the TFTP listener to {}", config.tftp.listen))?;
+        pxe_daemon::run(config, Listeners { http, tftp }, shutdown_signal()).await?;
         Ok(())
     })
 }
