@@ -25,6 +25,7 @@ mod daemon;
 mod metrics;
 mod netns;
 mod process;
+pub mod tftp;
 
 use std::io::Write;
 use std::path::PathBuf;
