@@ -1,6 +1,6 @@
 # TFTP client scenarios for the pxe-tests integration tests (run inside the client namespace).
 #
-#   get SERVER FILE OUT [--opt NAME=VALUE]... [--probe-abort same|new] [--dally SECS]
+#   get SERVER[:PORT] FILE OUT [--opt NAME=VALUE]... [--probe-abort same|new] [--dally SECS]
 #       Reads FILE as firmware does: RFC 2347 options, RFC 7440 receiver (ACK at the end of a
 #       window, ACK of the last in-order block on a gap or a timeout), block-number rollover.
 #       --probe-abort: first a request whose OACK is answered with ERROR 8, then the same request
@@ -43,7 +43,13 @@ def parse_oack(body):
     return {parts[i].decode().lower(): parts[i + 1].decode() for i in range(0, len(parts) - 1, 2)}
 
 
+def address(server):
+    host, _, port = server.partition(":")
+    return (host, int(port or 69))
+
+
 def get(server, name, out_path, opts, probe_abort, dally):
+    server = address(server)
     started = time.monotonic()
     deadline = started + MAX_SECONDS
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -52,7 +58,7 @@ def get(server, name, out_path, opts, probe_abort, dally):
     probe_oack = None
     if probe_abort:
         for _ in range(10):
-            sock.sendto(req, (server, 69))
+            sock.sendto(req, server)
             try:
                 pkt, peer = sock.recvfrom(70000)
             except socket.timeout:
@@ -69,7 +75,7 @@ def get(server, name, out_path, opts, probe_abort, dally):
             sock.close()
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.settimeout(0.5)
-    sock.sendto(req, (server, 69))
+    sock.sendto(req, server)
     blksize, window = 512, 1
     oack = {}
     data = bytearray()
@@ -85,7 +91,7 @@ def get(server, name, out_path, opts, probe_abort, dally):
             if timeouts > 40:
                 raise SystemExit(f"no progress after block {expected - 1}")
             if peer is None:
-                sock.sendto(req, (server, 69))
+                sock.sendto(req, server)
             else:
                 sock.sendto(ack(expected - 1), peer)
             continue
@@ -184,7 +190,8 @@ def scale(server, name, count):
             try:
                 while True:
                     pkt = key.fileobj.recv(2048)
-                    if pkt[:4] == b"\0\3\0\1":
+                    # The OACK (blksize asked) or, without options, DATA 1.
+                    if pkt[:2] == b"\0\6" or pkt[:4] == b"\0\3\0\1":
                         answered.add(key.data)
             except BlockingIOError:
                 pass

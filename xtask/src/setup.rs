@@ -27,6 +27,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Real TFTP and HTTP clients.
     "tftp-hpa",
     "curl",
+    // TFTP client with blksize and windowsize options (client only, not atftpd).
+    "atftp",
     // Helper scripts in the tests.
     "python3",
 ];
