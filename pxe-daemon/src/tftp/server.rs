@@ -283,16 +283,15 @@ impl Server {
             "TFTP serving"
         );
         let mut drain_until: Option<Instant> = None;
+        let start_drain = |drain_until: &mut Option<Instant>, live: usize| {
+            if drain_until.is_none() && shutdown.is_cancelled() {
+                info!(in_flight = live, ?drain, "TFTP draining: no new requests");
+                *drain_until = Some(Instant::now() + drain);
+            }
+        };
         loop {
             let now = Instant::now();
-            if drain_until.is_none() && shutdown.is_cancelled() {
-                info!(
-                    in_flight = self.live,
-                    ?drain,
-                    "TFTP draining: no new requests"
-                );
-                drain_until = Some(now + drain);
-            }
+            start_drain(&mut drain_until, self.live);
             if let Some(until) = drain_until {
                 if self.live == 0 {
                     break;
@@ -320,6 +319,8 @@ impl Server {
                 warn!(error = %e, "TFTP io_uring wait failed");
                 std::thread::sleep(MAX_WAIT);
             }
+            // Checked again after the wait: a request read after the shutdown is not served.
+            start_drain(&mut drain_until, self.live);
             let events = self.ring.take_events();
             self.metrics.send_errors.inc_by(events.send_errors);
             for token in events.read_failures {
@@ -1018,5 +1019,60 @@ mod tests {
             "pxe_tftp_requests_refused_total{reason=\"busy\"} 1"
         ));
         assert!(metric(&r, "pxe_tftp_retransmits_total 2"));
+    }
+
+    #[test]
+    fn shutdown_drains_then_ends_what_is_left() {
+        let mut r = serve(3, &[("nbp", vec![2u8; 3000])], TftpConfig::default());
+        // One transfer finishes during the drain, one is left hanging.
+        let finishing = client();
+        finishing
+            .send_to(&request(Opcode::Rrq, "nbp", "octet", &[]), r.addr)
+            .unwrap();
+        let hanging = client();
+        hanging
+            .send_to(&request(Opcode::Rrq, "nbp", "octet", &[]), r.addr)
+            .unwrap();
+        let (first, from) = recv(&finishing);
+        recv(&hanging);
+        let started = Instant::now();
+        r.token.cancel();
+        // New requests are no longer read.
+        let late = client();
+        late.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        late.send_to(&request(Opcode::Rrq, "nbp", "octet", &[]), r.addr)
+            .unwrap();
+        assert!(
+            late.recv_from(&mut [0u8; 600]).is_err(),
+            "answered while draining"
+        );
+        assert_eq!(&first[..4], b"\x00\x03\x00\x01");
+        let mut block = 1u16;
+        loop {
+            finishing.send_to(&ack(block), from).unwrap();
+            if block == 6 {
+                break;
+            }
+            let (pkt, _) = recv(&finishing);
+            block = u16::from_be_bytes([pkt[2], pkt[3]]);
+        }
+        r.thread.take().unwrap().join().unwrap();
+        // The drain in `serve` is 1 s; the hanging transfer was ended with an ERROR.
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        let mut got_error = false;
+        for _ in 0..5 {
+            let (pkt, _) = recv(&hanging);
+            if pkt[..2] == [0, 5] {
+                got_error = true;
+                break;
+            }
+        }
+        assert!(got_error, "the hanging client should get ERROR 0");
+        assert!(metric(&r, "pxe_tftp_transfers_completed_total 1"));
+        assert!(metric(
+            &r,
+            "pxe_tftp_transfers_failed_total{reason=\"shutdown\"} 1"
+        ));
     }
 }
