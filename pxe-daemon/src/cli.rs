@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Address:port of the HTTP listener [default: 0.0.0.0:80].
     #[arg(long, env = "PXE_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// Address:port of the TFTP request listener [default: 0.0.0.0:69].
+    #[arg(long, env = "PXE_TFTP_LISTEN")]
+    pub tftp_listen: Option<SocketAddr>,
     /// How to attach the XDP program [default: auto].
     #[arg(long, env = "PXE_XDP_MODE", value_enum)]
     pub xdp_mode: Option<XdpModeSetting>,
@@ -68,6 +71,7 @@ impl RunArgs {
             interface: self.interface.clone(),
             root: self.root.clone(),
             http_listen: self.http_listen,
+            tftp_listen: self.tftp_listen,
             xdp_mode: self.xdp_mode,
             log_level: self.log_level.clone(),
             log_format: self.log_format,

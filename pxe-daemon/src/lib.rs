@@ -11,9 +11,12 @@ pub mod http;
 pub mod metrics;
 pub mod netif;
 pub mod probe;
+pub mod tftp;
 pub mod xdp;
 
 use std::{future::Future, sync::Arc};
+
+use std::net::UdpSocket;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +31,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// The DHCP sockets (67 and 4011), unless DHCP is off.
     pub dhcp: Option<dhcp::server::DhcpSockets>,
+    /// The TFTP request listener (port 69); transfer ports are bound by the server.
+    pub tftp: UdpSocket,
 }
 
 /// Why the daemon could not run.
@@ -56,6 +61,29 @@ pub enum RunError {
     /// The XDP program could not be loaded or attached in the required mode.
     #[error(transparent)]
     Xdp(#[from] xdp::XdpLoadError),
+    /// The TFTP server could not start.
+    #[error(transparent)]
+    Tftp(#[from] tftp::ServerError),
+}
+
+/// MTU assumed when the interface's cannot be read.
+const MTU_FALLBACK: u32 = 1500;
+
+/// The MTU of `interface` (from sysfs), or [`MTU_FALLBACK`] with a warning.
+fn interface_mtu(interface: &str) -> u32 {
+    let path = format!("/sys/class/net/{interface}/mtu");
+    match std::fs::read_to_string(&path).map(|s| s.trim().parse::<u32>()) {
+        Ok(Ok(mtu)) => mtu,
+        other => {
+            tracing::warn!(
+                interface,
+                ?other,
+                fallback = MTU_FALLBACK,
+                "cannot read the interface MTU"
+            );
+            MTU_FALLBACK
+        }
+    }
 }
 
 /// Runs the daemon until `shutdown` completes, then drains for at most `config.drain_timeout`
@@ -67,6 +95,11 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let interface = config.interface.clone().ok_or_else(|| {
         RunError::Config("no interface: give --interface or server.interface".into())
+    })?;
+    let root = config.root.clone().ok_or_else(|| {
+        RunError::Config(
+            "no boot root: TFTP serves files from it; give --root or server.root".into(),
+        )
     })?;
     let metrics = metrics::Metrics::new()?;
 
@@ -128,6 +161,19 @@ pub async fn run(
         None => None,
     };
 
+    let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
+    let tftp = tftp::Server::new(
+        tftp::ServerSettings {
+            config: &config.tftp,
+            ports: config.tftp_ports.clone(),
+            root: &root,
+            mtu: interface_mtu(&interface),
+            mapper: Arc::new(tftp::AsRequested),
+        },
+        listeners.tftp,
+        tftp_metrics,
+    )?;
+    let tftp_thread = tftp.spawn(token.child_token(), config.drain_timeout)?;
     let state = Arc::new(http::HttpState {
         metrics: metrics.clone(),
         http_metrics: http::metrics::HttpMetrics::new(metrics.registry())?,
@@ -151,6 +197,7 @@ pub async fn run(
         interface,
         root = ?config.root,
         http = %config.http_listen,
+        tftp = %config.tftp.listen,
         "pxe-daemon running"
     );
     shutdown.await;
@@ -165,6 +212,10 @@ pub async fn run(
             Ok(Err(e)) => tracing::error!(error = %e, "DHCP server failed"),
             Err(e) => tracing::error!(error = %e, "DHCP task failed"),
         }
+    }
+    match tokio::task::spawn_blocking(move || tftp_thread.join()).await {
+        Ok(Ok(())) => {}
+        _ => tracing::error!("TFTP thread failed"),
     }
     drop(xdp);
     info!("pxe-daemon stopped");

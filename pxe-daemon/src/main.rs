@@ -113,7 +113,9 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
                 })
             }
         };
-        pxe_daemon::run(config, Listeners { http, dhcp }, shutdown_signal()).await?;
+        let tftp = std::net::UdpSocket::bind(config.tftp.listen)
+            .with_context(|| format!("binding the TFTP listener to {}", config.tftp.listen))?;
+        pxe_daemon::run(config, Listeners { http, dhcp, tftp }, shutdown_signal()).await?;
         Ok(())
     })
 }

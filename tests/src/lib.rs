@@ -26,6 +26,7 @@ mod dnsmasq;
 mod metrics;
 mod netns;
 mod process;
+pub mod tftp;
 
 use std::io::Write;
 use std::path::PathBuf;

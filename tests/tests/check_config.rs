@@ -54,3 +54,28 @@ fn shipped_example_config_is_accepted() {
     let out = check_config(&path);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
+
+#[test]
+fn run_without_a_boot_root_is_refused_clearly() {
+    // Loopback and port 0 only: nothing is served, run() refuses before XDP or TFTP start.
+    let out = run_daemon_cli(
+        &[
+            "run",
+            "--interface",
+            "lo",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--tftp-listen",
+            "127.0.0.1:0",
+            "--xdp-mode",
+            "off",
+        ],
+        CHECK_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("no boot root: TFTP serves files from it; give --root or server.root"),
+        "{stderr}"
+    );
+}

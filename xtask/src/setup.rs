@@ -28,6 +28,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tftp-hpa",
     "curl",
     "wget",
+    // TFTP client with blksize and windowsize options (client only, not atftpd).
+    "atftp",
     // Helper scripts in the tests.
     "python3",
     // Peers: dnsmasq plays the site's DHCP server beside the proxy.

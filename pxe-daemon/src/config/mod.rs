@@ -33,6 +33,30 @@ pub const HTTP_LISTEN_DEFAULT: &str = "0.0.0.0:80";
 pub const DRAIN_TIMEOUT_SECS_DEFAULT: u64 = 10;
 /// Default log filter.
 pub const LOG_LEVEL_DEFAULT: &str = "info";
+/// Default TFTP request listener: every address, port 69.
+pub const TFTP_LISTEN_DEFAULT: &str = "0.0.0.0:69";
+/// Default cap on TFTP transfers in flight.
+pub const TFTP_MAX_TRANSFERS_DEFAULT: usize = 10_000;
+/// Most `tftp.max_transfers` may be.
+pub const TFTP_MAX_TRANSFERS_LIMIT: u64 = 1_000_000;
+/// Default largest block size: a DATA datagram fills a 1500-byte Ethernet MTU exactly.
+pub const TFTP_MAX_BLKSIZE_DEFAULT: u16 = 1468;
+/// Default largest window (tftp-hpa's cap; gains level off near it).
+pub const TFTP_MAX_WINDOWSIZE_DEFAULT: u16 = 64;
+/// Most `tftp.max_windowsize` may be: a window stays far below the 65536 block numbers.
+pub const TFTP_MAX_WINDOWSIZE_LIMIT: u64 = 1024;
+/// Default retransmit timeout, milliseconds.
+pub const TFTP_TIMEOUT_MS_DEFAULT: u64 = 1000;
+/// Allowed `tftp.timeout_ms`.
+pub const TFTP_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 10..=255_000;
+/// Default retransmits before a transfer is given up.
+pub const TFTP_RETRIES_DEFAULT: u8 = 5;
+/// Allowed `tftp.retries`.
+pub const TFTP_RETRIES_RANGE: RangeInclusive<u64> = 0..=50;
+/// Default size of the hot-file cache: 64 MiB.
+pub const TFTP_CACHE_BYTES_DEFAULT: u64 = 64 << 20;
+/// Most `tftp.cache_bytes` may be: 16 GiB.
+pub const TFTP_CACHE_BYTES_LIMIT: u64 = 16 << 30;
 
 /// How the XDP program is attached to the interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -134,6 +158,42 @@ pub enum LogFormat {
     Json,
 }
 
+/// The TFTP server's settings (its transfer port range is [`Config::tftp_ports`], which the
+/// XDP program reads too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TftpConfig {
+    /// Address of the request listener (port 69).
+    pub listen: SocketAddr,
+    /// Most transfers in flight; requests beyond are refused with an ERROR.
+    pub max_transfers: usize,
+    /// Largest block size offered; the interface MTU caps it further.
+    pub max_blksize: u16,
+    /// Largest window size offered.
+    pub max_windowsize: u16,
+    /// Retransmit timeout when the client asks for none.
+    pub timeout: Duration,
+    /// Retransmits before a transfer is given up.
+    pub retries: u8,
+    /// Bytes of the hot-file cache (0: no cache; every file is read block by block).
+    pub cache_bytes: u64,
+}
+
+impl Default for TftpConfig {
+    fn default() -> TftpConfig {
+        TftpConfig {
+            listen: TFTP_LISTEN_DEFAULT
+                .parse()
+                .expect("TFTP_LISTEN_DEFAULT is a valid socket address"),
+            max_transfers: TFTP_MAX_TRANSFERS_DEFAULT,
+            max_blksize: TFTP_MAX_BLKSIZE_DEFAULT,
+            max_windowsize: TFTP_MAX_WINDOWSIZE_DEFAULT,
+            timeout: Duration::from_millis(TFTP_TIMEOUT_MS_DEFAULT),
+            retries: TFTP_RETRIES_DEFAULT,
+            cache_bytes: TFTP_CACHE_BYTES_DEFAULT,
+        }
+    }
+}
+
 /// The validated configuration the daemon runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -145,6 +205,8 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// UDP ports used as the server side of TFTP transfers.
     pub tftp_ports: RangeInclusive<u16>,
+    /// The TFTP server.
+    pub tftp: TftpConfig,
     /// How to attach the XDP program.
     pub xdp_mode: XdpModeSetting,
     /// Time given to open transfers after a shutdown signal.
@@ -170,6 +232,8 @@ pub struct Overrides {
     pub root: Option<PathBuf>,
     /// `--http-listen`.
     pub http_listen: Option<SocketAddr>,
+    /// `--tftp-listen`.
+    pub tftp_listen: Option<SocketAddr>,
     /// `--xdp-mode`.
     pub xdp_mode: Option<XdpModeSetting>,
     /// `--log-level`.
@@ -350,6 +414,8 @@ impl Config {
                 .expect("HTTP_LISTEN_DEFAULT is a valid socket address"),
         };
 
+        let tftp_settings = build_tftp(&tftp, overrides.tftp_listen, src)?;
+
         let tftp_ports = match (tftp.port_range, src) {
             (Some(s), Some(src)) => {
                 let [first, last] = *s.get_ref();
@@ -414,6 +480,7 @@ impl Config {
             root,
             http_listen,
             tftp_ports,
+            tftp: tftp_settings,
             xdp_mode,
             drain_timeout: Duration::from_secs(drain_timeout_secs),
             log_level,
@@ -778,6 +845,73 @@ fn build_boot(
     })
 }
 
+/// Validates `[tftp]` (all but `port_range`) with `--tftp-listen` on top.
+fn build_tftp(
+    wire: &wire::WireTftp,
+    listen_flag: Option<SocketAddr>,
+    src: Option<&SourceFile<'_>>,
+) -> Result<TftpConfig, ConfigError> {
+    let mut c = TftpConfig::default();
+    // A numeric key within `range`, or its default; a refusal points at the value.
+    let number = |value: &Option<Spanned<u64>>,
+                  key: &str,
+                  range: RangeInclusive<u64>|
+     -> Result<Option<u64>, ConfigError> {
+        match (value, src) {
+            (Some(v), Some(src)) => {
+                let n = *v.get_ref();
+                if !range.contains(&n) {
+                    return Err(Origin::File(src, v.span()).error(format!(
+                        "tftp.{key} {n} is outside {}..={}",
+                        range.start(),
+                        range.end()
+                    )));
+                }
+                Ok(Some(n))
+            }
+            _ => Ok(None),
+        }
+    };
+    c.listen = match (listen_flag, &wire.listen, src) {
+        (Some(addr), _, _) => addr,
+        (None, Some(s), Some(src)) => s.get_ref().parse().map_err(|e| {
+            Origin::File(src, s.span()).error(format!(
+                "tftp.listen {:?} is not an address:port ({e})",
+                s.get_ref()
+            ))
+        })?,
+        _ => c.listen,
+    };
+    if let Some(n) = number(
+        &wire.max_transfers,
+        "max_transfers",
+        1..=TFTP_MAX_TRANSFERS_LIMIT,
+    )? {
+        c.max_transfers = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    let blksize = u64::from(crate::tftp::MIN_BLKSIZE)..=u64::from(crate::tftp::MAX_BLKSIZE);
+    if let Some(n) = number(&wire.max_blksize, "max_blksize", blksize)? {
+        c.max_blksize = u16::try_from(n).unwrap_or(u16::MAX);
+    }
+    if let Some(n) = number(
+        &wire.max_windowsize,
+        "max_windowsize",
+        1..=TFTP_MAX_WINDOWSIZE_LIMIT,
+    )? {
+        c.max_windowsize = u16::try_from(n).unwrap_or(u16::MAX);
+    }
+    if let Some(n) = number(&wire.timeout_ms, "timeout_ms", TFTP_TIMEOUT_MS_RANGE)? {
+        c.timeout = Duration::from_millis(n);
+    }
+    if let Some(n) = number(&wire.retries, "retries", TFTP_RETRIES_RANGE)? {
+        c.retries = u8::try_from(n).unwrap_or(u8::MAX);
+    }
+    if let Some(n) = number(&wire.cache_bytes, "cache_bytes", 0..=TFTP_CACHE_BYTES_LIMIT)? {
+        c.cache_bytes = n;
+    }
+    Ok(c)
+}
+
 /// Maximum length of a Linux interface name (IFNAMSIZ less the NUL).
 const IFNAME_MAX_LEN: usize = 15;
 
@@ -831,6 +965,59 @@ mod tests {
             Duration::from_secs(DRAIN_TIMEOUT_SECS_DEFAULT)
         );
         assert_eq!(c.interface, None);
+        assert_eq!(c.tftp, TftpConfig::default());
+        assert_eq!(c.tftp.listen, "0.0.0.0:69".parse().unwrap());
+        assert_eq!(c.tftp.max_transfers, 10_000);
+    }
+
+    #[test]
+    fn tftp_keys_are_read_and_checked() {
+        let c = parse(
+            "[tftp]\nlisten = \"127.0.0.1:6969\"\nmax_transfers = 5\nmax_blksize = 1432\n\
+             max_windowsize = 8\ntimeout_ms = 250\nretries = 2\ncache_bytes = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tftp,
+            TftpConfig {
+                listen: "127.0.0.1:6969".parse().unwrap(),
+                max_transfers: 5,
+                max_blksize: 1432,
+                max_windowsize: 8,
+                timeout: Duration::from_millis(250),
+                retries: 2,
+                cache_bytes: 0,
+            }
+        );
+        for (text, needle) in [
+            (
+                "[tftp]\n\nmax_blksize = 65465\n",
+                "tftp.max_blksize 65465 is outside 8..=65464",
+            ),
+            ("[tftp]\n\nmax_blksize = 7\n", "outside"),
+            ("[tftp]\n\nmax_transfers = 0\n", "tftp.max_transfers 0"),
+            ("[tftp]\n\nmax_windowsize = 5000\n", "tftp.max_windowsize"),
+            ("[tftp]\n\ntimeout_ms = 1\n", "tftp.timeout_ms"),
+            ("[tftp]\n\nretries = 99\n", "tftp.retries"),
+            (
+                "[tftp]\n\nlisten = \"x\"\n",
+                "tftp.listen \"x\" is not an address:port",
+            ),
+        ] {
+            let (line, _, reason) = invalid(text);
+            assert_eq!(line, 3, "{text}");
+            assert!(reason.contains(needle), "{reason}");
+        }
+        let c = Config::from_toml(
+            Path::new("/etc/pxe/test.toml"),
+            "[tftp]\nlisten = \"127.0.0.1:6969\"\n",
+            Overrides {
+                tftp_listen: Some("127.0.0.2:69".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.tftp.listen, "127.0.0.2:69".parse().unwrap());
     }
 
     #[test]

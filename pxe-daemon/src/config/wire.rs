@@ -208,6 +208,20 @@ pub struct WireProfile {
 pub struct WireTftp {
     /// `[first, last]` UDP ports used as server ports of transfers.
     pub port_range: Option<Spanned<[u16; 2]>>,
+    /// `address:port` of the TFTP request listener.
+    pub listen: Option<Spanned<String>>,
+    /// Most transfers in flight at once; requests beyond are refused.
+    pub max_transfers: Option<Spanned<u64>>,
+    /// Largest block size offered (also capped by the interface MTU).
+    pub max_blksize: Option<Spanned<u64>>,
+    /// Largest window size offered.
+    pub max_windowsize: Option<Spanned<u64>>,
+    /// Retransmit timeout when the client asks for none, in milliseconds.
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Retransmits before a transfer is given up.
+    pub retries: Option<Spanned<u64>>,
+    /// Bytes of the in-memory cache of hot files.
+    pub cache_bytes: Option<Spanned<u64>>,
 }
 
 /// `[xdp]`.

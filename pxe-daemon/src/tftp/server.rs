@@ -1,0 +1,1078 @@
+//! The kernel-socket datapath: one thread, one io_uring, the port-69 listener and one socket per
+//! port of the transfer range. It only moves datagrams between the sockets and the sans-IO
+//! [`Transfer`]s, and fills DATA from the [`FileStore`].
+//!
+//! A transfer is identified by its server port and its client's address, so transfers of
+//! different clients share ports (round robin over the range): the range does not cap the
+//! number of transfers, `tftp.max_transfers` does. A client address has at most one transfer;
+//! the same request again is a retransmit, a different one replaces the transfer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash as _, Hasher as _};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::ops::RangeInclusive;
+use std::os::fd::{AsRawFd as _, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::files::{FileStore, PathMapper, Source};
+use super::metrics::{Refusal, TftpMetrics};
+use super::options::{negotiate, Limits};
+use super::packet::{write_data_header, ErrorCode, Opcode, Packet, WireError, DATA_HEADER_BYTES};
+use super::transfer::{FailReason, Outcome, Output, Retry, Send, Transfer};
+use super::uring::{FileBlock, SendRing};
+use crate::config::TftpConfig;
+
+/// Datagrams in flight at once (each holds a buffer of up to 4 + blksize bytes).
+pub const MAX_SENDS_IN_FLIGHT: usize = 1024;
+/// Datagrams read from one socket per loop turn before the others get their turn.
+const RECV_BUDGET: usize = 256;
+/// Longest sleep of the loop: how soon a shutdown is noticed.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+/// Receive buffer of the request listener: a boot storm's requests arrive at once.
+const LISTENER_RCVBUF_BYTES: libc::c_int = 8 << 20;
+/// Send buffer of each transfer socket: windows of many transfers share one.
+const TRANSFER_SNDBUF_BYTES: libc::c_int = 1 << 20;
+/// How long the last datagrams (shutdown errors) get to leave after the drain.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Index of the listener among the sockets.
+const LISTENER: usize = 0;
+
+/// Why the TFTP server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The boot root could not be opened.
+    #[error("opening the boot root {path}: {source}")]
+    Root {
+        /// The root.
+        path: String,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// io_uring could not be set up.
+    #[error("setting up io_uring for TFTP: {0}")]
+    Uring(#[source] io::Error),
+    /// No port of the transfer range could be bound.
+    #[error("binding TFTP transfer ports {first}-{last} on {ip}: {source}")]
+    Ports {
+        /// Address bound.
+        ip: IpAddr,
+        /// First port of the range.
+        first: u16,
+        /// Last port of the range.
+        last: u16,
+        /// The last error.
+        source: io::Error,
+    },
+    /// The listener could not be set up.
+    #[error("setting up the TFTP listener: {0}")]
+    Listener(#[source] io::Error),
+    /// The server thread could not be started.
+    #[error("starting the TFTP thread: {0}")]
+    Thread(#[source] io::Error),
+}
+
+/// Everything the server needs besides its sockets.
+#[derive(Debug)]
+pub struct ServerSettings<'a> {
+    /// `[tftp]`.
+    pub config: &'a TftpConfig,
+    /// Transfer ports.
+    pub ports: RangeInclusive<u16>,
+    /// The boot root.
+    pub root: &'a Path,
+    /// MTU of the boot interface: caps the block size so that no DATA is fragmented.
+    pub mtu: u32,
+    /// Maps requested names to served ones (the boot policy's hook).
+    pub mapper: Arc<dyn PathMapper>,
+}
+
+/// A transfer and what the datapath keeps beside it.
+#[derive(Debug)]
+struct Entry {
+    transfer: Transfer,
+    source: Source,
+    /// Index of its server socket.
+    socket: usize,
+    client: SocketAddr,
+    started: Instant,
+    /// The deadline it is filed under in the timer set.
+    timer: Option<Instant>,
+    generation: u32,
+    request_hash: u64,
+    file: Box<str>,
+}
+
+/// The TFTP server on kernel sockets.
+#[derive(Debug)]
+pub struct Server {
+    /// `[listener, transfer ports...]`; the index is also the ring's watch index.
+    sockets: Vec<UdpSocket>,
+    fds: Vec<RawFd>,
+    files: FileStore,
+    mapper: Arc<dyn PathMapper>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    live: usize,
+    generation: u32,
+    by_client: HashMap<SocketAddr, u32>,
+    timers: BTreeSet<(Instant, u32)>,
+    next_port: usize,
+    limits: Limits,
+    retry: Retry,
+    max_transfers: usize,
+    metrics: TftpMetrics,
+    ring: SendRing,
+    out: Output,
+    recv_buf: Box<[u8]>,
+    cache_seen: super::files::CacheStats,
+    /// Sockets not read to the end in their turn.
+    carry: Vec<usize>,
+}
+
+fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: libc::c_int) {
+    let set = |opt| {
+        // SAFETY: setsockopt reads an int from a valid pointer of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &bytes as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    // The FORCE variant passes rmem_max/wmem_max (root); else the plain one, capped.
+    if set(force) != 0 {
+        set(plain);
+    }
+}
+
+impl Server {
+    /// Sets the server up on `listener` (bound by the caller): opens the root, binds the
+    /// transfer ports on the listener's address, creates the ring.
+    pub fn new(
+        settings: ServerSettings<'_>,
+        listener: UdpSocket,
+        metrics: TftpMetrics,
+    ) -> Result<Server, ServerError> {
+        let config = settings.config;
+        let files = FileStore::new(settings.root, config.cache_bytes).map_err(|source| {
+            ServerError::Root {
+                path: settings.root.display().to_string(),
+                source,
+            }
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(ServerError::Listener)?;
+        set_buffer(
+            listener.as_raw_fd(),
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            LISTENER_RCVBUF_BYTES,
+        );
+        let ip = listener.local_addr().map_err(ServerError::Listener)?.ip();
+        let mut sockets = vec![listener];
+        let mut last_error = None;
+        for port in settings.ports.clone() {
+            match UdpSocket::bind((ip, port)).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+                Ok(s) => {
+                    set_buffer(
+                        s.as_raw_fd(),
+                        libc::SO_SNDBUFFORCE,
+                        libc::SO_SNDBUF,
+                        TRANSFER_SNDBUF_BYTES,
+                    );
+                    sockets.push(s);
+                }
+                Err(e) => {
+                    debug!(port, error = %e, "TFTP transfer port not usable");
+                    last_error = Some(e);
+                }
+            }
+        }
+        let (first, last) = (*settings.ports.start(), *settings.ports.end());
+        if sockets.len() == 1 {
+            return Err(ServerError::Ports {
+                ip,
+                first,
+                last,
+                source: last_error.unwrap_or_else(|| io::Error::other("empty port range")),
+            });
+        }
+        if let Some(e) = last_error {
+            warn!(
+                bound = sockets.len() - 1,
+                range = %format!("{first}-{last}"),
+                error = %e,
+                "some TFTP transfer ports are in use; serving on the others"
+            );
+        }
+        let mut ring = SendRing::new(MAX_SENDS_IN_FLIGHT).map_err(ServerError::Uring)?;
+        let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+        for &fd in &fds {
+            ring.watch(fd).map_err(ServerError::Uring)?;
+        }
+        let limits = Limits {
+            max_blksize: config
+                .max_blksize
+                .min(super::options::blksize_for_mtu(settings.mtu)),
+            max_windowsize: config.max_windowsize,
+            default_timeout: config.timeout,
+        };
+        Ok(Server {
+            sockets,
+            fds,
+            files,
+            mapper: settings.mapper,
+            entries: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            generation: 0,
+            by_client: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_port: 0,
+            limits,
+            retry: Retry {
+                max_retries: config.retries,
+            },
+            max_transfers: config.max_transfers,
+            metrics,
+            ring,
+            out: Output::default(),
+            recv_buf: vec![0u8; 65_536].into_boxed_slice(),
+            cache_seen: Default::default(),
+            carry: Vec::new(),
+        })
+    }
+
+    /// The block size and window offered at most.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Runs the server on a thread of its own until `shutdown` is cancelled and the drain
+    /// (at most `drain`) is over.
+    pub fn spawn(
+        self,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) -> Result<std::thread::JoinHandle<()>, ServerError> {
+        std::thread::Builder::new()
+            .name("pxe-tftp".into())
+            .spawn(move || self.run(&shutdown, drain))
+            .map_err(ServerError::Thread)
+    }
+
+    /// The loop: timers, one submission of every queued send, completions, datagrams.
+    pub fn run(mut self, shutdown: &CancellationToken, drain: Duration) {
+        info!(
+            listen = ?self.sockets[LISTENER].local_addr().ok(),
+            transfer_ports = self.sockets.len() - 1,
+            root = %self.files.root().display(),
+            max_blksize = self.limits.max_blksize,
+            max_windowsize = self.limits.max_windowsize,
+            max_transfers = self.max_transfers,
+            "TFTP serving"
+        );
+        let mut drain_until: Option<Instant> = None;
+        let start_drain = |drain_until: &mut Option<Instant>, live: usize| {
+            if drain_until.is_none() && shutdown.is_cancelled() {
+                info!(in_flight = live, ?drain, "TFTP draining: no new requests");
+                *drain_until = Some(Instant::now() + drain);
+            }
+        };
+        loop {
+            let now = Instant::now();
+            start_drain(&mut drain_until, self.live);
+            if let Some(until) = drain_until {
+                if self.live == 0 {
+                    break;
+                }
+                if now >= until {
+                    warn!(
+                        in_flight = self.live,
+                        "TFTP drain deadline passed; ending transfers"
+                    );
+                    self.abort_all();
+                    self.flush();
+                    break;
+                }
+            }
+            self.fire_timers(now);
+            let wait = if self.carry.is_empty() {
+                self.timers
+                    .first()
+                    .map_or(MAX_WAIT, |(t, _)| t.saturating_duration_since(now))
+                    .min(MAX_WAIT)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.ring.wait(wait) {
+                warn!(error = %e, "TFTP io_uring wait failed");
+                std::thread::sleep(MAX_WAIT);
+            }
+            // Checked again after the wait: a request read after the shutdown is not served.
+            start_drain(&mut drain_until, self.live);
+            let events = self.ring.take_events();
+            self.metrics.send_errors.inc_by(events.send_errors);
+            for token in events.read_failures {
+                self.read_failed(token);
+            }
+            // Transfer sockets before the listener: a client's abort (ERROR 8) is handled
+            // before the request it sends right after it.
+            let mut ready = std::mem::take(&mut self.carry);
+            ready.extend(events.readable);
+            ready.sort_unstable_by_key(|&i| (i == LISTENER, i));
+            ready.dedup();
+            for index in ready {
+                if index == LISTENER && drain_until.is_some() {
+                    continue;
+                }
+                self.read_socket(index);
+            }
+            self.update_gauges();
+        }
+        self.update_gauges();
+        info!("TFTP stopped");
+    }
+
+    /// Reads up to [`RECV_BUDGET`] datagrams from socket `index`, then re-arms its poll.
+    fn read_socket(&mut self, index: usize) {
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        let mut drained = false;
+        for _ in 0..RECV_BUDGET {
+            match self.sockets[index].recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    if index == LISTENER {
+                        self.on_request(from, &buf[..n], now);
+                    } else {
+                        self.on_transfer_datagram(index, from, &buf[..n], now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) => debug!(socket = index, error = %e, "TFTP receive failed"),
+            }
+        }
+        self.recv_buf = buf;
+        if drained {
+            if let Err(e) = self.ring.arm(index) {
+                warn!(error = %e, "re-arming a TFTP socket poll");
+                self.carry.push(index);
+            }
+        } else {
+            self.carry.push(index);
+        }
+    }
+
+    fn send_error_from(&mut self, index: usize, to: SocketAddr, err: &WireError) {
+        let fd = self.fds[index];
+        if let Err(e) = self.ring.send(fd, to, |b| {
+            super::packet::write_error(err.code as u16, &err.message, b)
+        }) {
+            warn!(error = %e, "queueing a TFTP error");
+        }
+    }
+
+    /// A datagram to port 69.
+    fn on_request(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        let packet = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics.malformed.inc();
+                debug!(client = %from, error = %e, "malformed TFTP request dropped");
+                return;
+            }
+        };
+        match packet {
+            Packet::Rrq(req) => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                bytes.hash(&mut hasher);
+                self.start_transfer(from, req.filename, &req.options, hasher.finish(), now);
+            }
+            Packet::Wrq(req) => {
+                self.metrics.refused(Refusal::WriteRequest);
+                info!(client = %from, file = req.filename, "TFTP write request refused");
+                let err = WireError::new(
+                    ErrorCode::AccessViolation,
+                    "write requests are not accepted",
+                );
+                self.send_error_from(LISTENER, from, &err);
+            }
+            // Never answer an error with an error.
+            Packet::Error { code, message } => {
+                debug!(client = %from, code, message, "TFTP error to the listener ignored");
+            }
+            _ => {
+                self.metrics.malformed.inc();
+                debug!(client = %from, "TFTP packet other than a request to the listener");
+                let err = WireError::new(ErrorCode::IllegalOperation, "illegal TFTP operation");
+                self.send_error_from(LISTENER, from, &err);
+            }
+        }
+    }
+
+    fn start_transfer(
+        &mut self,
+        from: SocketAddr,
+        filename: &str,
+        options: &[(&str, &str)],
+        request_hash: u64,
+        now: Instant,
+    ) {
+        if let Some(&slot) = self.by_client.get(&from) {
+            let entry = self.entries[slot as usize]
+                .as_mut()
+                .expect("indexed transfers exist");
+            if entry.request_hash == request_hash {
+                debug!(client = %from, file = filename, "repeated TFTP request");
+                let mut out = std::mem::take(&mut self.out);
+                entry.transfer.on_repeated_request(now, &mut out);
+                self.out = out;
+                self.apply(slot, now);
+                return;
+            }
+            entry.transfer.supersede();
+            self.apply(slot, now);
+        }
+        if self.live >= self.max_transfers {
+            self.metrics.refused(Refusal::Busy);
+            debug!(client = %from, file = filename, max_transfers = self.max_transfers, "TFTP request refused: busy");
+            let err = WireError::new(
+                ErrorCode::NotDefined,
+                format!(
+                    "server busy: {} transfers in flight (max_transfers), try again",
+                    self.live
+                ),
+            );
+            self.send_error_from(LISTENER, from, &err);
+            return;
+        }
+        let name = self.mapper.map(from, filename);
+        let source = match self.files.open(&name) {
+            Ok(s) => s,
+            Err(e) => {
+                let refusal = match e.label() {
+                    "not_found" => Refusal::NotFound,
+                    "read_error" => Refusal::ReadError,
+                    _ => Refusal::AccessViolation,
+                };
+                self.metrics.refused(refusal);
+                info!(client = %from, file = filename, error = %e, "TFTP request refused");
+                self.send_error_from(LISTENER, from, &e.to_wire());
+                return;
+            }
+        };
+        let negotiated = negotiate(options, source.size(), &self.limits);
+        self.out.clear();
+        let transfer = Transfer::start(&negotiated, source.size(), self.retry, now, &mut self.out);
+        self.next_port = self.next_port % (self.sockets.len() - 1) + 1;
+        self.generation = self.generation.wrapping_add(1);
+        let entry = Entry {
+            socket: self.next_port,
+            client: from,
+            started: now,
+            timer: None,
+            generation: self.generation,
+            request_hash,
+            file: name.into_boxed_str(),
+            source,
+            transfer,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.entries.push(Some(entry));
+                u32::try_from(self.entries.len() - 1).expect("max_transfers fits u32")
+            }
+        };
+        self.live += 1;
+        self.by_client.insert(from, slot);
+        self.metrics.started.inc();
+        self.metrics.blksize.observe(f64::from(negotiated.blksize));
+        self.metrics
+            .windowsize
+            .observe(f64::from(negotiated.windowsize));
+        debug!(
+            client = %from,
+            file = filename,
+            size = source_size(&self.entries[slot as usize]),
+            blksize = negotiated.blksize,
+            windowsize = negotiated.windowsize,
+            oack = negotiated.has_oack(),
+            port = self.sockets[self.next_port].local_addr().map(|a| a.port()).unwrap_or(0),
+            "TFTP transfer started"
+        );
+        self.apply(slot, now);
+    }
+
+    /// A datagram to a transfer port.
+    fn on_transfer_datagram(&mut self, index: usize, from: SocketAddr, bytes: &[u8], now: Instant) {
+        let slot = match self.by_client.get(&from) {
+            Some(&slot)
+                if self.entries[slot as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.socket == index) =>
+            {
+                slot
+            }
+            _ => {
+                self.metrics.unknown_tid.inc();
+                debug!(client = %from, socket = index, "TFTP datagram for an unknown transfer");
+                let is_error = bytes.len() >= 2
+                    && u16::from_be_bytes([bytes[0], bytes[1]]) == Opcode::Error as u16;
+                if !is_error {
+                    let err = WireError::new(ErrorCode::UnknownTid, "unknown transfer ID");
+                    self.send_error_from(index, from, &err);
+                }
+                return;
+            }
+        };
+        let entry = self.entries[slot as usize]
+            .as_mut()
+            .expect("indexed transfers exist");
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        if let Err(e) = entry.transfer.on_datagram(bytes, now, &mut out) {
+            self.metrics.malformed.inc();
+            debug!(client = %from, error = %e, "malformed TFTP packet dropped");
+        }
+        self.out = out;
+        self.apply(slot, now);
+    }
+
+    /// Sends what the last step of transfer `slot` produced, files its timer, and ends it if
+    /// it is over.
+    fn apply(&mut self, slot: u32, now: Instant) {
+        let Server {
+            entries,
+            ring,
+            fds,
+            metrics,
+            out,
+            timers,
+            ..
+        } = self;
+        let entry = entries[slot as usize]
+            .as_mut()
+            .expect("indexed transfers exist");
+        let fd = fds[entry.socket];
+        let token = (u64::from(entry.generation) << 32) | u64::from(slot);
+        metrics.retransmits.inc_by(u64::from(out.retransmits));
+        metrics.duplicate_acks.inc_by(u64::from(out.duplicate_acks));
+        for send in out.sends.drain(..) {
+            let queued = match send {
+                Send::Packet(bytes) => ring.send(fd, entry.client, |b| b.extend_from_slice(&bytes)),
+                Send::Data { block, offset, len } => {
+                    metrics.data_bytes.inc_by(u64::from(len));
+                    let mut header = [0u8; DATA_HEADER_BYTES];
+                    write_data_header(block, &mut header);
+                    match &entry.source {
+                        Source::Cached(data) => {
+                            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                            let end = start.saturating_add(len as usize);
+                            ring.send(fd, entry.client, |b| {
+                                b.extend_from_slice(&header);
+                                if let Some(payload) = data.get(start..end) {
+                                    b.extend_from_slice(payload);
+                                }
+                            })
+                        }
+                        Source::Disk { file, .. } => ring.send_file_block(
+                            fd,
+                            entry.client,
+                            &header,
+                            FileBlock {
+                                file,
+                                offset,
+                                len,
+                                token,
+                            },
+                        ),
+                    }
+                }
+            };
+            if let Err(e) = queued {
+                warn!(error = %e, "queueing a TFTP datagram");
+            }
+        }
+        out.retransmits = 0;
+        out.duplicate_acks = 0;
+        let deadline = entry.transfer.deadline();
+        if deadline != entry.timer {
+            if let Some(old) = entry.timer {
+                timers.remove(&(old, slot));
+            }
+            if let Some(new) = deadline {
+                timers.insert((new, slot));
+            }
+            entry.timer = deadline;
+        }
+        if let Some(outcome) = entry.transfer.outcome() {
+            self.finish(slot, outcome, now);
+        }
+    }
+
+    /// Removes ended transfer `slot` and counts it.
+    fn finish(&mut self, slot: u32, outcome: Outcome, now: Instant) {
+        let Some(entry) = self.entries[slot as usize].take() else {
+            return;
+        };
+        if let Some(t) = entry.timer {
+            self.timers.remove(&(t, slot));
+        }
+        self.by_client.remove(&entry.client);
+        self.free.push(slot);
+        self.live -= 1;
+        let seconds = now.saturating_duration_since(entry.started).as_secs_f64();
+        self.metrics.ended(outcome, seconds);
+        let size = entry.transfer.file_size();
+        match outcome {
+            Outcome::Completed => info!(
+                client = %entry.client,
+                file = %entry.file,
+                bytes = size,
+                seconds,
+                blksize = entry.transfer.blksize(),
+                windowsize = entry.transfer.windowsize(),
+                "TFTP transfer completed"
+            ),
+            Outcome::ProbeAborted => debug!(
+                client = %entry.client,
+                file = %entry.file,
+                "TFTP client aborted after the tsize probe"
+            ),
+            Outcome::Failed(reason) => info!(
+                client = %entry.client,
+                file = %entry.file,
+                reason = reason.label(),
+                seconds,
+                "TFTP transfer failed"
+            ),
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&(deadline, slot)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(entry) = self.entries[slot as usize].as_mut() else {
+                continue;
+            };
+            entry.timer = None;
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            entry.transfer.on_timeout(now, &mut out);
+            self.out = out;
+            self.apply(slot, now);
+        }
+    }
+
+    fn read_failed(&mut self, token: u64) {
+        let slot = token as u32;
+        let generation = (token >> 32) as u32;
+        let Some(entry) = self.entries.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        warn!(client = %entry.client, file = %entry.file, "reading a TFTP block failed or came back short (file changed?)");
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let err = WireError::new(ErrorCode::NotDefined, "cannot read file");
+        entry
+            .transfer
+            .abort(FailReason::ReadError, Some(err), &mut out);
+        self.out = out;
+        self.apply(slot, Instant::now());
+    }
+
+    /// Ends every transfer with ERROR 0 (shutdown).
+    fn abort_all(&mut self) {
+        let now = Instant::now();
+        for slot in 0..self.entries.len() {
+            let Some(entry) = self.entries[slot].as_mut() else {
+                continue;
+            };
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            let err = WireError::new(ErrorCode::NotDefined, "server shutting down");
+            entry
+                .transfer
+                .abort(FailReason::Shutdown, Some(err), &mut out);
+            self.out = out;
+            self.apply(slot as u32, now);
+        }
+    }
+
+    /// Waits (bounded) for queued datagrams to leave.
+    fn flush(&mut self) {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        while self.ring.in_flight() > 0 && Instant::now() < deadline {
+            if self.ring.wait(Duration::from_millis(10)).is_err() {
+                break;
+            }
+            self.ring.take_events();
+        }
+    }
+
+    fn update_gauges(&mut self) {
+        self.metrics.in_flight.set(self.live as i64);
+        let stats = self.files.stats();
+        self.metrics
+            .cache_hits
+            .inc_by(stats.hits - self.cache_seen.hits);
+        self.metrics
+            .cache_fills
+            .inc_by(stats.fills - self.cache_seen.fills);
+        self.metrics
+            .cache_bytes
+            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+        self.cache_seen = stats;
+    }
+}
+
+fn source_size(entry: &Option<Entry>) -> u64 {
+    entry.as_ref().map_or(0, |e| e.source.size())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The datapath on loopback, with a client written against the RFCs.
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::tftp::packet::{ack, request};
+    use crate::tftp::AsRequested;
+
+    /// Bound on every receive of the test client.
+    const RECV_TIMEOUT: Duration = Duration::from_secs(3);
+
+    struct Running {
+        addr: SocketAddr,
+        registry: Metrics,
+        token: CancellationToken,
+        thread: Option<std::thread::JoinHandle<()>>,
+        _root: tempfile::TempDir,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.token.cancel();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// A server on 127.0.0.1 with a boot root holding `files`, transfer ports from a range
+    /// picked by `salt` and the pid (tests on one host must not collide).
+    fn serve(salt: u16, files: &[(&str, Vec<u8>)], config: TftpConfig) -> Running {
+        let root = tempfile::tempdir().unwrap();
+        for (name, data) in files {
+            std::fs::write(root.path().join(name), data).unwrap();
+        }
+        let registry = Metrics::new().unwrap();
+        let metrics = TftpMetrics::register(&registry).unwrap();
+        let base = 20_000 + (std::process::id() % 900) as u16 * 40 + salt * 4;
+        let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::new(
+            ServerSettings {
+                config: &config,
+                ports: base..=base + 3,
+                root: &root.path().canonicalize().unwrap(),
+                mtu: 1500,
+                mapper: Arc::new(AsRequested),
+            },
+            listener,
+            metrics,
+        )
+        .unwrap();
+        let token = CancellationToken::new();
+        let thread = server.spawn(token.clone(), Duration::from_secs(1)).unwrap();
+        Running {
+            addr,
+            registry,
+            token,
+            thread: Some(thread),
+            _root: root,
+        }
+    }
+
+    fn client() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(RECV_TIMEOUT)).unwrap();
+        s
+    }
+
+    fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 70_000];
+        let (n, from) = s.recv_from(&mut buf).expect("a reply within the timeout");
+        buf.truncate(n);
+        (buf, from)
+    }
+
+    /// Reads `file` with `options`, ACKing each window's last block (RFC 7440); returns the
+    /// bytes.
+    fn fetch(server: SocketAddr, file: &str, options: &[(&str, &str)]) -> Vec<u8> {
+        let c = client();
+        c.send_to(&request(Opcode::Rrq, file, "octet", options), server)
+            .unwrap();
+        let mut blksize = 512usize;
+        let mut windowsize = 1usize;
+        let mut in_window = 0usize;
+        let mut data = Vec::new();
+        let mut expected: u16 = 1;
+        for _ in 0..1_000_000 {
+            let (pkt, from) = recv(&c);
+            match Packet::parse(&pkt).unwrap() {
+                Packet::Oack(opts) => {
+                    for (k, v) in opts {
+                        match k {
+                            "blksize" => blksize = v.parse().unwrap(),
+                            "windowsize" => windowsize = v.parse().unwrap(),
+                            _ => {}
+                        }
+                    }
+                    c.send_to(&ack(0), from).unwrap();
+                }
+                Packet::Data { block, payload } => {
+                    assert_eq!(block, expected, "in order on loopback");
+                    data.extend_from_slice(payload);
+                    expected = expected.wrapping_add(1);
+                    in_window += 1;
+                    let last = payload.len() < blksize;
+                    if in_window == windowsize || last {
+                        c.send_to(&ack(block), from).unwrap();
+                        in_window = 0;
+                    }
+                    if last {
+                        return data;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        panic!("transfer did not end");
+    }
+
+    fn metric(r: &Running, line: &str) -> bool {
+        r.registry.render().lines().any(|l| l == line)
+    }
+
+    fn wait_for(r: &Running, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !metric(r, line) {
+            assert!(
+                Instant::now() < deadline,
+                "{line} never showed:\n{}",
+                r.registry.render()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn serves_files_with_and_without_options() {
+        let small: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 13 + 1) as u8).collect();
+        // A 64 KiB cache: "big" is read block by block through linked io_uring reads.
+        let config = TftpConfig {
+            cache_bytes: 64 << 10,
+            ..TftpConfig::default()
+        };
+        let r = serve(0, &[("small", small.clone()), ("big", big.clone())], config);
+        assert_eq!(fetch(r.addr, "small", &[]), small);
+        assert_eq!(
+            fetch(
+                r.addr,
+                "small",
+                &[("tsize", "0"), ("blksize", "1468"), ("windowsize", "4")]
+            ),
+            small
+        );
+        assert_eq!(fetch(r.addr, "big", &[("blksize", "1432")]), big);
+        assert_eq!(
+            fetch(r.addr, "/big", &[("blksize", "9000"), ("windowsize", "64")]),
+            big
+        );
+        wait_for(&r, "pxe_tftp_transfers_completed_total 4");
+        wait_for(&r, "pxe_tftp_transfers_in_flight 0");
+        assert!(metric(&r, "pxe_tftp_cache_fills_total 1"));
+        assert!(metric(&r, "pxe_tftp_cache_hits_total 1"));
+    }
+
+    #[test]
+    fn refuses_writes_missing_files_traversal_and_unknown_tids() {
+        let r = serve(1, &[("f", b"data".to_vec())], TftpConfig::default());
+        let c = client();
+        let expect_error = |bytes: &[u8], code: u16| {
+            c.send_to(bytes, r.addr).unwrap();
+            let (pkt, _) = recv(&c);
+            match Packet::parse(&pkt).unwrap() {
+                Packet::Error { code: got, .. } => assert_eq!(got, code, "{bytes:?}"),
+                other => panic!("expected ERROR {code}, got {other:?}"),
+            }
+        };
+        expect_error(&request(Opcode::Wrq, "f", "octet", &[]), 2);
+        expect_error(&request(Opcode::Rrq, "nope", "octet", &[]), 1);
+        expect_error(&request(Opcode::Rrq, "../etc/passwd", "octet", &[]), 2);
+        expect_error(&request(Opcode::Rrq, "/etc/passwd", "octet", &[]), 2);
+        // Malformed requests are dropped without an answer.
+        c.send_to(b"\x00\x01no-terminator", r.addr).unwrap();
+        // A datagram to a transfer port with no transfer gets ERROR 5.
+        let port = 20_000 + (std::process::id() % 900) as u16 * 40 + 4;
+        c.send_to(&ack(1), ("127.0.0.1", port)).unwrap();
+        let (pkt, from) = recv(&c);
+        assert_eq!(from.port(), port);
+        assert_eq!(
+            Packet::parse(&pkt).unwrap(),
+            Packet::Error {
+                code: 5,
+                message: "unknown transfer ID".into()
+            }
+        );
+        wait_for(&r, "pxe_tftp_malformed_packets_total 1");
+        assert!(metric(
+            &r,
+            "pxe_tftp_requests_refused_total{reason=\"write_request\"} 1"
+        ));
+        assert!(metric(
+            &r,
+            "pxe_tftp_requests_refused_total{reason=\"access_violation\"} 2"
+        ));
+        assert!(metric(&r, "pxe_tftp_unknown_tid_packets_total 1"));
+    }
+
+    #[test]
+    fn probe_abort_is_quiet_and_the_cap_refuses_clearly() {
+        let config = TftpConfig {
+            max_transfers: 2,
+            timeout: Duration::from_millis(200),
+            retries: 1,
+            ..TftpConfig::default()
+        };
+        let r = serve(2, &[("nbp", vec![1u8; 3000])], config);
+        // The UEFI sequence: tsize probe, ERROR 8, the same request again.
+        let uefi = [("tsize", "0"), ("blksize", "1468"), ("windowsize", "4")];
+        let c = client();
+        c.send_to(&request(Opcode::Rrq, "nbp", "octet", &uefi), r.addr)
+            .unwrap();
+        let (oack, from) = recv(&c);
+        assert_eq!(
+            Packet::parse(&oack).unwrap(),
+            Packet::Oack(vec![
+                ("tsize", "3000"),
+                ("blksize", "1468"),
+                ("windowsize", "4")
+            ])
+        );
+        c.send_to(b"\x00\x05\x00\x08\x00", from).unwrap();
+        assert_eq!(fetch(r.addr, "nbp", &uefi), vec![1u8; 3000]);
+        wait_for(&r, "pxe_tftp_transfers_probe_aborted_total 1");
+
+        // Two transfers left hanging fill the cap; the third is refused with a clear message.
+        let hanging: Vec<UdpSocket> = (0..2).map(|_| client()).collect();
+        for h in &hanging {
+            h.send_to(&request(Opcode::Rrq, "nbp", "octet", &[]), r.addr)
+                .unwrap();
+            recv(h);
+        }
+        wait_for(&r, "pxe_tftp_transfers_in_flight 2");
+        let c = client();
+        c.send_to(&request(Opcode::Rrq, "nbp", "octet", &[]), r.addr)
+            .unwrap();
+        let (pkt, _) = recv(&c);
+        match Packet::parse(&pkt).unwrap() {
+            Packet::Error { code: 0, message } => {
+                assert!(message.contains("server busy"), "{message}")
+            }
+            other => panic!("expected a busy ERROR, got {other:?}"),
+        }
+        // The hanging ones are retransmitted once, then given up.
+        for h in &hanging {
+            let (pkt, _) = recv(h);
+            assert_eq!(&pkt[..4], b"\x00\x03\x00\x01");
+        }
+        wait_for(&r, "pxe_tftp_transfers_failed_total{reason=\"timeout\"} 2");
+        wait_for(&r, "pxe_tftp_transfers_in_flight 0");
+        assert!(metric(
+            &r,
+            "pxe_tftp_requests_refused_total{reason=\"busy\"} 1"
+        ));
+        assert!(metric(&r, "pxe_tftp_retransmits_total 2"));
+    }
+
+    #[test]
+    fn shutdown_drains_then_ends_what_is_left() {
+        let mut r = serve(3, &[("nbp", vec![2u8; 3000])], TftpConfig::default());
+        // One transfer finishes during the drain, one is left hanging.
+        let finishing = client();
+        finishing
+            .send_to(&request(Opcode::Rrq, "nbp", "octet", &[]), r.addr)
+            .unwrap();
+        let hanging = client();
+        hanging
+            .send_to(&request(Opcode::Rrq, "nbp", "octet", &[]), r.addr)
+            .unwrap();
+        let (first, from) = recv(&finishing);
+        recv(&hanging);
+        let started = Instant::now();
+        r.token.cancel();
+        // New requests are no longer read.
+        let late = client();
+        late.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        late.send_to(&request(Opcode::Rrq, "nbp", "octet", &[]), r.addr)
+            .unwrap();
+        assert!(
+            late.recv_from(&mut [0u8; 600]).is_err(),
+            "answered while draining"
+        );
+        assert_eq!(&first[..4], b"\x00\x03\x00\x01");
+        let mut block = 1u16;
+        loop {
+            finishing.send_to(&ack(block), from).unwrap();
+            if block == 6 {
+                break;
+            }
+            let (pkt, _) = recv(&finishing);
+            block = u16::from_be_bytes([pkt[2], pkt[3]]);
+        }
+        r.thread.take().unwrap().join().unwrap();
+        // The drain in `serve` is 1 s; the hanging transfer was ended with an ERROR.
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        let mut got_error = false;
+        for _ in 0..5 {
+            let (pkt, _) = recv(&hanging);
+            if pkt[..2] == [0, 5] {
+                got_error = true;
+                break;
+            }
+        }
+        assert!(got_error, "the hanging client should get ERROR 0");
+        assert!(metric(&r, "pxe_tftp_transfers_completed_total 1"));
+        assert!(metric(
+            &r,
+            "pxe_tftp_transfers_failed_total{reason=\"shutdown\"} 1"
+        ));
+    }
+}

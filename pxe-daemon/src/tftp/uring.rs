@@ -1,0 +1,500 @@
+//! io_uring underneath the kernel-socket datapath: batched UDP sends, block reads of large files
+//! linked to their send, readiness of the sockets, and a small ring for whole-file reads into the
+//! cache.
+//!
+//! Every send owns a slot of a fixed pool (its buffer and destination address stay put until the
+//! kernel completes it), so the number of datagrams in flight and their memory are bounded. The
+//! server pushes all the sends of a loop turn and submits them with one `io_uring_enter`. A block
+//! of an uncached file is a Read into the slot's buffer linked (`IOSQE_IO_LINK`) to the Send of
+//! that buffer: one submission, no return to userspace between the two.
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd as _, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+/// Submission queue entries of the server's ring.
+const RING_ENTRIES: u32 = 4096;
+/// Entries of the small ring used for whole-file reads.
+const READER_RING_ENTRIES: u32 = 4;
+
+/// `user_data` layout: the kind in the top byte, an index below.
+const KIND_SHIFT: u32 = 56;
+const KIND_POLL: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_READ: u64 = 3;
+const INDEX_MASK: u64 = (1 << KIND_SHIFT) - 1;
+
+fn user_data(kind: u64, index: usize) -> u64 {
+    (kind << KIND_SHIFT) | (index as u64 & INDEX_MASK)
+}
+
+/// A destination address in the form the kernel reads.
+#[derive(Clone, Copy)]
+struct RawAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for RawAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAddr").field("len", &self.len).finish()
+    }
+}
+
+impl RawAddr {
+    fn empty() -> RawAddr {
+        // SAFETY: sockaddr_storage is plain data; all zeros is a valid (unspecified) value.
+        RawAddr {
+            storage: unsafe { std::mem::zeroed() },
+            len: 0,
+        }
+    }
+
+    fn set(&mut self, addr: SocketAddr) {
+        // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in and sockaddr_in6.
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin = unsafe { &mut *(&mut self.storage as *mut _ as *mut libc::sockaddr_in) };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                };
+                self.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            SocketAddr::V6(a) => {
+                let sin6 =
+                    unsafe { &mut *(&mut self.storage as *mut _ as *mut libc::sockaddr_in6) };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_addr = libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                };
+                sin6.sin6_scope_id = a.scope_id();
+                self.len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+        }
+    }
+}
+
+/// One datagram in flight: its bytes and where it goes.
+#[derive(Debug)]
+struct Slot {
+    buf: Vec<u8>,
+    addr: RawAddr,
+    /// The file a linked read reads from, kept open until the read completes.
+    file: Option<Arc<File>>,
+    /// Bytes the linked read must return.
+    read_len: u32,
+    /// Whom to tell if the read fails.
+    token: u64,
+}
+
+/// A range of a file to send.
+#[derive(Debug)]
+pub struct FileBlock<'a> {
+    /// The file.
+    pub file: &'a Arc<File>,
+    /// Where the range starts.
+    pub offset: u64,
+    /// Its length.
+    pub len: u32,
+    /// Reported back if the read fails.
+    pub token: u64,
+}
+
+/// What the ring reported since the last [`SendRing::take_events`].
+#[derive(Debug, Default)]
+pub struct Events {
+    /// Sockets (by index) that became readable.
+    pub readable: Vec<usize>,
+    /// Tokens of transfers whose block read failed or came back short.
+    pub read_failures: Vec<u64>,
+    /// Sends the kernel refused (e.g. no route); the timeout retransmits.
+    pub send_errors: u64,
+}
+
+/// The server's ring: socket readiness, sends, linked reads.
+pub struct SendRing {
+    ring: IoUring,
+    /// Fixed at creation: slots never move while the kernel holds pointers into them.
+    slots: Box<[Slot]>,
+    free: Vec<usize>,
+    /// Socket fds watched for readability, by index.
+    watched: Vec<RawFd>,
+    readable_seen: Vec<bool>,
+    events: Events,
+}
+
+impl std::fmt::Debug for SendRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendRing")
+            .field("slots", &self.slots.len())
+            .field("free", &self.free.len())
+            .field("watched", &self.watched.len())
+            .finish()
+    }
+}
+
+impl SendRing {
+    /// A ring with `max_in_flight` send slots.
+    pub fn new(max_in_flight: usize) -> io::Result<SendRing> {
+        let ring = IoUring::builder()
+            .setup_cqsize(RING_ENTRIES * 2)
+            .build(RING_ENTRIES)?;
+        let slots: Box<[Slot]> = (0..max_in_flight)
+            .map(|_| Slot {
+                buf: Vec::new(),
+                addr: RawAddr::empty(),
+                file: None,
+                read_len: 0,
+                token: 0,
+            })
+            .collect();
+        Ok(SendRing {
+            ring,
+            free: (0..slots.len()).rev().collect(),
+            slots,
+            watched: Vec::new(),
+            readable_seen: Vec::new(),
+            events: Events::default(),
+        })
+    }
+
+    /// Watches `fd` for readability and arms it; returns its index in [`Events::readable`].
+    /// The poll is one-shot (level-triggered when armed): after reading the socket, call
+    /// [`SendRing::arm`] again. One poll per socket at most, so completions stay bounded.
+    pub fn watch(&mut self, fd: RawFd) -> io::Result<usize> {
+        let index = self.watched.len();
+        self.watched.push(fd);
+        self.readable_seen.push(false);
+        self.arm(index)?;
+        Ok(index)
+    }
+
+    /// Arms the poll of watched socket `index` again.
+    pub fn arm(&mut self, index: usize) -> io::Result<()> {
+        let entry = opcode::PollAdd::new(types::Fd(self.watched[index]), libc::POLLIN as u32)
+            .build()
+            .user_data(user_data(KIND_POLL, index));
+        self.push(&[entry])
+    }
+
+    /// Pushes entries (kept together, for links), submitting first if the queue is full.
+    fn push(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
+        loop {
+            // SAFETY: every pointer in the entries (slot buffers and addresses, fds) stays valid
+            // until the entry completes: slots are only reused after their completion.
+            let pushed = unsafe { self.ring.submission().push_multiple(entries) };
+            if pushed.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// A free slot, waiting for sends to complete if all are in flight.
+    fn take_slot(&mut self) -> io::Result<usize> {
+        loop {
+            if let Some(i) = self.free.pop() {
+                return Ok(i);
+            }
+            self.ring.submit_and_wait(1)?;
+            self.reap();
+        }
+    }
+
+    /// Queues a datagram to `to` from socket `fd`, its bytes written by `fill` into an empty
+    /// buffer. Sent at the next [`SendRing::submit`] or [`SendRing::wait`].
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<()> {
+        let i = self.take_slot()?;
+        let slot = &mut self.slots[i];
+        slot.buf.clear();
+        fill(&mut slot.buf);
+        slot.addr.set(to);
+        let entry = self.send_entry(fd, i);
+        self.push(&[entry])
+    }
+
+    /// Queues a datagram of `header` followed by `block`: a Read linked to a Send. A read that
+    /// fails or comes back short is reported with the block's token in
+    /// [`Events::read_failures`], and the kernel cancels its send (a short read breaks the
+    /// link), so no stale bytes leave.
+    pub fn send_file_block(
+        &mut self,
+        fd: RawFd,
+        to: SocketAddr,
+        header: &[u8],
+        block: FileBlock<'_>,
+    ) -> io::Result<()> {
+        let FileBlock {
+            file,
+            offset,
+            len,
+            token,
+        } = block;
+        let i = self.take_slot()?;
+        let slot = &mut self.slots[i];
+        slot.buf.clear();
+        slot.buf.extend_from_slice(header);
+        slot.buf.resize(header.len() + len as usize, 0);
+        slot.addr.set(to);
+        slot.file = Some(file.clone());
+        slot.read_len = len;
+        slot.token = token;
+        let read = opcode::Read::new(
+            types::Fd(file.as_raw_fd()),
+            slot.buf[header.len()..].as_mut_ptr(),
+            len,
+        )
+        .offset(offset)
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(user_data(KIND_READ, i));
+        let send = self.send_entry(fd, i);
+        self.push(&[read, send])
+    }
+
+    fn send_entry(&self, fd: RawFd, i: usize) -> squeue::Entry {
+        let slot = &self.slots[i];
+        opcode::Send::new(types::Fd(fd), slot.buf.as_ptr(), slot.buf.len() as u32)
+            .dest_addr(&slot.addr.storage as *const _ as *const libc::sockaddr)
+            .dest_addr_len(slot.addr.len)
+            .build()
+            .user_data(user_data(KIND_SEND, i))
+    }
+
+    /// Submits what is queued without waiting.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.ring.submit()?;
+        Ok(())
+    }
+
+    /// Submits what is queued and waits up to `timeout` for at least one completion, then
+    /// collects the completions.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Sends in flight.
+    pub fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// The events collected so far; clears them.
+    pub fn take_events(&mut self) -> Events {
+        for &i in &self.events.readable {
+            self.readable_seen[i] = false;
+        }
+        std::mem::take(&mut self.events)
+    }
+
+    /// Collects every completion.
+    fn reap(&mut self) {
+        let completions: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (data, result) in completions {
+            let index = (data & INDEX_MASK) as usize;
+            match data >> KIND_SHIFT {
+                // An error (e.g. the socket closed) is reported as readable too: the read that
+                // follows sees it.
+                KIND_POLL if !self.readable_seen[index] => {
+                    self.readable_seen[index] = true;
+                    self.events.readable.push(index);
+                }
+                KIND_READ => {
+                    let slot = &mut self.slots[index];
+                    if result < 0 || result as u32 != slot.read_len {
+                        self.events.read_failures.push(slot.token);
+                    }
+                    slot.file = None;
+                }
+                KIND_SEND => {
+                    // -ECANCELED: the linked read failed, already reported.
+                    if result < 0 && result != -libc::ECANCELED {
+                        self.events.send_errors += 1;
+                    }
+                    self.slots[index].file = None;
+                    self.free.push(index);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A small ring for reading whole files (cache fills): blocking, one read at a time.
+pub struct BlockingReader {
+    ring: IoUring,
+}
+
+impl std::fmt::Debug for BlockingReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingReader").finish_non_exhaustive()
+    }
+}
+
+impl BlockingReader {
+    /// A new ring.
+    pub fn new() -> io::Result<BlockingReader> {
+        Ok(BlockingReader {
+            ring: IoUring::new(READER_RING_ENTRIES)?,
+        })
+    }
+
+    /// Fills `buf` from `file` at `offset`; an end of file before that is an error.
+    pub fn read_exact_at(&mut self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let chunk = u32::try_from(buf.len() - done).unwrap_or(u32::MAX);
+            let entry =
+                opcode::Read::new(types::Fd(file.as_raw_fd()), buf[done..].as_mut_ptr(), chunk)
+                    .offset(offset + done as u64)
+                    .build();
+            // SAFETY: `buf` outlives the read: we wait for its completion below.
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("reader ring full"))?;
+            self.ring.submit_and_wait(1)?;
+            let result = self
+                .ring
+                .completion()
+                .next()
+                .map(|c| c.result())
+                .ok_or_else(|| io::Error::other("no completion for a read"))?;
+            match result {
+                r if r < 0 => return Err(io::Error::from_raw_os_error(-r)),
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shorter than its size",
+                    ))
+                }
+                r => done += r as usize,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::Instant;
+
+    #[test]
+    fn reads_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut reader = BlockingReader::new().unwrap();
+        let mut buf = vec![0; data.len()];
+        reader.read_exact_at(&file, &mut buf, 0).unwrap();
+        assert_eq!(buf, data);
+        let mut more = vec![0; 10];
+        let err = reader
+            .read_exact_at(&file, &mut more, data.len() as u64 - 5)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn sends_datagrams_and_file_blocks_in_batches() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let to = client.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+
+        // Two slots for five datagrams: the ring waits for completions to reuse them.
+        let mut ring = SendRing::new(2).unwrap();
+        let watched = ring.watch(client.as_raw_fd()).unwrap();
+        for i in 0..3u8 {
+            ring.send(server.as_raw_fd(), to, |b| b.extend_from_slice(&[i; 3]))
+                .unwrap();
+        }
+        ring.send_file_block(
+            server.as_raw_fd(),
+            to,
+            b"H",
+            FileBlock {
+                file: &file,
+                offset: 2,
+                len: 4,
+                token: 7,
+            },
+        )
+        .unwrap();
+        ring.send_file_block(
+            server.as_raw_fd(),
+            to,
+            b"X",
+            FileBlock {
+                file: &file,
+                offset: 8,
+                len: 4,
+                token: 9,
+            },
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut events = Events::default();
+        while Instant::now() < deadline && (ring.in_flight() > 0 || events.readable.is_empty()) {
+            ring.wait(Duration::from_millis(50)).unwrap();
+            let e = ring.take_events();
+            events.readable.extend(e.readable);
+            events.read_failures.extend(e.read_failures);
+        }
+        assert_eq!(events.readable, vec![watched]);
+        // The short read (2 bytes left at offset 8) is reported with its token.
+        assert_eq!(events.read_failures, vec![9]);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        for _ in 0..4 {
+            let n = client.recv(&mut buf).unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        assert_eq!(
+            got,
+            vec![vec![0; 3], vec![1; 3], vec![2; 3], b"H2345".to_vec()]
+        );
+        // The short read cancelled its linked send: no datagram with stale bytes went out.
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(client.recv(&mut buf).is_err(), "{:?}", &buf[..8]);
+    }
+}

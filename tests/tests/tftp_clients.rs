@@ -1,0 +1,364 @@
+//! Real TFTP clients against the daemon across the veth: tftp-hpa, atftp (blksize 1468,
+//! windowsize 4, 8, 64), curl, busybox, and what firmware sends (the UEFI tsize probe, ERROR 8
+//! and the same request again; iPXE's blksize 1432). Every download is compared with the
+//! server's file byte for byte. Also: traversal and write refusals, and block-number rollover
+//! past 32 MiB at 512-byte blocks. Root only.
+
+use std::time::{Duration, Instant};
+
+use pxe_tests::tftp::{assert_same_bytes, expect_ok, pattern, tftp_py, BootRoot};
+use pxe_tests::{metric_value, root_or_skip, Daemon, TestNet};
+
+/// Bound on one client run.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// An NBP-sized file whose size is not a multiple of any block size used.
+const NBP_BYTES: usize = 1_000_003;
+/// A file that ends exactly on a 1468-byte block (an empty last DATA follows).
+const EXACT_BYTES: usize = 1468 * 64;
+
+fn metric(daemon: &Daemon<'_>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_value(&daemon.metrics(), name, labels).unwrap_or(0.0)
+}
+
+#[test]
+fn real_clients_and_firmware_requests_get_the_exact_bytes() {
+    if !root_or_skip("real_clients_and_firmware_requests_get_the_exact_bytes") {
+        return;
+    }
+    let nbp = pattern(NBP_BYTES, 1);
+    let exact = pattern(EXACT_BYTES, 2);
+    let boot = BootRoot::new(&[("nbp.efi", &nbp), ("exact.bin", &exact)]);
+    let net = TestNet::new("tftpcli");
+    let daemon = Daemon::start_with_root(&net, &boot.root(), &[]);
+    let server = net.server_ip().to_string();
+    let started = Instant::now();
+
+    let mut runs: Vec<(String, Vec<String>, &[u8])> = Vec::new();
+    let mut add = |label: &str, argv: Vec<String>, expected: &'static str| {
+        let content: &[u8] = if expected == "nbp.efi" { &nbp } else { &exact };
+        runs.push((label.to_owned(), argv, content));
+    };
+    let out = |name: &str| boot.download(name).to_string_lossy().into_owned();
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+
+    add(
+        "tftp-hpa",
+        s(&[
+            "tftp",
+            "-m",
+            "binary",
+            &server,
+            "-c",
+            "get",
+            "nbp.efi",
+            &out("tftp-hpa"),
+        ]),
+        "nbp.efi",
+    );
+    for window in ["4", "8", "64"] {
+        let label = format!("atftp-w{window}");
+        let path = out(&label);
+        let window_opt = format!("windowsize {window}");
+        add(
+            &label,
+            s(&[
+                "atftp",
+                "--option",
+                "blksize 1468",
+                "--option",
+                &window_opt,
+                "-g",
+                "-r",
+                "nbp.efi",
+                "-l",
+                &path,
+                &server,
+            ]),
+            "nbp.efi",
+        );
+    }
+    for (file, label) in [("nbp.efi", "curl"), ("exact.bin", "curl-exact")] {
+        let url = format!("tftp://{server}/{file}");
+        add(
+            label,
+            s(&[
+                "curl",
+                "--silent",
+                "--show-error",
+                "--noproxy",
+                "*",
+                "--tftp-blksize",
+                "1468",
+                "--max-time",
+                "20",
+                "-o",
+                &out(label),
+                &url,
+            ]),
+            file,
+        );
+    }
+    add(
+        "busybox",
+        s(&[
+            "busybox",
+            "tftp",
+            "-g",
+            "-r",
+            "nbp.efi",
+            "-l",
+            &out("busybox"),
+            "-b",
+            "1468",
+            &server,
+        ]),
+        "nbp.efi",
+    );
+
+    for (label, argv, expected) in &runs {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let result = net.client_timeout(&argv, CLIENT_TIMEOUT);
+        expect_ok(&result, label);
+        assert_same_bytes(&boot.download(label), expected, label);
+        println!("{label}: ok in {:.2}s", t.elapsed().as_secs_f64());
+    }
+
+    // UEFI: tsize probe, ERROR 8, the same request again (from the same socket, then a new one).
+    let uefi = [
+        "--opt",
+        "tsize=0",
+        "--opt",
+        "blksize=1468",
+        "--opt",
+        "windowsize=4",
+    ];
+    for mode in ["same", "new"] {
+        let label = format!("uefi-{mode}");
+        let path = out(&label);
+        let mut args = vec!["get", &server, "nbp.efi", &path, "--probe-abort", mode];
+        args.extend_from_slice(&uefi);
+        let stdout = expect_ok(&tftp_py(&net, &args, CLIENT_TIMEOUT), &label);
+        assert_same_bytes(&boot.download(&label), &nbp, &label);
+        let expected = format!(
+            "\"oack\": {{\"tsize\": \"{NBP_BYTES}\", \"blksize\": \"1468\", \"windowsize\": \"4\"}}"
+        );
+        assert!(stdout.contains(&expected), "{label}: {stdout}");
+        assert!(
+            stdout.contains(&format!("\"probe_oack\": {{\"tsize\": \"{NBP_BYTES}\"")),
+            "{label}: {stdout}"
+        );
+    }
+    // iPXE asks blksize 1432.
+    let path = out("ipxe");
+    let stdout = expect_ok(
+        &tftp_py(
+            &net,
+            &["get", &server, "nbp.efi", &path, "--opt", "blksize=1432"],
+            CLIENT_TIMEOUT,
+        ),
+        "ipxe",
+    );
+    assert_same_bytes(&boot.download("ipxe"), &nbp, "ipxe");
+    assert!(
+        stdout.contains("\"oack\": {\"blksize\": \"1432\"}"),
+        "{stdout}"
+    );
+    // A blksize above the MTU is cut to what fits a 1500-byte frame.
+    let path = out("jumbo");
+    let stdout = expect_ok(
+        &tftp_py(
+            &net,
+            &["get", &server, "nbp.efi", &path, "--opt", "blksize=9000"],
+            CLIENT_TIMEOUT,
+        ),
+        "jumbo",
+    );
+    assert_same_bytes(&boot.download("jumbo"), &nbp, "jumbo");
+    assert!(
+        stdout.contains("\"oack\": {\"blksize\": \"1468\"}"),
+        "{stdout}"
+    );
+    println!("all clients in {:.2}s", started.elapsed().as_secs_f64());
+
+    // Every transfer is counted; the two probes are aborts, not failures.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let completed_expected = (runs.len() + 4) as f64;
+    while metric(&daemon, "pxe_tftp_transfers_completed_total", &[]) < completed_expected
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = daemon.metrics();
+    let m = |name: &str, labels: &[(&str, &str)]| metric_value(&text, name, labels).unwrap_or(0.0);
+    assert_eq!(
+        m("pxe_tftp_transfers_completed_total", &[]),
+        completed_expected,
+        "{text}"
+    );
+    assert_eq!(
+        m("pxe_tftp_transfers_probe_aborted_total", &[]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(m("pxe_tftp_transfers_in_flight", &[]), 0.0, "{text}");
+    for reason in ["timeout", "client_error", "illegal_operation", "read_error"] {
+        assert_eq!(
+            m("pxe_tftp_transfers_failed_total", &[("reason", reason)]),
+            0.0,
+            "{reason}: {text}"
+        );
+    }
+    assert!(m("pxe_tftp_data_sent_bytes_total", &[]) >= (NBP_BYTES * (runs.len() + 3)) as f64);
+    // atftp and the UEFI requests really got their windows (4: atftp, two probes, two UEFI).
+    let window = |le| {
+        m(
+            "pxe_tftp_negotiated_windowsize_blocks_bucket",
+            &[("le", le)],
+        )
+    };
+    assert_eq!(window("4") - window("2"), 5.0, "{text}");
+    assert_eq!(window("8") - window("4"), 1.0, "{text}");
+    assert_eq!(window("64") - window("32"), 1.0, "{text}");
+    assert_eq!(
+        m("pxe_tftp_cache_fills_total", &[]),
+        2.0,
+        "each file read once: {text}"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn traversal_writes_and_missing_files_are_refused() {
+    if !root_or_skip("traversal_writes_and_missing_files_are_refused") {
+        return;
+    }
+    let boot = BootRoot::new(&[("ok.bin", b"fine")]);
+    std::fs::create_dir(boot.root().join("sub")).unwrap();
+    std::fs::write(boot.outside().join("secret"), b"not for clients").unwrap();
+    let outside = boot.outside().join("secret");
+    std::os::unix::fs::symlink(&outside, boot.root().join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("../outside/secret", boot.root().join("sub-rel-link")).unwrap();
+    let net = TestNet::new("tftptrav");
+    let daemon = Daemon::start_with_root(&net, &boot.root(), &[]);
+    let server = net.server_ip().to_string();
+    let outside_abs = outside.to_string_lossy().into_owned();
+    let names = [
+        "../outside/secret",
+        "sub/../../outside/secret",
+        "..\\outside\\secret",
+        "abs-link",
+        "sub-rel-link",
+        "/etc/passwd",
+        outside_abs.as_str(),
+        "missing.efi",
+        "ok.bin",
+    ];
+    let mut args = vec!["errors", server.as_str()];
+    args.extend_from_slice(&names);
+    let stdout = expect_ok(&tftp_py(&net, &args, CLIENT_TIMEOUT), "errors");
+    for name in &names[..7] {
+        let json_name = name.replace('\\', "\\\\");
+        assert!(
+            stdout.contains(&format!(
+                "\"{json_name}\": [2, \"access outside the boot root\"]"
+            )),
+            "{name} should get ERROR 2: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("\"missing.efi\": [1, \"file not found\"]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"ok.bin\": [\"op\", 3]"), "{stdout}");
+
+    // A real client's write request is refused, as is its traversal.
+    let local = boot.download("upload");
+    std::fs::write(&local, b"upload").unwrap();
+    let local = local.to_string_lossy().into_owned();
+    let put = net.client_timeout(
+        &["tftp", "-m", "binary", &server, "-c", "put", &local, "up"],
+        CLIENT_TIMEOUT,
+    );
+    let said =
+        String::from_utf8_lossy(&put.stdout).into_owned() + &String::from_utf8_lossy(&put.stderr);
+    assert!(said.contains("Error code 2"), "tftp put: {said}");
+    assert!(!boot.root().join("up").exists());
+    let get = net.client_timeout(
+        &[
+            "tftp",
+            "-m",
+            "binary",
+            &server,
+            "-c",
+            "get",
+            "../outside/secret",
+            &boot.download("s").to_string_lossy(),
+        ],
+        CLIENT_TIMEOUT,
+    );
+    let said =
+        String::from_utf8_lossy(&get.stdout).into_owned() + &String::from_utf8_lossy(&get.stderr);
+    assert!(said.contains("Error code 2"), "tftp get ../: {said}");
+
+    let text = daemon.metrics();
+    let refused = |reason| {
+        metric_value(
+            &text,
+            "pxe_tftp_requests_refused_total",
+            &[("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(refused("access_violation"), 8.0, "{text}");
+    assert_eq!(refused("not_found"), 1.0, "{text}");
+    assert_eq!(refused("write_request"), 1.0, "{text}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn block_numbers_roll_over_past_32_mib_at_512_bytes() {
+    if !root_or_skip("block_numbers_roll_over_past_32_mib_at_512_bytes") {
+        return;
+    }
+    // 65535 blocks of 512 bytes are 32 MiB less 512: this needs 67,585 blocks.
+    let big = pattern((33 << 20) + 100, 3);
+    let boot = BootRoot::new(&[("big.img", &big)]);
+    let net = TestNet::new("tftpbig");
+    let daemon = Daemon::start_with_root(&net, &boot.root(), &[]);
+    let server = net.server_ip().to_string();
+    let started = Instant::now();
+    // tftp-hpa sends no options: RFC 1350 lock-step with 512-byte blocks.
+    let out = net.client_timeout(
+        &[
+            "tftp",
+            "-m",
+            "binary",
+            &server,
+            "-c",
+            "get",
+            "big.img",
+            &boot.download("big").to_string_lossy(),
+        ],
+        Duration::from_secs(60),
+    );
+    expect_ok(&out, "tftp-hpa big.img");
+    assert_same_bytes(&boot.download("big"), &big, "big.img over tftp-hpa");
+    println!(
+        "33 MiB at blksize 512 in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    let text = daemon.metrics();
+    // Bigger than a quarter of the default cache: served by linked io_uring reads, not cached.
+    assert_eq!(
+        metric_value(&text, "pxe_tftp_cache_fills_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "pxe_tftp_transfers_completed_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(daemon.stop().success());
+}
