@@ -21,6 +21,7 @@
 //! Every command is bounded in time, and every guard cleans up in `Drop`, also during a panic.
 
 mod clients;
+mod configs;
 mod daemon;
 mod dnsmasq;
 mod metrics;
@@ -32,6 +33,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 pub use clients::send_pxe_probes;
+pub use configs::full_dhcp_config;
 pub use daemon::{
     daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT, READY_TIMEOUT,
     ROOT_TEST_FILE,

@@ -5,9 +5,11 @@
 //! - full mode: nmap's broadcast-dhcp-discover shows the TFTP server and boot file, dhclient and
 //!   udhcpc get leases.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
-use pxe_tests::{metric_value, root_or_skip, workspace_root, Daemon, NsChild, TestNet};
+use pxe_tests::{
+    full_dhcp_config, metric_value, root_or_skip, workspace_root, Daemon, Dnsmasq, TestNet,
+};
 
 /// How long the scapy client listens for offers.
 const OFFER_WAIT_SECS: &str = "2";
@@ -34,26 +36,12 @@ fn pxe_client(net: &TestNet, kind: &str) -> Vec<serde_json::Value> {
 
 /// dnsmasq as the site's DHCP server: addresses only, no boot options, in the server
 /// namespace on the test veth.
-fn site_dhcp(net: &TestNet, dir: &Path) -> NsChild {
+fn site_dhcp(net: &TestNet) -> Dnsmasq {
     let [a, b, c, _] = net.server_ip().octets();
-    let range = format!("--dhcp-range={a}.{b}.{c}.100,{a}.{b}.{c}.150,5m");
-    let leases = format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display());
-    let pid = format!("--pid-file={}", dir.join("dnsmasq.pid").display());
-    let iface = format!("--interface={}", net.server_if());
-    net.spawn_server(&[
-        "dnsmasq",
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--no-ping",
-        "--log-dhcp",
-        "--log-facility=-",
-        &iface,
-        "--bind-interfaces",
-        &range,
-        &leases,
-        &pid,
-    ])
+    Dnsmasq::start(
+        net,
+        &[&format!("dhcp-range={a}.{b}.{c}.100,{a}.{b}.{c}.150,5m")],
+    )
 }
 
 fn by_server<'a>(offers: &'a [serde_json::Value], src: &str) -> Option<&'a serde_json::Value> {
@@ -66,8 +54,7 @@ fn proxy_answers_each_firmware_beside_the_site_dhcp_server() {
         return;
     }
     let net = TestNet::new("dhcpprox");
-    let dir = tempfile::tempdir().unwrap();
-    let site = site_dhcp(&net, dir.path());
+    let site = site_dhcp(&net);
     let daemon = Daemon::start(&net, &[]);
     let server = net.server_ip().to_string();
 
@@ -153,7 +140,7 @@ fn reply_delay_holds_the_proxy_offer_back() {
     }
     let net = TestNet::new("dhcpdly");
     let dir = tempfile::tempdir().unwrap();
-    let site = site_dhcp(&net, dir.path());
+    let site = site_dhcp(&net);
     let config = dir.path().join("delay.toml");
     std::fs::write(&config, "[dhcp]\nreply_delay_ms = 600\n").unwrap();
     let daemon = Daemon::start(&net, &["--config", &config.to_string_lossy()]);
@@ -234,18 +221,6 @@ fn port_4011_request_is_acked_with_the_boot_file() {
     assert!(daemon.stop().success());
 }
 
-fn full_config(net: &TestNet, dir: &Path) -> std::path::PathBuf {
-    let [a, b, c, _] = net.server_ip().octets();
-    let text = format!(
-        "[dhcp]\nmode = \"full\"\nlease_file = \"{}\"\n\n[[dhcp.subnet]]\nnetwork = \"{a}.{b}.{c}.0/24\"\n\
-         range = [\"{a}.{b}.{c}.100\", \"{a}.{b}.{c}.199\"]\nrouter = \"{a}.{b}.{c}.1\"\nlease_time_secs = 600\n",
-        dir.join("leases.journal").display()
-    );
-    let path = dir.join("full.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn full_mode_serves_nmap_dhclient_and_udhcpc() {
     if !root_or_skip("full_mode_serves_nmap_dhclient_and_udhcpc") {
@@ -253,7 +228,7 @@ fn full_mode_serves_nmap_dhclient_and_udhcpc() {
     }
     let net = TestNet::new("dhcpfull");
     let dir = tempfile::tempdir().unwrap();
-    let config = full_config(&net, dir.path());
+    let config = full_dhcp_config(&net, dir.path(), (100, 199), 600, "");
     let daemon = Daemon::start(&net, &["--config", &config.to_string_lossy()]);
     let server = net.server_ip().to_string();
     let [a, b, c, _] = net.server_ip().octets();

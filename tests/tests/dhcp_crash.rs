@@ -3,11 +3,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
     time::{Duration, Instant},
 };
 
-use pxe_tests::{root_or_skip, workspace_root, Daemon, TestNet};
+use pxe_tests::{full_dhcp_config, root_or_skip, workspace_root, Daemon, TestNet};
 
 /// Clients that try to bind during the run (the pool has 240 addresses).
 const CLIENTS: &str = "200";
@@ -26,18 +25,6 @@ fn acks(log: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn config(net: &TestNet, dir: &Path) -> std::path::PathBuf {
-    let [a, b, c, _] = net.server_ip().octets();
-    let text = format!(
-        "[dhcp]\nmode = \"full\"\nlease_file = \"{}\"\n\n[[dhcp.subnet]]\nnetwork = \"{a}.{b}.{c}.0/24\"\n\
-         range = [\"{a}.{b}.{c}.10\", \"{a}.{b}.{c}.249\"]\nlease_time_secs = 3600\n",
-        dir.join("leases.journal").display()
-    );
-    let path = dir.join("full.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn acknowledged_leases_survive_sigkill_under_load() {
     if !root_or_skip("acknowledged_leases_survive_sigkill_under_load") {
@@ -45,7 +32,7 @@ fn acknowledged_leases_survive_sigkill_under_load() {
     }
     let net = TestNet::new("dhcpkill");
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&net, dir.path());
+    let config = full_dhcp_config(&net, dir.path(), (10, 249), 3600, "");
     let config_arg = config.to_string_lossy().into_owned();
     let script = workspace_root().join("tests/scripts/dhcp_relay_load.py");
     let script = script.to_string_lossy().into_owned();

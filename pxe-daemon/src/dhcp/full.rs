@@ -14,7 +14,7 @@ use ipnet::Ipv4Net;
 use super::{
     reply::{self, Destination},
     request::{Request, RequestType},
-    Ignored, Outcome,
+    Context, Ignored, Outcome,
 };
 use crate::boot::{BootPolicy, MacAddr};
 
@@ -206,15 +206,14 @@ impl FullDhcp {
     }
 
     /// Handles one request (the DHCP four-step and the rest).
-    pub fn respond(
-        &mut self,
-        req: &Request,
-        policy: &BootPolicy,
-        server: Ipv4Addr,
-        src: SocketAddrV4,
-        local_port: u16,
-        now_unix: u64,
-    ) -> Outcome {
+    pub fn respond(&mut self, req: &Request, ctx: &Context<'_>) -> Outcome {
+        let Context {
+            policy,
+            server,
+            src,
+            local_port,
+            now_unix,
+        } = *ctx;
         let Some(pool_idx) = self.pool_for(req, server) else {
             return Outcome::Ignored(Ignored::NoSubnet);
         };
@@ -229,9 +228,7 @@ impl FullDhcp {
                 let to = reply::destination(req, src, local_port);
                 Outcome::Reply(reply::finish(&m, MessageType::Offer, to), None)
             }
-            RequestType::Request => {
-                self.request(req, policy, server, src, local_port, pool_idx, now_unix)
-            }
+            RequestType::Request => self.request(req, ctx, pool_idx),
             RequestType::Decline => {
                 let Some(ip) = req.requested_ip() else {
                     return Outcome::Ignored(Ignored::UnknownLease);
@@ -266,20 +263,14 @@ impl FullDhcp {
         }
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the request, its context and the clock"
-    )]
-    fn request(
-        &mut self,
-        req: &Request,
-        policy: &BootPolicy,
-        server: Ipv4Addr,
-        src: SocketAddrV4,
-        local_port: u16,
-        pool_idx: usize,
-        now_unix: u64,
-    ) -> Outcome {
+    fn request(&mut self, req: &Request, ctx: &Context<'_>, pool_idx: usize) -> Outcome {
+        let Context {
+            policy,
+            server,
+            src,
+            local_port,
+            now_unix,
+        } = *ctx;
         let mac = req.machine.mac;
         let ciaddr = req.msg.ciaddr();
         let current = self.leases.get(&mac).copied();

@@ -83,6 +83,21 @@ pub enum Outcome {
     Dropped(DropReason),
 }
 
+/// A request's circumstances: who answers, where it came from, and the clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// What machines boot.
+    pub policy: &'a BootPolicy,
+    /// Our address (option 54, next-server).
+    pub server: Ipv4Addr,
+    /// Where the datagram came from.
+    pub src: SocketAddrV4,
+    /// The port it arrived on (67 or 4011).
+    pub local_port: u16,
+    /// Now, in Unix seconds.
+    pub now_unix: u64,
+}
+
 /// The mode and its state.
 #[derive(Debug)]
 pub enum Mode {
@@ -138,11 +153,16 @@ impl DhcpCore {
         {
             Outcome::Ignored(Ignored::IgnoredMac)
         } else {
+            let ctx = Context {
+                policy: &self.policy,
+                server: self.server,
+                src,
+                local_port,
+                now_unix,
+            };
             match &mut self.mode {
-                Mode::Proxy => proxy::respond(&req, &self.policy, self.server, src, local_port),
-                Mode::Full(full) => {
-                    full.respond(&req, &self.policy, self.server, src, local_port, now_unix)
-                }
+                Mode::Proxy => proxy::respond(&req, &ctx),
+                Mode::Full(full) => full.respond(&req, &ctx),
             }
         };
         (outcome, Some((req.kind, req.machine)))

@@ -1,26 +1,24 @@
 //! Proxy-DHCP: boot information only, beside the site's DHCP server, which gives addresses.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-
 use dhcproto::v4::MessageType;
 
 use super::{
     reply::{self, DHCP_SERVER_PORT},
     request::{Request, RequestType},
-    Ignored, Outcome,
+    Context, Ignored, Outcome,
 };
-use crate::boot::BootPolicy;
 
 /// Answers `req`: an OFFER (no address) to a PXE, HTTP Boot or iPXE DISCOVER on port 67, an ACK
 /// to a boot-server DHCPREQUEST (or INFORM) on port 4011. Everything else is left to the site's
 /// DHCP server.
-pub fn respond(
-    req: &Request,
-    policy: &BootPolicy,
-    server: Ipv4Addr,
-    src: SocketAddrV4,
-    local_port: u16,
-) -> Outcome {
+pub fn respond(req: &Request, ctx: &Context<'_>) -> Outcome {
+    let Context {
+        policy,
+        server,
+        src,
+        local_port,
+        ..
+    } = *ctx;
     let Some(spec) = policy.decide(&req.machine, server) else {
         return Outcome::Ignored(Ignored::NotPxe);
     };
