@@ -168,7 +168,11 @@ pub async fn run(
             ports: config.tftp_ports.clone(),
             root: &root,
             mtu: interface_mtu(&interface),
-            mapper: Arc::new(tftp::AsRequested),
+            mapper: Arc::new(tftp::PolicyMapper::new(
+                root.clone(),
+                config.tftp.rewrites.clone(),
+                policy.clone(),
+            )),
         },
         listeners.tftp,
         tftp_metrics,

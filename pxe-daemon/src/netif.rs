@@ -34,9 +34,39 @@ pub fn ipv4_of(interface: &str) -> Option<Ipv4Addr> {
     found
 }
 
+/// The MAC the kernel's neighbour (ARP) table holds for `ip`, if any.
+pub fn neighbour_mac(ip: Ipv4Addr) -> Option<crate::boot::MacAddr> {
+    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    parse_arp_table(&table, ip)
+}
+
+/// Finds `ip` in the text of /proc/net/arp (header line, then
+/// `IP HWtype Flags HWaddress Mask Device`); incomplete entries (flags 0x0) do not count.
+fn parse_arp_table(table: &str, ip: Ipv4Addr) -> Option<crate::boot::MacAddr> {
+    let wanted = ip.to_string();
+    table.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        let (addr, _hw, flags, mac) = (cols.next()?, cols.next()?, cols.next()?, cols.next()?);
+        (addr == wanted && flags != "0x0")
+            .then(|| mac.parse().ok())
+            .flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arp_table_lookup() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                     198.18.0.2       0x1         0x2         52:54:00:12:34:56     *        veth0\n\
+                     198.18.0.3       0x1         0x0         00:00:00:00:00:00     *        veth0\n";
+        let mac = parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 2)).unwrap();
+        assert_eq!(mac.to_string(), "52:54:00:12:34:56");
+        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 3)), None);
+        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 4)), None);
+    }
 
     #[test]
     fn loopback_has_127_0_0_1() {

@@ -65,9 +65,12 @@ impl BootRoot {
         self.dir.path().join("downloads").join(name)
     }
 
-    /// Writes `name` under the root.
+    /// Writes `name` under the root (making its directories).
     pub fn write(&self, name: &str, content: &[u8]) {
         let path = self.root().join(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("making a directory in the boot root");
+        }
         std::fs::write(&path, content)
             .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }

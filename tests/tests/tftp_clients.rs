@@ -362,3 +362,64 @@ fn block_numbers_roll_over_past_32_mib_at_512_bytes() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn per_machine_names_are_served_where_the_root_has_them() {
+    if !root_or_skip("per_machine_names_are_served_where_the_root_has_them") {
+        return;
+    }
+    let net = TestNet::new("tftpmap");
+    let mac_out = net.client(&[
+        "cat",
+        &format!("/sys/class/net/{}/address", net.client_if()),
+    ]);
+    let mac = String::from_utf8_lossy(&mac_out.stdout).trim().to_owned();
+    let [a, b, c, d] = net.client_ip().octets();
+    let ip_hex = format!("{a:02X}{b:02X}{c:02X}{d:02X}");
+    let boot = BootRoot::new(&[
+        ("machine.cfg", b"default config\n"),
+        ("other.cfg", b"no rule\n"),
+    ]);
+    boot.write("pxelinux.cfg/default", b"pxelinux default\n");
+    boot.write(
+        &format!("machines/{}.cfg", mac.replace(':', "-")),
+        b"this machine's config\n",
+    );
+    boot.write(&format!("pxelinux.cfg/{ip_hex}"), b"pxelinux for this IP\n");
+    let config = boot.config(
+        "[[tftp.rewrite]]\nfile = \"machine.cfg\"\nto = \"machines/{mac_hexhyp}.cfg\"\n\n\
+         [[tftp.rewrite]]\nfile = \"pxelinux.cfg/default\"\nto = \"pxelinux.cfg/{ip_hex}\"\n\n\
+         [[tftp.rewrite]]\nfile = \"other.cfg\"\nto = \"missing/{mac}.cfg\"\n",
+    );
+    let daemon =
+        Daemon::start_with_root(&net, &boot.root(), &["--config", &config.to_string_lossy()]);
+    let server = net.server_ip().to_string();
+    let get = |name: &str| -> String {
+        let path = boot.download(&name.replace('/', "_"));
+        let out = net.client_timeout(
+            &[
+                "tftp",
+                "-m",
+                "binary",
+                &server,
+                "-c",
+                "get",
+                name,
+                &path.to_string_lossy(),
+            ],
+            CLIENT_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "tftp get {name}: {out:?}\n{}",
+            daemon.log()
+        );
+        std::fs::read_to_string(&path).unwrap_or_default()
+    };
+    // The MAC comes from the server's neighbour table: the client resolved the server first.
+    assert_eq!(get("machine.cfg"), "this machine's config\n");
+    assert_eq!(get("pxelinux.cfg/default"), "pxelinux for this IP\n");
+    // No per-machine file: the name as requested.
+    assert_eq!(get("other.cfg"), "no rule\n");
+    assert!(daemon.stop().success());
+}

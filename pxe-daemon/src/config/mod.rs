@@ -176,6 +176,8 @@ pub struct TftpConfig {
     pub retries: u8,
     /// Bytes of the hot-file cache (0: no cache; every file is read block by block).
     pub cache_bytes: u64,
+    /// Per-machine names: (requested name, template of the name served when it exists).
+    pub rewrites: Vec<(String, String)>,
 }
 
 impl Default for TftpConfig {
@@ -190,6 +192,7 @@ impl Default for TftpConfig {
             timeout: Duration::from_millis(TFTP_TIMEOUT_MS_DEFAULT),
             retries: TFTP_RETRIES_DEFAULT,
             cache_bytes: TFTP_CACHE_BYTES_DEFAULT,
+            rewrites: Vec::new(),
         }
     }
 }
@@ -909,6 +912,19 @@ fn build_tftp(
     if let Some(n) = number(&wire.cache_bytes, "cache_bytes", 0..=TFTP_CACHE_BYTES_LIMIT)? {
         c.cache_bytes = n;
     }
+    if let Some(src) = src {
+        for r in &wire.rewrite {
+            let w = r.get_ref();
+            if let Err(reason) = crate::tftp::check_rewrite_template(&w.to) {
+                return Err(src.error(
+                    Some(r.span()),
+                    format!("tftp.rewrite {:?}: {reason}", w.file),
+                ));
+            }
+            let file = w.file.trim_start_matches('/').to_owned();
+            c.rewrites.push((file, w.to.clone()));
+        }
+    }
     Ok(c)
 }
 
@@ -987,6 +1003,7 @@ mod tests {
                 timeout: Duration::from_millis(250),
                 retries: 2,
                 cache_bytes: 0,
+                rewrites: Vec::new(),
             }
         );
         for (text, needle) in [
@@ -1025,6 +1042,20 @@ mod tests {
         let (line, column, reason) = invalid("[server]\n\n[http]\nlisten = 42\n");
         assert_eq!((line, column), (4, 10));
         assert!(reason.contains("invalid type"), "{reason}");
+    }
+
+    #[test]
+    fn tftp_rewrite_templates_are_checked() {
+        let (line, _, reason) =
+            invalid("[tftp]\n\n[[tftp.rewrite]]\nfile = \"a\"\nto = \"b/{serial}\"\n");
+        assert_eq!(line, 3);
+        assert!(reason.contains("placeholder"), "{reason}");
+        let c =
+            parse("[[tftp.rewrite]]\nfile = \"/a.cfg\"\nto = \"m/{mac_hexhyp}.cfg\"\n").unwrap();
+        assert_eq!(
+            c.tftp.rewrites,
+            vec![("a.cfg".into(), "m/{mac_hexhyp}.cfg".into())]
+        );
     }
 
     #[test]

@@ -222,6 +222,20 @@ pub struct WireTftp {
     pub retries: Option<Spanned<u64>>,
     /// Bytes of the in-memory cache of hot files.
     pub cache_bytes: Option<Spanned<u64>>,
+    /// `[[tftp.rewrite]]`: per-machine names for requested files.
+    #[serde(default)]
+    pub rewrite: Vec<Spanned<WireRewrite>>,
+}
+
+/// `[[tftp.rewrite]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRewrite {
+    /// The name clients request.
+    pub file: String,
+    /// The per-machine name served instead, when it exists: a template over `{ip}`, `{ip_hex}`,
+    /// `{mac}`, `{mac_hexhyp}`, `{group}`.
+    pub to: String,
 }
 
 /// `[xdp]`.

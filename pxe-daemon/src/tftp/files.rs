@@ -142,6 +142,87 @@ pub fn expand_template(template: &str, client: SocketAddr) -> String {
         .replace("{ip_hex}", &ip_hex)
 }
 
+/// Placeholders a per-machine name may use.
+const REWRITE_VARS: [&str; 5] = ["{ip}", "{ip_hex}", "{mac}", "{mac_hexhyp}", "{group}"];
+
+/// Checks a `[[tftp.rewrite]]` template: only known placeholders, balanced braces.
+pub fn check_rewrite_template(template: &str) -> Result<(), String> {
+    let mut rest = template.to_owned();
+    for v in REWRITE_VARS {
+        rest = rest.replace(v, "");
+    }
+    if rest.contains(['{', '}']) {
+        return Err(format!(
+            "template {template:?} has a placeholder other than {}",
+            REWRITE_VARS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Serves per-machine names where the boot root has them (pxelinux-style per-MAC or per-IP
+/// configs): a request for a rule's `file` is served from the rule's expanded `to` if that
+/// file exists, else as requested. The MAC comes from the kernel's neighbour table (the
+/// client resolved our address before it sent its request), the group from the boot policy.
+#[derive(Debug)]
+pub struct PolicyMapper {
+    root: std::path::PathBuf,
+    rewrites: Vec<(String, String)>,
+    policy: std::sync::Arc<crate::boot::BootPolicy>,
+}
+
+impl PolicyMapper {
+    /// A mapper over `root` with `rewrites` (requested name, template).
+    pub fn new(
+        root: std::path::PathBuf,
+        rewrites: Vec<(String, String)>,
+        policy: std::sync::Arc<crate::boot::BootPolicy>,
+    ) -> PolicyMapper {
+        PolicyMapper {
+            root,
+            rewrites,
+            policy,
+        }
+    }
+}
+
+impl PathMapper for PolicyMapper {
+    fn map(&self, client: SocketAddr, requested: &str) -> String {
+        let wanted = requested.trim_start_matches('/');
+        let Some((_, template)) = self.rewrites.iter().find(|(file, _)| file == wanted) else {
+            return requested.to_owned();
+        };
+        let mac = match client.ip() {
+            std::net::IpAddr::V4(ip) => crate::netif::neighbour_mac(ip),
+            std::net::IpAddr::V6(_) => None,
+        };
+        let group = mac.and_then(|mac| {
+            let machine = crate::boot::Machine {
+                mac,
+                arch: None,
+                firmware: None,
+                guid: None,
+                relay: None,
+                circuit_id: None,
+                remote_id: None,
+            };
+            self.policy.group_of(&machine).map(|g| g.name.clone())
+        });
+        if template.contains("{mac") && mac.is_none() {
+            return requested.to_owned();
+        }
+        let mac_text = mac.map(|m| m.to_string()).unwrap_or_default();
+        let mapped = expand_template(template, client)
+            .replace("{mac_hexhyp}", &mac_text.replace(':', "-"))
+            .replace("{mac}", &mac_text)
+            .replace("{group}", group.as_deref().unwrap_or("default"));
+        match normalise(&self.root, &mapped) {
+            Ok(p) if !p.absolute_outside && self.root.join(&p.relative).is_file() => p.relative,
+            _ => requested.to_owned(),
+        }
+    }
+}
+
 /// A requested name made relative to the boot root.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RootPath {

@@ -21,7 +21,7 @@ pub mod server;
 pub mod transfer;
 pub mod uring;
 
-pub use files::{AsRequested, FileStore, PathMapper};
+pub use files::{check_rewrite_template, AsRequested, FileStore, PathMapper, PolicyMapper};
 pub use metrics::TftpMetrics;
 pub use options::{Limits, MAX_BLKSIZE, MIN_BLKSIZE};
 pub use server::{Server, ServerError, ServerSettings};
