@@ -30,7 +30,26 @@ pub enum Command {
     /// interface and print every answer. Exit status: 0 every kind answered, 1 some kinds got
     /// no answer, 3 nobody answered, 4 the probe could not run.
     Probe(ProbeArgs),
+    /// Show every machine's boot, stage by stage, from a running daemon's HTTP API.
+    Status(StatusArgs),
 }
+
+/// Flags of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The daemon's HTTP listener.
+    #[arg(long, env = "PXE_STATUS_URL", default_value = STATUS_URL_DEFAULT)]
+    pub url: String,
+    /// One machine (MAC, colon or hyphen form), with all its stages.
+    #[arg(long, env = "PXE_STATUS_MAC")]
+    pub mac: Option<String>,
+    /// The timeline as JSON, as the daemon serves it.
+    #[arg(long, env = "PXE_STATUS_JSON")]
+    pub json: bool,
+}
+
+/// Default daemon URL of `status`: the daemon on this machine.
+pub const STATUS_URL_DEFAULT: &str = "http://127.0.0.1:80";
 
 /// Flags of `run`.
 #[derive(Debug, Args)]

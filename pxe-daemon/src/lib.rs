@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod netif;
 pub mod probe;
 pub mod tftp;
+pub mod timeline;
 pub mod xdp;
 
 use std::{future::Future, sync::Arc};
@@ -119,6 +120,13 @@ pub async fn run(
         config.boot.http_base_url.clone(),
         config.http_listen.port(),
     ));
+    let timeline = timeline::Timeline::new(
+        policy.clone(),
+        timeline::TimelineMetrics::new(metrics.registry())?,
+        config.timeline_max_machines,
+        config.timeline_stuck_after,
+    );
+    metrics.register(Box::new(timeline::CensusCollector::new(timeline.clone())?))?;
     let dhcp_task = match listeners.dhcp {
         Some(sockets) => {
             let server = config
@@ -147,6 +155,7 @@ pub async fn run(
             let dhcp_metrics = dhcp::metrics::DhcpMetrics::new(metrics.registry())?;
             let options = dhcp::server::ServeOptions {
                 reply_delay: config.dhcp.reply_delay,
+                timeline: Some(timeline.clone()),
             };
             info!(%server, mode = ?config.dhcp.mode, "DHCP server address");
             Some(tokio::spawn(dhcp::server::serve(
@@ -173,6 +182,7 @@ pub async fn run(
                 config.tftp.rewrites.clone(),
                 policy.clone(),
             )),
+            timeline: Some(timeline.clone()),
         },
         listeners.tftp,
         tftp_metrics,
@@ -189,6 +199,7 @@ pub async fn run(
         )?,
         base_url: config.boot.http_base_url.clone(),
         limits: config.http.limits.clone(),
+        timeline: Some(timeline.clone()),
     });
     let http_task = tokio::spawn(http::serve(
         listeners.http,

@@ -28,6 +28,18 @@ fn main() -> ExitCode {
             }
         },
         Command::Probe(args) => probe(&args),
+        Command::Status(args) => {
+            match pxe_daemon::timeline::status::status(&args.url, args.mac.as_deref(), args.json) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pxe-daemon status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             let config = match Config::load(args.config.as_deref(), args.overrides()) {
                 Ok(c) => c,

@@ -224,6 +224,10 @@ pub struct Config {
     pub boot: BootSettings,
     /// HTTP.
     pub http: HttpSettings,
+    /// Machines remembered by the boot timeline at most.
+    pub timeline_max_machines: usize,
+    /// Time in one stage after which a machine counts as stuck.
+    pub timeline_stuck_after: Duration,
 }
 
 /// Values given on the command line (or their environment variables); they win over the file.
@@ -378,6 +382,7 @@ impl Config {
             boot,
             group,
             profile,
+            timeline,
         } = wire;
 
         let interface = match pick(overrides.interface, "--interface", server.interface, src) {
@@ -475,7 +480,11 @@ impl Config {
             check_profile_refs(&boot, &http_settings, src)?;
         }
 
+        let (timeline_max_machines, timeline_stuck_after) = build_timeline(&timeline, src)?;
+
         Ok(Config {
+            timeline_max_machines,
+            timeline_stuck_after,
             http: http_settings,
             dhcp,
             boot,
@@ -742,6 +751,42 @@ fn build_http(
         default_profile,
         limits,
     })
+}
+
+fn build_timeline(
+    w: &wire::WireTimeline,
+    src: Option<&SourceFile<'_>>,
+) -> Result<(usize, Duration), ConfigError> {
+    use crate::timeline::{MAX_MACHINES_DEFAULT, STUCK_AFTER_SECS_DEFAULT};
+    let mut max = MAX_MACHINES_DEFAULT;
+    let mut stuck = STUCK_AFTER_SECS_DEFAULT;
+    if let Some(src) = src {
+        if let Some(m) = &w.max_machines {
+            if !(1..=1_000_000).contains(m.get_ref()) {
+                return Err(src.error(
+                    Some(m.span()),
+                    format!(
+                        "timeline.max_machines {} is outside 1..=1000000",
+                        m.get_ref()
+                    ),
+                ));
+            }
+            max = *m.get_ref();
+        }
+        if let Some(s) = &w.stuck_after_secs {
+            if !(1..=86_400).contains(s.get_ref()) {
+                return Err(src.error(
+                    Some(s.span()),
+                    format!(
+                        "timeline.stuck_after_secs {} is outside 1..=86400",
+                        s.get_ref()
+                    ),
+                ));
+            }
+            stuck = *s.get_ref();
+        }
+    }
+    Ok((max, Duration::from_secs(stuck)))
 }
 
 /// Every group's profile must exist.

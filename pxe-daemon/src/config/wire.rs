@@ -41,6 +41,19 @@ pub struct WireConfig {
     /// `[[profile]]`: what a group boots, rendered by the HTTP server.
     #[serde(default)]
     pub profile: Vec<Spanned<WireProfile>>,
+    /// `[timeline]`: following machines' boots.
+    #[serde(default)]
+    pub timeline: WireTimeline,
+}
+
+/// `[timeline]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireTimeline {
+    /// Machines remembered at most.
+    pub max_machines: Option<Spanned<usize>>,
+    /// Seconds in one stage after which a machine counts as stuck.
+    pub stuck_after_secs: Option<Spanned<u64>>,
 }
 
 /// `[dhcp]`.

@@ -57,6 +57,8 @@ pub struct ServeOptions {
     /// Wait before each reply (dnsmasq's dhcp-reply-delay): for firmware that fails when a proxy
     /// reply comes before the router's offer.
     pub reply_delay: Duration,
+    /// Where machines' boots are followed.
+    pub timeline: Option<crate::timeline::Timeline>,
 }
 
 /// Serves DHCP on `sockets` until `shutdown` is cancelled.
@@ -104,6 +106,9 @@ pub async fn serve(
         let (outcome, request) = core.handle(&buf[..len], src, local_port, now_unix);
         if let Some((kind, machine)) = &request {
             metrics.request(*kind, machine);
+            if let Some(timeline) = &options.timeline {
+                follow(timeline, *kind, machine, &outcome, src);
+            }
         }
         match outcome {
             Outcome::Dropped(reason) => {
@@ -153,6 +158,57 @@ pub async fn serve(
     }
     info!("DHCP stopped");
     Ok(())
+}
+
+/// Tells the timeline about a request: a DISCOVER starts (or restarts) a boot, an answer moves
+/// it on.
+fn follow(
+    timeline: &crate::timeline::Timeline,
+    kind: super::RequestType,
+    machine: &crate::boot::Machine,
+    outcome: &Outcome,
+    src: SocketAddrV4,
+) {
+    use crate::timeline::Event;
+    let reply = match outcome {
+        Outcome::Reply(r, _) => Some(r),
+        _ => None,
+    };
+    // yiaddr of the reply (BOOTP offset 16), else the address the request came from.
+    let given = reply
+        .and_then(|r| r.bytes.get(16..20))
+        .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        .filter(|ip| !ip.is_unspecified());
+    let from = Some(*src.ip()).filter(|ip| {
+        !ip.is_unspecified()
+            && reply.is_some_and(|r| matches!(r.to, Destination::Unicast(a) if a == src))
+    });
+    let ip = given.or(from);
+    let answered = reply.is_some_and(|r| {
+        matches!(
+            r.kind,
+            dhcproto::v4::MessageType::Offer | dhcproto::v4::MessageType::Ack
+        )
+    });
+    if kind == super::RequestType::Discover {
+        timeline.record(Event::Dhcp {
+            machine,
+            ip: None,
+            answered: false,
+        });
+    }
+    if answered
+        && matches!(
+            kind,
+            super::RequestType::Discover | super::RequestType::Request
+        )
+    {
+        timeline.record(Event::Dhcp {
+            machine,
+            ip,
+            answered: true,
+        });
+    }
 }
 
 async fn send(socket: &UdpSocket, reply: &Reply, since: Instant, metrics: &DhcpMetrics) {

@@ -72,6 +72,8 @@ pub struct HttpState {
     pub base_url: Option<String>,
     /// Limits.
     pub limits: HttpLimits,
+    /// Machines' boots, followed and served on `/api/machines`.
+    pub timeline: Option<crate::timeline::Timeline>,
 }
 
 /// Serves `listener` until `shutdown` is cancelled, then lets open connections finish for at
@@ -120,7 +122,7 @@ pub async fn serve(
             state.http_metrics.sent_bytes.clone(),
         );
         let conn_state = state.clone();
-        let service = service_fn(move |req| handle(req, conn_state.clone(), jobs.clone()));
+        let service = service_fn(move |req| handle(req, conn_state.clone(), jobs.clone(), peer));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(state.limits.header_timeout)
@@ -151,6 +153,7 @@ async fn handle(
     req: Request<Incoming>,
     state: Arc<HttpState>,
     jobs: Arc<SendfileQueue>,
+    peer: std::net::SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
@@ -168,6 +171,24 @@ async fn handle(
         .response(route, status, body_bytes, started.elapsed().as_secs_f64());
     if let Some(artifact) = download {
         state.http_metrics.download(&artifact);
+    }
+    if let (Some(timeline), std::net::IpAddr::V4(ip)) = (&state.timeline, peer.ip()) {
+        use crate::timeline::{Event, Stage};
+        let stage = match route {
+            "boot_ipxe" | "ipxe" | "grub" | "generic" => Some(Stage::Script),
+            "artifact" => Some(state.scripts.artifact_stage(&path)),
+            _ => None,
+        };
+        if let Some(stage) = stage {
+            let mac = MachineQuery::parse(req.uri().query()).ok().map(|q| q.mac);
+            timeline.record(Event::Http {
+                ip,
+                mac,
+                stage,
+                path: &path,
+                status,
+            });
+        }
     }
     debug!(method = %req.method(), path, route, status, "HTTP request");
     Ok(response)
@@ -203,6 +224,12 @@ fn route(
             text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
             None,
         ),
+        "/api/machines" => ("api", machines_json(state, None), None),
+        p if p.starts_with("/api/machines/") => (
+            "api",
+            machines_json(state, Some(&p["/api/machines/".len()..])),
+            None,
+        ),
         "/boot.ipxe" => (
             "boot_ipxe",
             script(state.scripts.boot_ipxe(&base_url(req, state))),
@@ -230,6 +257,32 @@ fn route(
                 None,
             ),
         },
+    }
+}
+
+/// The timelines as JSON: all machines, or the one whose MAC is `mac` (colon or hyphen form).
+fn machines_json(state: &HttpState, mac: Option<&str>) -> Response<Body> {
+    let Some(timeline) = &state.timeline else {
+        return artifacts::status(StatusCode::NOT_FOUND, "no timeline\n");
+    };
+    let body = match mac {
+        None => serde_json::to_string_pretty(&timeline.machines()),
+        Some(m) => match m.parse::<crate::boot::MacAddr>() {
+            Err(e) => return artifacts::status(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            Ok(mac) => match timeline.machine(mac) {
+                None => {
+                    return artifacts::status(
+                        StatusCode::NOT_FOUND,
+                        &format!("machine {mac} has not been seen (or was forgotten)\n"),
+                    )
+                }
+                Some(t) => serde_json::to_string_pretty(&t),
+            },
+        },
+    };
+    match body {
+        Ok(json) => text(StatusCode::OK, "application/json", json + "\n"),
+        Err(e) => artifacts::status(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
     }
 }
 

@@ -201,6 +201,8 @@ pub fn check_template(source: &str) -> Result<(), String> {
 #[derive(Debug)]
 pub struct Scripts {
     env: Environment<'static>,
+    /// Local artifact path (no leading `/`) to the boot stage fetching it is.
+    artifact_stages: BTreeMap<String, crate::timeline::Stage>,
     profiles: BTreeMap<String, Profile>,
     default_profile: Option<String>,
     policy: Arc<BootPolicy>,
@@ -244,12 +246,46 @@ impl Scripts {
                 }
             }
         }
+        let mut artifact_stages = BTreeMap::new();
+        for p in &profiles {
+            use crate::timeline::Stage;
+            let local = |f: &String| {
+                (!f.starts_with("http://") && !f.starts_with("https://"))
+                    .then(|| f.trim_start_matches('/').to_owned())
+            };
+            let last = p.initrd.last().or(p.kernel.as_ref());
+            for (file, stage) in p
+                .kernel
+                .iter()
+                .map(|k| (k, Stage::Kernel))
+                .chain(p.initrd.iter().map(|i| (i, Stage::Initrd)))
+            {
+                let stage = if Some(file) == last {
+                    Stage::Done
+                } else {
+                    stage
+                };
+                if let Some(path) = local(file) {
+                    artifact_stages.insert(path, stage);
+                }
+            }
+        }
         Ok(Scripts {
             env,
+            artifact_stages,
             profiles: profiles.into_iter().map(|p| (p.name.clone(), p)).collect(),
             default_profile,
             policy,
         })
+    }
+
+    /// The boot stage a request for the artifact at `path` is: a profile's kernel, an initrd,
+    /// the last piece of a profile (done), or another artifact.
+    pub fn artifact_stage(&self, path: &str) -> crate::timeline::Stage {
+        self.artifact_stages
+            .get(path.trim_start_matches('/'))
+            .copied()
+            .unwrap_or(crate::timeline::Stage::Artifact)
     }
 
     /// The entry script, chaining to `/ipxe` on `http_base`.

@@ -90,6 +90,8 @@ pub struct ServerSettings<'a> {
     pub mtu: u32,
     /// Maps requested names to served ones (the boot policy's hook).
     pub mapper: Arc<dyn PathMapper>,
+    /// Where machines' boots are followed.
+    pub timeline: Option<crate::timeline::Timeline>,
 }
 
 /// A transfer and what the datapath keeps beside it.
@@ -116,6 +118,7 @@ pub struct Server {
     fds: Vec<RawFd>,
     files: FileStore,
     mapper: Arc<dyn PathMapper>,
+    timeline: Option<crate::timeline::Timeline>,
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
     live: usize,
@@ -232,6 +235,7 @@ impl Server {
             fds,
             files,
             mapper: settings.mapper,
+            timeline: settings.timeline,
             entries: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -503,6 +507,13 @@ impl Server {
         self.live += 1;
         self.by_client.insert(from, slot);
         self.metrics.started.inc();
+        if let (Some(timeline), std::net::IpAddr::V4(ip)) = (&self.timeline, from.ip()) {
+            timeline.record(crate::timeline::Event::Tftp {
+                ip,
+                file: filename,
+                ended: None,
+            });
+        }
         self.metrics.blksize.observe(f64::from(negotiated.blksize));
         self.metrics
             .windowsize
@@ -640,6 +651,21 @@ impl Server {
         self.live -= 1;
         let seconds = now.saturating_duration_since(entry.started).as_secs_f64();
         self.metrics.ended(outcome, seconds);
+        if let (Some(timeline), std::net::IpAddr::V4(ip)) = (&self.timeline, entry.client.ip()) {
+            let ended = match outcome {
+                Outcome::Completed => Some(Ok(())),
+                Outcome::Failed(reason) => Some(Err(reason.label())),
+                // A tsize probe is part of a ROM's normal sequence, not an end.
+                Outcome::ProbeAborted => None,
+            };
+            if ended.is_some() {
+                timeline.record(crate::timeline::Event::Tftp {
+                    ip,
+                    file: &entry.file,
+                    ended,
+                });
+            }
+        }
         let size = entry.transfer.file_size();
         match outcome {
             Outcome::Completed => info!(
@@ -801,6 +827,7 @@ mod tests {
                 root: &root.path().canonicalize().unwrap(),
                 mtu: 1500,
                 mapper: Arc::new(AsRequested),
+                timeline: None,
             },
             listener,
             metrics,

@@ -1,0 +1,491 @@
+//! Every machine's boot, stage by stage: DHCP, TFTP and HTTP events joined by MAC (and by the
+//! IP address a machine was given or had) into one timeline per machine, bounded in memory.
+//!
+//! Stages, in boot order: discover, offer, nbp_transfer, ipxe_dhcp, script, kernel, initrd,
+//! artifact (anything else fetched), done. Each machine keeps its latest boot; a machine that
+//! starts over (a DHCPDISCOVER from a ROM after its boot went further) begins a new one.
+
+pub mod metrics;
+pub mod status;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+pub use metrics::{CensusCollector, TimelineMetrics};
+
+use crate::boot::{Arch, BootPolicy, Firmware, MacAddr, Machine};
+
+/// Default number of machines remembered; the least recently active are forgotten first.
+pub const MAX_MACHINES_DEFAULT: usize = 10_000;
+/// Default time in one stage after which a machine counts as stuck.
+pub const STUCK_AFTER_SECS_DEFAULT: u64 = 300;
+/// Most stage entries kept per boot (a retrying machine cannot grow its record without bound).
+const STAGES_PER_BOOT_MAX: usize = 64;
+
+/// A stage of a boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The firmware's DHCPDISCOVER (or REQUEST) was seen.
+    Discover,
+    /// The boot offer (or ACK) was sent.
+    Offer,
+    /// The network boot program is being fetched over TFTP.
+    NbpTransfer,
+    /// iPXE asked DHCP again.
+    IpxeDhcp,
+    /// iPXE fetched its script.
+    Script,
+    /// The kernel was requested.
+    Kernel,
+    /// An initrd was requested.
+    Initrd,
+    /// Another artifact was requested.
+    Artifact,
+    /// The last artifact of the machine's profile was sent.
+    Done,
+}
+
+impl Stage {
+    /// Every stage, in boot order.
+    pub const ALL: [Stage; 9] = [
+        Stage::Discover,
+        Stage::Offer,
+        Stage::NbpTransfer,
+        Stage::IpxeDhcp,
+        Stage::Script,
+        Stage::Kernel,
+        Stage::Initrd,
+        Stage::Artifact,
+        Stage::Done,
+    ];
+
+    /// Metric label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Stage::Discover => "discover",
+            Stage::Offer => "offer",
+            Stage::NbpTransfer => "nbp_transfer",
+            Stage::IpxeDhcp => "ipxe_dhcp",
+            Stage::Script => "script",
+            Stage::Kernel => "kernel",
+            Stage::Initrd => "initrd",
+            Stage::Artifact => "artifact",
+            Stage::Done => "done",
+        }
+    }
+}
+
+/// One stage of a machine's boot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StageEntry {
+    /// The stage.
+    pub stage: Stage,
+    /// When it was entered, Unix milliseconds.
+    pub at_unix_ms: u64,
+    /// What happened: a file, a message type, a status.
+    pub detail: String,
+    /// `ok`, or `failed: <reason>`.
+    pub outcome: String,
+}
+
+/// A machine's latest boot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MachineTimeline {
+    /// MAC, `52:54:00:12:34:56`.
+    pub mac: String,
+    /// The address it was given or used, when known.
+    pub ip: Option<Ipv4Addr>,
+    /// Option-93 arch label (`bios`, `efi-x64`, ...), when known.
+    pub arch: Option<&'static str>,
+    /// Firmware seen last (`bios`, `uefi`, `uefi-http`, `ipxe`).
+    pub firmware: Option<&'static str>,
+    /// Its group, if one matches.
+    pub group: Option<String>,
+    /// The stage it is in now.
+    pub stage: Stage,
+    /// Seconds it has been in that stage.
+    pub in_stage_secs: f64,
+    /// Whether it has been in a stage other than `done` longer than the stuck threshold.
+    pub stuck: bool,
+    /// Whether its last step failed.
+    pub failed: bool,
+    /// The stages of this boot, in order.
+    pub stages: Vec<StageEntry>,
+}
+
+/// What a subsystem saw.
+#[derive(Clone, Debug)]
+pub enum Event<'a> {
+    /// A DHCP request from a machine, and whether it was answered.
+    Dhcp {
+        /// The machine as the request describes it.
+        machine: &'a Machine,
+        /// The address it has or was given (ciaddr, yiaddr), if any.
+        ip: Option<Ipv4Addr>,
+        /// Whether it was answered (an OFFER or ACK went out).
+        answered: bool,
+    },
+    /// A TFTP transfer from a client address.
+    Tftp {
+        /// The client.
+        ip: Ipv4Addr,
+        /// The file.
+        file: &'a str,
+        /// `None` when it started; `Some(Ok)` completed; `Some(Err(reason))` failed.
+        ended: Option<Result<(), &'static str>>,
+    },
+    /// An HTTP response to a client address.
+    Http {
+        /// The client.
+        ip: Ipv4Addr,
+        /// The MAC, when the request named one (`/ipxe?mac=`).
+        mac: Option<MacAddr>,
+        /// The stage this request is (script, kernel, initrd, artifact, or done).
+        stage: Stage,
+        /// The path.
+        path: &'a str,
+        /// The status code.
+        status: u16,
+    },
+}
+
+#[derive(Debug)]
+struct Record {
+    mac: MacAddr,
+    ip: Option<Ipv4Addr>,
+    arch: Option<Arch>,
+    firmware: Option<Firmware>,
+    group: Option<String>,
+    stage: Stage,
+    entered: Instant,
+    failed: bool,
+    stages: Vec<StageEntry>,
+    /// Position in the recency queue.
+    touch: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    machines: HashMap<MacAddr, Record>,
+    by_ip: HashMap<Ipv4Addr, MacAddr>,
+    /// (touch, mac) in the order they were last active; stale pairs are skipped.
+    recency: VecDeque<(u64, MacAddr)>,
+    clock: u64,
+}
+
+/// The timelines of all machines. Cheap to share.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    inner: Arc<Mutex<Inner>>,
+    policy: Arc<BootPolicy>,
+    metrics: TimelineMetrics,
+    max_machines: usize,
+    stuck_after: Duration,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Timeline {
+    /// A timeline remembering at most `max_machines`, calling machines stuck after
+    /// `stuck_after` in one stage, with groups from `policy`.
+    pub fn new(
+        policy: Arc<BootPolicy>,
+        metrics: TimelineMetrics,
+        max_machines: usize,
+        stuck_after: Duration,
+    ) -> Timeline {
+        Timeline {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            policy,
+            metrics,
+            max_machines: max_machines.max(1),
+            stuck_after,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records what a subsystem saw.
+    pub fn record(&self, event: Event<'_>) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match event {
+            Event::Dhcp {
+                machine,
+                ip,
+                answered,
+            } => {
+                let Some(firmware) = machine.firmware else {
+                    return;
+                };
+                let (stage, detail) = match (firmware, answered) {
+                    (Firmware::Ipxe, _) => (Stage::IpxeDhcp, "iPXE DHCP"),
+                    (_, false) => (Stage::Discover, "DHCP request"),
+                    (_, true) => (Stage::Offer, "boot offer sent"),
+                };
+                // A ROM's DISCOVER after the boot went further is a new boot.
+                let restart = stage == Stage::Discover;
+                let rec = self.entry(&mut inner, machine.mac, now);
+                rec.arch = machine.arch.or(rec.arch);
+                rec.firmware = Some(firmware);
+                if let Some(ip) = ip {
+                    rec.ip = Some(ip);
+                }
+                let group = self.policy.group_of(machine).map(|g| g.name.clone());
+                rec.group = group.or(rec.group.take());
+                if restart && rec.stage > Stage::Offer {
+                    rec.stages.clear();
+                }
+                let rec_ip = rec.ip;
+                self.advance(
+                    &mut inner,
+                    machine.mac,
+                    stage,
+                    detail.to_owned(),
+                    Ok(()),
+                    now,
+                );
+                if let Some(ip) = rec_ip {
+                    inner.by_ip.insert(ip, machine.mac);
+                }
+            }
+            Event::Tftp { ip, file, ended } => {
+                let Some(mac) = self.mac_of(&inner, ip) else {
+                    return;
+                };
+                self.entry(&mut inner, mac, now).ip = Some(ip);
+                inner.by_ip.insert(ip, mac);
+                let outcome = match ended {
+                    None | Some(Ok(())) => Ok(()),
+                    Some(Err(reason)) => Err(reason.to_owned()),
+                };
+                let detail = match ended {
+                    None => format!("{file} started"),
+                    Some(Ok(())) => format!("{file} sent"),
+                    Some(Err(_)) => format!("{file} failed"),
+                };
+                self.advance(&mut inner, mac, Stage::NbpTransfer, detail, outcome, now);
+            }
+            Event::Http {
+                ip,
+                mac,
+                stage,
+                path,
+                status,
+            } => {
+                let Some(mac) = mac.or_else(|| self.mac_of(&inner, ip)) else {
+                    return;
+                };
+                self.entry(&mut inner, mac, now).ip = Some(ip);
+                inner.by_ip.insert(ip, mac);
+                let outcome = if status < 400 {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {status}"))
+                };
+                let detail = format!("GET {path} {status}");
+                if stage == Stage::Done {
+                    // The last piece: it is also an initrd (or kernel) fetch.
+                    self.advance(
+                        &mut inner,
+                        mac,
+                        Stage::Initrd,
+                        detail.clone(),
+                        outcome.clone(),
+                        now,
+                    );
+                    if outcome.is_ok() {
+                        self.advance(&mut inner, mac, Stage::Done, detail, Ok(()), now);
+                    }
+                } else {
+                    self.advance(&mut inner, mac, stage, detail, outcome, now);
+                }
+            }
+        }
+    }
+
+    /// The MAC behind `ip`: known from DHCP or HTTP, else the kernel's neighbour table.
+    fn mac_of(&self, inner: &Inner, ip: Ipv4Addr) -> Option<MacAddr> {
+        inner
+            .by_ip
+            .get(&ip)
+            .copied()
+            .or_else(|| crate::netif::neighbour_mac(ip))
+    }
+
+    /// The record of `mac`, made if new (forgetting the least recently active past the bound).
+    fn entry<'i>(&self, inner: &'i mut Inner, mac: MacAddr, now: Instant) -> &'i mut Record {
+        inner.clock += 1;
+        let touch = inner.clock;
+        inner.recency.push_back((touch, mac));
+        if !inner.machines.contains_key(&mac) {
+            while inner.machines.len() >= self.max_machines {
+                let Some((t, old)) = inner.recency.pop_front() else {
+                    break;
+                };
+                if inner.machines.get(&old).is_some_and(|r| r.touch == t) {
+                    if let Some(r) = inner.machines.remove(&old) {
+                        if let Some(ip) = r.ip {
+                            inner.by_ip.remove(&ip);
+                        }
+                    }
+                }
+            }
+            inner.machines.insert(
+                mac,
+                Record {
+                    mac,
+                    ip: None,
+                    arch: None,
+                    firmware: None,
+                    group: None,
+                    stage: Stage::Discover,
+                    entered: now,
+                    failed: false,
+                    stages: Vec::new(),
+                    touch,
+                },
+            );
+        }
+        // Keep the recency queue from growing past a few entries per machine.
+        if inner.recency.len() > 4 * self.max_machines {
+            let live: HashMap<MacAddr, u64> =
+                inner.machines.iter().map(|(m, r)| (*m, r.touch)).collect();
+            inner
+                .recency
+                .retain(|(t, m)| live.get(m) == Some(t) || *t == touch);
+        }
+        let rec = inner.machines.get_mut(&mac).expect("just inserted");
+        rec.touch = touch;
+        rec
+    }
+
+    /// Moves `mac` into `stage` (closing the stage it was in) or records a failure in it.
+    fn advance(
+        &self,
+        inner: &mut Inner,
+        mac: MacAddr,
+        stage: Stage,
+        detail: String,
+        outcome: Result<(), String>,
+        now: Instant,
+    ) {
+        let Some(rec) = inner.machines.get_mut(&mac) else {
+            return;
+        };
+        let arch = rec.arch.map_or("unknown", |a| a.label());
+        let group = rec.group.clone().unwrap_or_else(|| "none".into());
+        let new_stage = rec.stages.is_empty() || rec.stage != stage;
+        if new_stage && !rec.stages.is_empty() {
+            let seconds = now.saturating_duration_since(rec.entered).as_secs_f64();
+            self.metrics.stage_ended(rec.stage, arch, &group, seconds);
+        }
+        match &outcome {
+            Ok(()) => {
+                rec.failed = false;
+                if stage == Stage::Done && new_stage {
+                    self.metrics.completed(arch, &group);
+                }
+            }
+            Err(_) => {
+                rec.failed = true;
+                self.metrics.failed(stage);
+            }
+        }
+        if new_stage {
+            rec.stage = stage;
+            rec.entered = now;
+        }
+        let outcome = match outcome {
+            Ok(()) => "ok".to_owned(),
+            Err(reason) => format!("failed: {reason}"),
+        };
+        match rec.stages.last_mut() {
+            // Still in the same stage: the entry keeps its start and shows the latest step.
+            Some(last) if !new_stage => {
+                last.detail = detail;
+                last.outcome = outcome;
+            }
+            _ => {
+                if rec.stages.len() >= STAGES_PER_BOOT_MAX {
+                    rec.stages.remove(0);
+                }
+                rec.stages.push(StageEntry {
+                    stage,
+                    at_unix_ms: unix_ms(),
+                    detail,
+                    outcome,
+                });
+            }
+        }
+    }
+
+    /// Every machine, most recently active first.
+    pub fn machines(&self) -> Vec<MachineTimeline> {
+        let inner = self.lock();
+        let now = Instant::now();
+        let mut out: Vec<(u64, MachineTimeline)> = inner
+            .machines
+            .values()
+            .map(|r| (r.touch, self.view(r, now)))
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// One machine.
+    pub fn machine(&self, mac: MacAddr) -> Option<MachineTimeline> {
+        let inner = self.lock();
+        inner
+            .machines
+            .get(&mac)
+            .map(|r| self.view(r, Instant::now()))
+    }
+
+    /// Machines per current stage, and stuck ones per stage (for the gauges).
+    pub fn census(&self) -> (HashMap<Stage, i64>, HashMap<Stage, i64>) {
+        let inner = self.lock();
+        let now = Instant::now();
+        let (mut current, mut stuck) = (HashMap::new(), HashMap::new());
+        for r in inner.machines.values() {
+            *current.entry(r.stage).or_insert(0) += 1;
+            if r.stage != Stage::Done && now.saturating_duration_since(r.entered) > self.stuck_after
+            {
+                *stuck.entry(r.stage).or_insert(0) += 1;
+            }
+        }
+        (current, stuck)
+    }
+
+    fn view(&self, r: &Record, now: Instant) -> MachineTimeline {
+        let in_stage = now.saturating_duration_since(r.entered);
+        MachineTimeline {
+            mac: r.mac.to_string(),
+            ip: r.ip,
+            arch: r.arch.map(|a| a.label()),
+            firmware: r.firmware.map(Firmware::label),
+            group: r.group.clone(),
+            stage: r.stage,
+            in_stage_secs: (in_stage.as_secs_f64() * 1000.0).round() / 1000.0,
+            stuck: r.stage != Stage::Done && in_stage > self.stuck_after,
+            failed: r.failed,
+            stages: r.stages.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
