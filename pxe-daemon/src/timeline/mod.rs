@@ -442,7 +442,7 @@ impl Timeline {
             .values()
             .map(|r| (r.touch, self.view(r, now)))
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|m| std::cmp::Reverse(m.0));
         out.into_iter().map(|(_, m)| m).collect()
     }
 
