@@ -1,8 +1,8 @@
 """A PXE ROM's DHCP client, built with scapy, for the integration tests.
 
-Usage: pxe_client.py IFACE KIND [SECONDS]
+Usage: pxe_client.py IFACE KIND [SECONDS [MAC]]
 KIND: bios | uefi | http | ipxe | plain.  Broadcasts one DHCPDISCOVER as that firmware sends it
-from a fixed test MAC and prints every DHCPOFFER seen within SECONDS (default 3) as one JSON
+from a fixed test MAC (or MAC) and prints every DHCPOFFER seen within SECONDS (default 3) as one JSON
 object per line: src, yiaddr, siaddr, file, vendor (option 60), msg_type, server_id, and
 after_secs (when it arrived, counted from the DISCOVER).
 Sends only on IFACE (a test veth) to the broadcast address.
@@ -21,7 +21,7 @@ MACS = {"bios": "52:54:00:aa:00:01", "uefi": "52:54:00:aa:00:07", "http": "52:54
 VENDORS = {"bios": b"PXEClient:Arch:00000:UNDI:002001", "uefi": b"PXEClient:Arch:00007:UNDI:003016",
            "http": b"HTTPClient:Arch:00016:UNDI:003001", "ipxe": b"PXEClient:Arch:00000:UNDI:002001"}
 ARCH = {"bios": 0, "uefi": 7, "http": 16, "ipxe": 0}
-mac = MACS[kind]
+mac = sys.argv[4] if len(sys.argv) > 4 else MACS[kind]
 chaddr = bytes.fromhex(mac.replace(":", "")) + bytes(10)
 xid = 0x5e5e0000 + ARCH.get(kind, 255)
 

@@ -32,6 +32,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "atftp",
     // Helper scripts in the tests.
     "python3",
+    // A real Prometheus scrapes the daemon in the observability test; promtool checks metrics.
+    "prometheus",
     // Peers: dnsmasq plays the site's DHCP server beside the proxy.
     "dnsmasq-base",
 ];
