@@ -36,6 +36,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     // Peers: dnsmasq plays the site's DHCP server beside the proxy.
     "dnsmasq-base",
+    // The rack benchmark: nginx serves HTTP beside dnsmasq; the plots' text font.
+    "nginx-light",
+    "fonts-dejavu-core",
 ];
 
 /// Python modules the tests' clients use, pinned, installed with pip when missing.

@@ -26,6 +26,8 @@ use super::{Config, Progress};
 const MAX_SCRIPT_DEPTH: usize = 8;
 /// Prefix length used when a lease names no subnet mask.
 const DEFAULT_PREFIX_LEN: u8 = 24;
+/// DISCOVERs started over after a NAK before the machine gives up.
+const MAX_NAK_RESTARTS: u32 = 4;
 
 /// The stages of a boot, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -94,6 +96,8 @@ pub struct Outcome {
     pub failure: Option<(Stage, String)>,
     /// DHCP requests resent after a timeout.
     pub dhcp_resends: u32,
+    /// NAKs that made it start DHCP over.
+    pub dhcp_naks: u32,
     /// TFTP packets resent after a timeout.
     pub tftp_resends: u32,
     /// `503`s waited out.
@@ -352,6 +356,7 @@ pub async fn boot(shard: Rc<Shard>, spec: Spec) -> Outcome {
             booted_at_secs: None,
             failure: None,
             dhcp_resends: 0,
+            dhcp_naks: 0,
             tftp_resends: 0,
             http_busy_retries: 0,
             bytes: 0,
@@ -622,27 +627,53 @@ impl Boot<'_> {
             .await;
     }
 
+    /// DISCOVER, then REQUEST; a NAK (the address went to another machine meanwhile, as when
+    /// a server offers one address to two clients) starts over, as RFC 2131 says, a bounded
+    /// number of times.
     async fn dhcp_inner(
         &mut self,
         asker: Asker,
         xid: u32,
         mailbox: &Mailbox,
     ) -> Result<Lease, String> {
+        let mut naks = 0;
+        loop {
+            let (offer, target, target_mac) = self.discover(asker, xid, mailbox).await?;
+            match self
+                .request_lease(asker, xid, mailbox, &offer, target, target_mac)
+                .await?
+            {
+                Some(lease) => return Ok(lease),
+                None if naks < MAX_NAK_RESTARTS => {
+                    naks += 1;
+                    self.out.dhcp_naks += 1;
+                }
+                None => return Err("nak".into()),
+            }
+        }
+    }
+
+    /// DISCOVER until one offer gives an address and one (maybe the same) a boot target for
+    /// this client, on the firmware's retry schedule.
+    async fn discover(
+        &mut self,
+        asker: Asker,
+        xid: u32,
+        mailbox: &Mailbox,
+    ) -> Result<(Answer, BootTarget, [u8; 6]), String> {
         let schedule = self.shard.cfg.dhcp_schedule.clone();
-        // DISCOVER: collect offers until one gives an address and one (maybe the same) a boot
-        // target for this client.
         let mut address: Option<Answer> = None;
         let mut boot: Option<(BootTarget, [u8; 6])> = None;
         let mut offers = 0u32;
-        let discover = self.request(asker, msg::DISCOVER, xid);
-        let mut complete = false;
+        let mut discover = self.request(asker, msg::DISCOVER, xid);
+        // Answers to an earlier round (a NAKed REQUEST's late offers) are not this round's.
+        mailbox.queue.borrow_mut().clear();
         for (attempt, wait) in schedule.iter().enumerate() {
             if attempt > 0 {
                 self.out.dhcp_resends += 1;
             }
-            let mut d = discover.clone();
-            d.secs = self.secs();
-            self.broadcast(&d).await;
+            discover.secs = self.secs();
+            self.broadcast(&discover).await;
             let deadline = Instant::now() + *wait;
             while let Some(a) = next_answer(mailbox, deadline).await {
                 if a.reply.message_type != msg::OFFER || a.reply.chaddr != self.spec.mac {
@@ -656,24 +687,30 @@ impl Boot<'_> {
                 if address.is_none() && a.reply.has_address() {
                     address = Some(a);
                 }
-                if address.is_some() && boot.is_some() {
-                    complete = true;
-                    break;
+                if let (Some(offer), Some((target, mac))) = (&address, &boot) {
+                    return Ok((offer.clone(), target.clone(), *mac));
                 }
             }
-            if complete {
-                break;
-            }
         }
-        let (Some(offer), Some((target, target_mac))) = (address, boot) else {
-            return Err(if offers == 0 {
-                "no offer"
-            } else {
-                "no complete offer"
-            }
-            .to_owned());
-        };
-        // REQUEST the address from the server that offered it.
+        Err(if offers == 0 {
+            "no offer"
+        } else {
+            "no complete offer"
+        }
+        .to_owned())
+    }
+
+    /// REQUEST the offered address from the server that offered it; `None` on a NAK.
+    async fn request_lease(
+        &mut self,
+        asker: Asker,
+        xid: u32,
+        mailbox: &Mailbox,
+        offer: &Answer,
+        target: BootTarget,
+        target_mac: [u8; 6],
+    ) -> Result<Option<Lease>, String> {
+        let schedule = self.shard.cfg.dhcp_schedule.clone();
         let server = offer.reply.server(offer.src_ip);
         let mut request = self.request(asker, msg::REQUEST, xid);
         request.requested_ip = Some(offer.reply.yiaddr);
@@ -698,14 +735,14 @@ impl Boot<'_> {
                         let target = dhcp::boot_target(asker, &a.reply, a.src_ip, false)
                             .filter(|_| a.reply.has_address())
                             .unwrap_or(target);
-                        return Ok(Lease {
+                        return Ok(Some(Lease {
                             ip: a.reply.yiaddr,
                             prefix_len,
                             target,
                             target_mac,
-                        });
+                        }));
                     }
-                    msg::NAK => return Err("nak".into()),
+                    msg::NAK => return Ok(None),
                     _ => {}
                 }
             }

@@ -429,6 +429,7 @@ fn deadline_outcome(spec: &Spec, deadline: Duration) -> Outcome {
             format!("deadline: still booting after {} s", deadline.as_secs()),
         )),
         dhcp_resends: 0,
+        dhcp_naks: 0,
         tftp_resends: 0,
         http_busy_retries: 0,
         bytes: 0,

@@ -82,6 +82,8 @@ pub struct Summary {
     pub failures: Vec<FailureCount>,
     /// DHCP requests resent after a timeout, all machines.
     pub dhcp_resends: u64,
+    /// NAKs that made machines start DHCP over, all machines.
+    pub dhcp_naks: u64,
     /// TFTP packets resent after a timeout, all machines.
     pub tftp_resends: u64,
     /// HTTP `503`s waited out, all machines.
@@ -195,6 +197,7 @@ impl Report {
             stages,
             failures,
             dhcp_resends: sum(|m| u64::from(m.dhcp_resends)),
+            dhcp_naks: sum(|m| u64::from(m.dhcp_naks)),
             tftp_resends: sum(|m| u64::from(m.tftp_resends)),
             http_busy_retries: sum(|m| u64::from(m.http_busy_retries)),
             bytes: sum(|m| m.bytes),
@@ -238,8 +241,9 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "resends: dhcp {}, tftp {}; http 503 waits {}; {:.1} MiB received",
+            "resends: dhcp {} (and {} NAKs started over), tftp {}; http 503 waits {}; {:.1} MiB received",
             s.dhcp_resends,
+            s.dhcp_naks,
             s.tftp_resends,
             s.http_busy_retries,
             s.bytes as f64 / (1024.0 * 1024.0)
