@@ -362,6 +362,20 @@ fn run_one(
         udp_rcvbuf_errors(env.net.client_ns()),
     );
     print_socket_drops(env);
+    if target == Target::PxeDaemon {
+        // The daemon's own view of the run, kept beside the report.
+        let url = format!("{}/metrics", env.base_url());
+        let out = env.net.server(&[
+            "curl",
+            "--silent",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "5",
+            &url,
+        ]);
+        let _ = std::fs::write(out_dir.join(format!("rack-{tag}.metrics")), &out.stdout);
+    }
     let mut servers = servers;
     for s in &mut servers {
         if s.try_wait().is_some() {
