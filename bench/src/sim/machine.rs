@@ -26,6 +26,8 @@ use super::{Config, Progress};
 const MAX_SCRIPT_DEPTH: usize = 8;
 /// Prefix length used when a lease names no subnet mask.
 const DEFAULT_PREFIX_LEN: u8 = 24;
+/// Randomisation of each DHCP retransmission wait, either way (RFC 2131 4.1).
+const DHCP_RETRY_JITTER: Duration = Duration::from_secs(1);
 /// DISCOVERs started over after a NAK before the machine gives up.
 const MAX_NAK_RESTARTS: u32 = 4;
 
@@ -93,7 +95,7 @@ pub struct Outcome {
     /// Booted: seconds from the rack's start to the last byte of the last initrd.
     pub booted_at_secs: Option<f64>,
     /// The stage it failed in, and why.
-    pub failure: Option<(Stage, String)>,
+    pub failure: Option<Failure>,
     /// DHCP requests resent after a timeout.
     pub dhcp_resends: u32,
     /// NAKs that made it start DHCP over.
@@ -104,6 +106,15 @@ pub struct Outcome {
     pub http_busy_retries: u32,
     /// Bytes of boot program, scripts, kernel and initrds received.
     pub bytes: u64,
+}
+
+/// Where and why a machine's boot failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    /// The stage.
+    pub stage: Stage,
+    /// A short reason (`no offer`, `tftp timeout`, `http 404`, ...).
+    pub reason: String,
 }
 
 /// A machine to boot.
@@ -147,6 +158,8 @@ pub struct Shard {
     progress: std::sync::Arc<Progress>,
     /// The rack's start.
     start: Instant,
+    /// When machines still booting give up.
+    deadline: Instant,
     rng: RefCell<u64>,
     frame_buf: RefCell<Vec<u8>>,
     ip_id: std::cell::Cell<u16>,
@@ -178,6 +191,7 @@ impl Shard {
         cfg: Rc<Config>,
         progress: std::sync::Arc<Progress>,
         start: Instant,
+        deadline: Instant,
         seed: u64,
     ) -> std::io::Result<Shard> {
         let socket = PacketSocket::open(&iface)?;
@@ -194,6 +208,7 @@ impl Shard {
             cfg,
             progress,
             start,
+            deadline,
             rng: RefCell::new(seed),
             frame_buf: RefCell::new(Vec::with_capacity(1600)),
             ip_id: std::cell::Cell::new(1),
@@ -299,6 +314,11 @@ impl Shard {
         Ok(())
     }
 
+    /// DHCP frames the kernel dropped before this shard read them (its socket buffer full).
+    pub fn packet_drops(&self) -> u64 {
+        self.packets.get_ref().drops()
+    }
+
     /// Removes every address this shard added.
     pub fn remove_addresses(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -334,6 +354,8 @@ struct Boot<'a> {
     spec: &'a Spec,
     powered_on: Instant,
     ip: Option<Ipv4Addr>,
+    /// The stage under way.
+    current: Option<Stage>,
     out: Outcome,
 }
 
@@ -346,6 +368,7 @@ pub async fn boot(shard: Rc<Shard>, spec: Spec) -> Outcome {
         spec: &spec,
         powered_on: Instant::now(),
         ip: None,
+        current: None,
         out: Outcome {
             index: spec.index,
             mac: format_mac(spec.mac),
@@ -372,7 +395,17 @@ pub async fn boot(shard: Rc<Shard>, spec: Spec) -> Outcome {
         },
         shard.cfg.http_limits,
     );
-    let result = b.run(&mut client).await;
+    let result = match tokio::time::timeout_at(shard.deadline, b.run(&mut client)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let stage = b.current.take().unwrap_or(Stage::Dhcp);
+            shard.progress.in_stage[stage.index()].fetch_sub(1, Ordering::Relaxed);
+            Err((
+                stage,
+                "deadline: still in this stage at the run's deadline".to_owned(),
+            ))
+        }
+    };
     b.out.http_busy_retries = client.busy_retries;
     b.out.ip = b.ip;
     match result {
@@ -380,8 +413,8 @@ pub async fn boot(shard: Rc<Shard>, spec: Spec) -> Outcome {
             b.out.booted_at_secs = Some(shard.secs_since(Instant::now()));
             shard.progress.booted.fetch_add(1, Ordering::Relaxed);
         }
-        Err(failure) => {
-            b.out.failure = Some(failure);
+        Err((stage, reason)) => {
+            b.out.failure = Some(Failure { stage, reason });
             shard.progress.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -453,7 +486,8 @@ impl Boot<'_> {
     }
 
     /// A stage begins: counted in the progress.
-    fn enter(&self, stage: Stage) -> Instant {
+    fn enter(&mut self, stage: Stage) -> Instant {
+        self.current = Some(stage);
         self.shard.progress.in_stage[stage.index()].fetch_add(1, Ordering::Relaxed);
         Instant::now()
     }
@@ -593,6 +627,15 @@ impl Boot<'_> {
         Ok(lease)
     }
 
+    /// A retransmission wait randomised by up to a second either way, as RFC 2131 (4.1) asks
+    /// of clients: a rack's retries do not all land in the same instant again.
+    fn jittered(&self, wait: Duration) -> Duration {
+        let r = self.shard.next_random();
+        let frac = (r >> 11) as f64 / (1u64 << 53) as f64;
+        let jitter = DHCP_RETRY_JITTER.mul_f64(frac * 2.0);
+        (wait + jitter).saturating_sub(DHCP_RETRY_JITTER)
+    }
+
     fn secs(&self) -> u16 {
         u16::try_from(self.powered_on.elapsed().as_secs()).unwrap_or(u16::MAX)
     }
@@ -674,7 +717,7 @@ impl Boot<'_> {
             }
             discover.secs = self.secs();
             self.broadcast(&discover).await;
-            let deadline = Instant::now() + *wait;
+            let deadline = Instant::now() + self.jittered(*wait);
             while let Some(a) = next_answer(mailbox, deadline).await {
                 if a.reply.message_type != msg::OFFER || a.reply.chaddr != self.spec.mac {
                     continue;
@@ -721,7 +764,7 @@ impl Boot<'_> {
             }
             request.secs = self.secs();
             self.broadcast(&request).await;
-            let deadline = Instant::now() + *wait;
+            let deadline = Instant::now() + self.jittered(*wait);
             while let Some(a) = next_answer(mailbox, deadline).await {
                 if a.reply.chaddr != self.spec.mac || a.reply.server(a.src_ip) != server {
                     continue;
@@ -785,7 +828,7 @@ impl Boot<'_> {
                     payload: &payload,
                 })
                 .await;
-            let deadline = Instant::now() + *wait;
+            let deadline = Instant::now() + self.jittered(*wait);
             while let Some(a) = next_answer(&mailbox, deadline).await {
                 if a.reply.message_type != msg::ACK || a.reply.chaddr != self.spec.mac {
                     continue;

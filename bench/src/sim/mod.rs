@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use dhcp::Firmware;
-use machine::{Outcome, Shard, Spec, Stage};
+use machine::{Outcome, Shard, Spec};
 
 /// The firmware DHCP retry schedule: wait 4 s, resend and wait 8, 16, 32 s, then give up (about
 /// a minute, PXE-E51), as PXE ROMs and EDK2 do.
@@ -291,12 +291,14 @@ pub fn run(args: &RackArgs) -> anyhow::Result<i32> {
     let shown = show_progress(&args.progress, &progress, args.machines as usize, &done);
     let mut outcomes = Vec::new();
     let mut stray = 0;
+    let mut packet_drops = 0;
     let mut errors = Vec::new();
     for h in handles {
         match h.join() {
-            Ok(Ok((o, s, e))) => {
+            Ok(Ok((o, s, d, e))) => {
                 outcomes.extend(o);
                 stray += s;
+                packet_drops += d;
                 errors.extend(e);
             }
             Ok(Err(e)) => {
@@ -329,6 +331,7 @@ pub fn run(args: &RackArgs) -> anyhow::Result<i32> {
             peak_rss_kib: cpu_after.2,
             threads: threads as u32,
             stray_frames: stray,
+            packet_drops,
         },
     );
     print!("{}", report.text());
@@ -346,8 +349,8 @@ pub fn run(args: &RackArgs) -> anyhow::Result<i32> {
     Ok(if report.summary.failed == 0 { 0 } else { 1 })
 }
 
-/// Result of one shard: outcomes, stray frames, cleanup errors.
-type ShardResult = (Vec<Outcome>, u64, Vec<String>);
+/// Result of one shard: outcomes, stray frames, frames dropped by its socket, cleanup errors.
+type ShardResult = (Vec<Outcome>, u64, u64, Vec<String>);
 
 #[expect(
     clippy::too_many_arguments,
@@ -379,7 +382,7 @@ fn run_shard(
         });
         let start = tokio::time::Instant::from_std(start);
         let shard = Rc::new(
-            Shard::new(iface.clone(), cfg, Arc::clone(&progress), start, seed).with_context(|| {
+            Shard::new(iface.clone(), cfg, Arc::clone(&progress), start, start + deadline, seed).with_context(|| {
                 format!(
                     "opening the AF_PACKET and netlink sockets on {} (needs root or CAP_NET_RAW and CAP_NET_ADMIN)",
                     iface.name
@@ -388,21 +391,13 @@ fn run_shard(
         );
         let receiver = tokio::task::spawn_local(Rc::clone(&shard).receive());
         let tasks: Vec<_> = specs
-            .iter()
-            .cloned()
-            .map(|spec| (spec.clone(), tokio::task::spawn_local(machine::boot(Rc::clone(&shard), spec))))
+            .into_iter()
+            .map(|spec| tokio::task::spawn_local(machine::boot(Rc::clone(&shard), spec)))
             .collect();
-        let until = start + deadline;
+        // Every machine ends by itself: booted, failed, or at the deadline.
         let mut outcomes = Vec::with_capacity(tasks.len());
-        for (spec, task) in tasks {
-            let outcome = match tokio::time::timeout_at(until, task).await {
-                Ok(Ok(o)) => o,
-                Ok(Err(_)) | Err(_) => {
-                    progress.failed.fetch_add(1, Ordering::Relaxed);
-                    deadline_outcome(&spec, deadline)
-                }
-            };
-            outcomes.push(outcome);
+        for task in tasks {
+            outcomes.push(task.await.context("a machine's task panicked")?);
         }
         receiver.abort();
         let errors = if keep_addresses {
@@ -410,30 +405,8 @@ fn run_shard(
         } else {
             shard.remove_addresses()
         };
-        Ok((outcomes, shard.stray_frames.get(), errors))
+        Ok((outcomes, shard.stray_frames.get(), shard.packet_drops(), errors))
     })
-}
-
-/// The outcome of a machine still booting at the deadline (or whose task died).
-fn deadline_outcome(spec: &Spec, deadline: Duration) -> Outcome {
-    Outcome {
-        index: spec.index,
-        mac: machine::format_mac(spec.mac),
-        firmware: spec.firmware.name(),
-        ip: None,
-        power_on_secs: spec.power_on.as_secs_f64(),
-        stages: std::collections::HashMap::new(),
-        booted_at_secs: None,
-        failure: Some((
-            Stage::Dhcp,
-            format!("deadline: still booting after {} s", deadline.as_secs()),
-        )),
-        dhcp_resends: 0,
-        dhcp_naks: 0,
-        tftp_resends: 0,
-        http_busy_retries: 0,
-        bytes: 0,
-    }
 }
 
 /// Starts the progress display thread (none for `off`).

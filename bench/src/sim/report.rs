@@ -55,6 +55,9 @@ pub struct SimulatorCost {
     pub threads: u32,
     /// Frames received that were for no machine (other clients, or unreadable).
     pub stray_frames: u64,
+    /// DHCP frames the kernel dropped before the simulator read them (its socket full): not
+    /// zero means the simulator, not the servers, lost answers.
+    pub packet_drops: u64,
 }
 
 /// The headline numbers.
@@ -166,9 +169,9 @@ impl Report {
         completions.sort_by(f64::total_cmp);
         let mut failures: BTreeMap<(String, String), usize> = BTreeMap::new();
         for m in &machines {
-            if let Some((stage, reason)) = &m.failure {
+            if let Some(f) = &m.failure {
                 *failures
-                    .entry((stage.name().to_owned(), reason.clone()))
+                    .entry((f.stage.name().to_owned(), f.reason.clone()))
                     .or_default() += 1;
             }
         }
@@ -251,14 +254,15 @@ impl Report {
         let c = &s.simulator;
         let _ = writeln!(
             out,
-            "simulator: {:.2} s CPU ({:.2} user, {:.2} system) in {:.1} s on {} thread(s): {:.3} ms CPU per machine, peak RSS {} MiB",
+            "simulator: {:.2} s CPU ({:.2} user, {:.2} system) in {:.1} s on {} thread(s): {:.3} ms CPU per machine, peak RSS {} MiB, {} DHCP frames dropped unread",
             c.user_secs + c.system_secs,
             c.user_secs,
             c.system_secs,
             c.wall_secs,
             c.threads,
             s.simulator_cpu_ms_per_machine,
-            c.peak_rss_kib / 1024
+            c.peak_rss_kib / 1024,
+            c.packet_drops
         );
         match s.all_booted_secs {
             Some(t) => {

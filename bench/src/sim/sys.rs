@@ -199,6 +199,33 @@ impl PacketSocket {
     }
 }
 
+impl PacketSocket {
+    /// Frames the kernel dropped because this socket's buffer was full, since the last call
+    /// (PACKET_STATISTICS resets on read).
+    pub fn drops(&self) -> u64 {
+        let mut stats = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = libc::socklen_t::try_from(mem::size_of::<libc::tpacket_stats>()).unwrap_or(0);
+        // SAFETY: stats is a valid tpacket_stats of `len` bytes.
+        let ret = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                std::ptr::from_mut(&mut stats).cast(),
+                &mut len,
+            )
+        };
+        if ret == 0 {
+            u64::from(stats.tp_drops)
+        } else {
+            0
+        }
+    }
+}
+
 impl AsRawFd for PacketSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -53,9 +53,10 @@ pub struct RackArgs {
     /// Servers under test, comma-separated: pxe-daemon, dnsmasq (with nginx).
     #[arg(long, value_delimiter = ',', default_values_t = [Target::PxeDaemon, Target::Dnsmasq])]
     targets: Vec<Target>,
-    /// `proxy` (beside a site DHCP server, dnsmasq giving addresses) or `full`.
-    #[arg(long, default_value = "proxy")]
-    dhcp_mode: String,
+    /// DHCP modes, comma-separated: `proxy` (beside a site DHCP server, a dnsmasq giving
+    /// addresses), `full` (the server under test gives the addresses too).
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("proxy"), String::from("full")])]
+    dhcp_mode: Vec<String>,
     /// Firmware mix of the rack (`pxe-bench rack --mix`). dnsmasq's proxy does not answer UEFI
     /// HTTP Boot, so the default leaves it out.
     #[arg(long, default_value = "bios=1,uefi=1")]
@@ -122,7 +123,6 @@ struct Env<'a> {
     dir: PathBuf,
     daemon_bin: PathBuf,
     bench_bin: PathBuf,
-    full: bool,
 }
 
 impl Env<'_> {
@@ -145,12 +145,15 @@ impl Env<'_> {
 /// One run's result.
 struct RunResult {
     machines: u32,
+    /// Full DHCP (else proxy beside the site server).
+    full: bool,
     target: Target,
     report: PathBuf,
     server_cpu_secs: f64,
-    /// UDP datagrams dropped for a full receive buffer in the server namespace (every server,
-    /// the site DHCP server included) and in the client namespace (the simulator).
-    server_udp_drops: u64,
+    /// UDP datagrams dropped for a full receive buffer: by the site DHCP server, by the
+    /// servers under test, and in the client namespace (the simulator).
+    site_udp_drops: u64,
+    target_udp_drops: u64,
     client_udp_drops: u64,
     exit: String,
 }
@@ -161,11 +164,14 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
         pxe_tests::is_root(),
         "cargo xtask bench rack needs root (namespaces, raw sockets)"
     );
-    let full = match args.dhcp_mode.as_str() {
-        "proxy" => false,
-        "full" => true,
-        other => bail!("--dhcp-mode must be proxy or full, not {other:?}"),
-    };
+    let mut modes = Vec::new();
+    for mode in &args.dhcp_mode {
+        modes.push(match mode.as_str() {
+            "proxy" => false,
+            "full" => true,
+            other => bail!("--dhcp-mode must be proxy or full, not {other:?}"),
+        });
+    }
     ensure!(
         !args.machines.is_empty() && !args.targets.is_empty(),
         "nothing to run"
@@ -204,7 +210,6 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
         dir: tmp.path().to_path_buf(),
         daemon_bin: target_dir.join("release/pxe-daemon"),
         bench_bin: target_dir.join("release/pxe-bench"),
-        full,
     };
     let server_cidr = format!("{}/16", env.server());
     ip_ns(
@@ -214,37 +219,52 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
     write_boot_tree(&env, args)?;
 
     let mut results = Vec::new();
-    for &n in &args.machines {
-        for &target in &args.targets {
-            println!("==> rack: {n} machines against {}", target.label());
-            results.push(run_one(&env, args, n, target, &out_dir)?);
+    for &full in &modes {
+        for &n in &args.machines {
+            for &target in &args.targets {
+                println!(
+                    "==> rack: {n} machines against {}, {} DHCP",
+                    target.label(),
+                    mode_name(full)
+                );
+                results.push(run_one(&env, args, n, target, full, &out_dir)?);
+            }
         }
     }
     let mut plots = Vec::new();
-    for &n in &args.machines {
-        let reports: Vec<&RunResult> = results.iter().filter(|r| r.machines == n).collect();
-        let png = out_dir.join(format!("rack-{n}.png"));
-        let mut plot = Command::new(&env.bench_bin);
-        plot.args(["plot", "--out"])
-            .arg(&png)
-            .args([
-                "--title",
-                &format!("{n} machines power on at once ({} DHCP)", args.dhcp_mode),
-            ])
-            .args(reports.iter().map(|r| &r.report));
-        cmd::run(&mut plot).context("drawing the plot")?;
-        plots.push((n, png));
+    for &full in &modes {
+        for &n in &args.machines {
+            let reports: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| r.machines == n && r.full == full)
+                .collect();
+            let name = format!("rack-{}-{n}.png", mode_name(full));
+            let png = out_dir.join(&name);
+            let mut plot = Command::new(&env.bench_bin);
+            plot.args(["plot", "--out"])
+                .arg(&png)
+                .args([
+                    "--title",
+                    &format!(
+                        "{n} machines power on within {} s ({} DHCP)",
+                        args.spread_secs,
+                        mode_name(full)
+                    ),
+                ])
+                .args(reports.iter().map(|r| &r.report));
+            cmd::run(&mut plot).context("drawing the plot")?;
+            plots.push((name, png));
+        }
     }
     let section = results_section(args, &env, &results, &plots)?;
     println!("{section}");
     if !args.no_results {
         let bench_dir = workspace::root().join("bench");
         let mut names = Vec::new();
-        for (n, png) in &plots {
-            let name = format!("rack-{n}.png");
-            std::fs::copy(png, bench_dir.join(&name))
+        for (name, png) in &plots {
+            std::fs::copy(png, bench_dir.join(name))
                 .with_context(|| format!("copying {}", png.display()))?;
-            names.push(name);
+            names.push(name.clone());
         }
         write_section(&bench_dir.join("RESULTS.md"), &section)?;
         println!(
@@ -253,6 +273,15 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `full` or `proxy`.
+fn mode_name(full: bool) -> &'static str {
+    if full {
+        "full"
+    } else {
+        "proxy"
+    }
 }
 
 /// `ip -n ns args...`, bounded.
@@ -310,13 +339,14 @@ fn run_one(
     args: &RackArgs,
     n: u32,
     target: Target,
+    full: bool,
     out_dir: &Path,
 ) -> anyhow::Result<RunResult> {
-    let tag = format!("{n}-{target}");
+    let tag = format!("{}-{n}-{target}", mode_name(full));
     let run_dir = env.dir.join(&tag);
     std::fs::create_dir_all(&run_dir)?;
     let mut site = None;
-    if !env.full {
+    if !full {
         let (first, last) = env.range();
         site = Some(start_dnsmasq(
             env,
@@ -332,15 +362,12 @@ fn run_one(
         )?);
     }
     let servers = match target {
-        Target::PxeDaemon => vec![start_daemon(env, &run_dir)?],
-        Target::Dnsmasq => start_dnsmasq_nginx(env, &run_dir)?,
+        Target::PxeDaemon => vec![start_daemon(env, &run_dir, full)?],
+        Target::Dnsmasq => start_dnsmasq_nginx(env, &run_dir, full)?,
     };
     let site_pid = site.as_ref().map(NsChild::id);
     let cpu_before = namespace_cpu(env.net.server_ns(), site_pid);
-    let drops_before = (
-        udp_rcvbuf_errors(env.net.server_ns()),
-        udp_rcvbuf_errors(env.net.client_ns()),
-    );
+    let client_drops_before = udp_rcvbuf_errors(env.net.client_ns());
     let report = out_dir.join(format!("rack-{tag}.json"));
     let mut sim = Command::new("ip");
     sim.args(["netns", "exec", env.net.client_ns()])
@@ -357,11 +384,18 @@ fn run_one(
         Duration::from_secs(args.deadline_secs) + RUN_GRACE,
     )?;
     let cpu_after = namespace_cpu(env.net.server_ns(), site_pid);
-    let drops_after = (
-        udp_rcvbuf_errors(env.net.server_ns()),
-        udp_rcvbuf_errors(env.net.client_ns()),
-    );
-    print_socket_drops(env);
+    let client_drops_after = udp_rcvbuf_errors(env.net.client_ns());
+    let drops = socket_drops(env);
+    let site_drops: u64 = drops
+        .iter()
+        .filter(|(pid, _)| Some(*pid) == site_pid)
+        .map(|(_, d)| d)
+        .sum();
+    let target_drops: u64 = drops
+        .iter()
+        .filter(|(pid, _)| Some(*pid) != site_pid)
+        .map(|(_, d)| d)
+        .sum();
     if target == Target::PxeDaemon {
         // The daemon's own view of the run, kept beside the report.
         let url = format!("{}/metrics", env.base_url());
@@ -376,28 +410,52 @@ fn run_one(
         ]);
         let _ = std::fs::write(out_dir.join(format!("rack-{tag}.metrics")), &out.stdout);
     }
-    let mut servers = servers;
-    for s in &mut servers {
-        if s.try_wait().is_some() {
+    for mut s in servers {
+        if let Some(status) = s.try_wait() {
             println!(
-                "warning: a server (pid {}) exited during the run:\n{}",
+                "warning: a server (pid {}) exited during the run ({status}):\n{}",
                 s.id(),
                 s.log()
             );
         }
+        // SIGTERM: nginx's master then ends its workers (a SIGKILL would orphan them, holding
+        // the port).
+        s.stop();
     }
-    drop(servers);
-    drop(site);
+    if let Some(site) = site {
+        site.stop();
+    }
+    end_strays(env.net.server_ns());
     ensure!(report.is_file(), "the simulator wrote no report ({exit})");
     Ok(RunResult {
         machines: n,
+        full,
         target,
         report,
         server_cpu_secs: (cpu_after - cpu_before).max(0.0),
-        server_udp_drops: drops_after.0.saturating_sub(drops_before.0),
-        client_udp_drops: drops_after.1.saturating_sub(drops_before.1),
+        site_udp_drops: site_drops,
+        target_udp_drops: target_drops,
+        client_udp_drops: client_drops_after.saturating_sub(client_drops_before),
         exit,
     })
+}
+
+/// SIGKILLs whatever still runs in the server namespace (a worker left by a server that did
+/// not end it): the next run binds the same ports.
+fn end_strays(ns: &str) {
+    let out = run_bounded(
+        Command::new("ip").args(["netns", "pids", ns]),
+        Duration::from_secs(10),
+    );
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|&p| p > 1)
+    {
+        println!("rack: ending stray process {pid} in {ns}");
+        // SAFETY: kill has no memory effects; the process lives in the bench's own namespace.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
 }
 
 /// Runs `cmd` with the terminal's output, killed after `timeout`; returns its exit status.
@@ -443,12 +501,13 @@ fn namespace_cpu(ns: &str, except: Option<u32>) -> f64 {
         .sum()
 }
 
-/// Prints the UDP sockets of the server namespace that dropped datagrams (a full receive
-/// buffer), with their owners: where a rack's burst was lost.
-fn print_socket_drops(env: &Env<'_>) {
+/// The UDP sockets of the server namespace that dropped datagrams (a full receive buffer):
+/// (owner pid, drops), each also printed with its address and owner. Where a burst was lost.
+fn socket_drops(env: &Env<'_>) -> Vec<(u32, u64)> {
     let out = env.net.server(&["ss", "-H", "-u", "-a", "-m", "-n", "-p"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut socket = "";
+    let mut found = Vec::new();
     for line in text.lines() {
         if let Some(mem) = line.trim().strip_prefix("skmem:(") {
             let drops = mem
@@ -458,15 +517,23 @@ fn print_socket_drops(env: &Env<'_>) {
                 .and_then(|d| d.parse::<u64>().ok())
                 .unwrap_or(0);
             if drops > 0 {
+                let pid = socket
+                    .split("pid=")
+                    .nth(1)
+                    .and_then(|p| p.split(',').next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
                 println!(
                     "rack: {drops} datagrams dropped at {}",
                     socket.split_whitespace().collect::<Vec<_>>().join(" ")
                 );
+                found.push((pid, drops));
             }
         } else {
             socket = line;
         }
     }
+    found
 }
 
 /// `RcvbufErrors` of the `Udp:` lines of /proc/net/snmp in namespace `ns`: datagrams the
@@ -548,17 +615,17 @@ fn start_dnsmasq(env: &Env<'_>, dir: &Path, lines: &[String]) -> anyhow::Result<
 }
 
 /// pxe-daemon with the rack's profile (and full DHCP on the pool in full mode).
-fn start_daemon(env: &Env<'_>, dir: &Path) -> anyhow::Result<NsChild> {
+fn start_daemon(env: &Env<'_>, dir: &Path, full: bool) -> anyhow::Result<NsChild> {
     let server = env.server();
     let mut config = format!(
         "[dhcp]\nmode = \"{}\"\nserver_address = \"{server}\"\nlease_file = \"{}\"\n\n\
          [http]\ndefault_profile = \"rack\"\nmax_connections = 65536\n\n\
          [tftp]\nmax_transfers = 65536\n\n[timeline]\nmax_machines = 65536\n\n\
          [[profile]]\nname = \"rack\"\nkernel = \"assets/vmlinuz\"\ninitrd = [\"assets/initrd.img\"]\nargs = \"console=ttyS0\"\n",
-        if env.full { "full" } else { "proxy" },
+        mode_name(full),
         dir.join("leases.journal").display()
     );
-    if env.full {
+    if full {
         let (first, last) = env.range();
         let [a, b] = env.pool;
         let _ = write!(
@@ -589,7 +656,7 @@ fn start_daemon(env: &Env<'_>, dir: &Path) -> anyhow::Result<NsChild> {
 }
 
 /// dnsmasq (proxy or full DHCP, and TFTP) and nginx serving the same tree.
-fn start_dnsmasq_nginx(env: &Env<'_>, dir: &Path) -> anyhow::Result<Vec<NsChild>> {
+fn start_dnsmasq_nginx(env: &Env<'_>, dir: &Path, full: bool) -> anyhow::Result<Vec<NsChild>> {
     let base = env.base_url();
     let root = env.root.display();
     let mut lines = vec![
@@ -603,7 +670,7 @@ fn start_dnsmasq_nginx(env: &Env<'_>, dir: &Path) -> anyhow::Result<Vec<NsChild>
         "dhcp-userclass=set:ipxe,iPXE".to_owned(),
         format!("dhcp-boot=tag:ipxe,{base}/boot.ipxe"),
     ];
-    if env.full {
+    if full {
         let (first, last) = env.range();
         lines.extend([
             format!("dhcp-range={first},{last},255.255.0.0,1h"),
@@ -700,27 +767,31 @@ fn secs(v: &serde_json::Value) -> String {
         .map_or_else(|| "-".to_owned(), |s| format!("{s:.2} s"))
 }
 
-/// The markdown section: setup, the table, the plots, the notes.
+/// The markdown section: setup, the table, the verdicts, the plots, how it is made fair.
 fn results_section(
     args: &RackArgs,
     env: &Env<'_>,
     results: &[RunResult],
-    plots: &[(u32, PathBuf)],
+    plots: &[(String, PathBuf)],
 ) -> anyhow::Result<String> {
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}");
     let _ = writeln!(s, "## Rack boot: pxe-daemon against dnsmasq + nginx\n");
     let _ = writeln!(
         s,
-        "`cargo xtask bench rack` (`--machines {}`, `--dhcp-mode {}`, `--mix {}`, spread {} s): the same \
-         simulated rack (`pxe-bench rack`, every machine its own MAC, firmware DHCP from raw frames, \
-         TFTP with blksize 1468, windowsize 4 on UEFI and the tsize probe-abort, then iPXE's DHCP, \
-         `/boot.ipxe`, `/ipxe?mac=...`, kernel {} MiB and initrd {} MiB over HTTP) against each \
-         server set in turn, in the same namespaces on one veth pair, on this 2-core machine. \
-         NBPs: {NBP_BIOS_BYTES} bytes (BIOS, undionly.kpxe's size) and {NBP_EFI_BYTES} bytes (UEFI, \
-         snponly.efi's size).\n",
+        "`cargo xtask bench rack --machines {} --dhcp-mode {} --mix {} --spread-secs {}`: the same \
+         simulated rack (`pxe-bench rack`: every machine its own MAC, firmware DHCP from raw frames \
+         with the 4-8-16-32 s retry schedule, TFTP with blksize 1468, windowsize 4 on UEFI and the \
+         tsize probe-abort, then iPXE's DHCP, `/boot.ipxe`, `/ipxe?mac=...`, a {} MiB kernel and a \
+         {} MiB initrd over HTTP) against each server set in turn, in the same two namespaces on one \
+         veth pair, on this 2-core machine (shared with other work while it ran). NBPs: \
+         {NBP_BIOS_BYTES} bytes for BIOS (undionly.kpxe's size) and {NBP_EFI_BYTES} bytes for UEFI \
+         (snponly.efi's size). Proxy: the servers under test answer PXE beside a site DHCP server \
+         (a dnsmasq giving addresses only, the same in both runs); full: they give the addresses \
+         too. \"all booted\" is the time from the first power-on until the last machine has its \
+         initrd; p99 per stage is over the machines that completed the stage.\n",
         args.machines.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
-        args.dhcp_mode,
+        args.dhcp_mode.join(","),
         args.mix,
         args.spread_secs,
         args.kernel_mib,
@@ -728,13 +799,14 @@ fn results_section(
     );
     let _ = writeln!(
         s,
-        "| N | servers | booted | failed | all booted | p99 dhcp | p99 nbp | p99 ipxe_dhcp | p99 script | p99 kernel | p99 initrd | p99 total | DHCP resends | server CPU | UDP drops server / simulator | simulator CPU / machine |"
+        "| DHCP | N | servers | booted | failed | all booted | p99 dhcp | p99 nbp | p99 ipxe_dhcp | p99 script | p99 kernel | p99 initrd | p99 total | DHCP resends | server CPU | drops: site / tested / simulator | simulator CPU per machine |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut failures = String::new();
+    let mut reports = Vec::new();
     for r in results {
         let text = std::fs::read_to_string(&r.report)
             .with_context(|| format!("reading {}", r.report.display()))?;
@@ -748,13 +820,19 @@ fn results_section(
         let all = match field(&report, "all_booted_secs").as_f64() {
             Some(t) => format!("**{t:.2} s**"),
             None => format!(
-                "not all (last {})",
+                "not all (last at {})",
                 secs(field(&report, "last_booted_secs"))
             ),
         };
+        let site = if r.full {
+            "-".to_owned()
+        } else {
+            r.site_udp_drops.to_string()
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {all} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} / {} | {:.2} ms |",
+            "| {} | {} | {} | {} | {} | {all} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {site} / {} / {} | {:.2} ms |",
+            mode_name(r.full),
             r.machines,
             r.target.label(),
             field(&report, "booted"),
@@ -768,14 +846,17 @@ fn results_section(
             p99("total"),
             field(&report, "dhcp_resends"),
             r.server_cpu_secs,
-            r.server_udp_drops,
-            r.client_udp_drops,
-            field(&report, "simulator_cpu_ms_per_machine").as_f64().unwrap_or(0.0),
+            r.target_udp_drops,
+            r.client_udp_drops + report["summary"]["simulator"]["packet_drops"].as_u64().unwrap_or(0),
+            field(&report, "simulator_cpu_ms_per_machine")
+                .as_f64()
+                .unwrap_or(0.0),
         );
         for f in field(&report, "failures").as_array().into_iter().flatten() {
             let _ = writeln!(
                 failures,
-                "- N = {}, {}: {} machines failed in `{}`: {}",
+                "- {} DHCP, N = {}, {}: {} machines failed in `{}`: {}",
+                mode_name(r.full),
                 r.machines,
                 r.target.label(),
                 f["count"],
@@ -786,39 +867,77 @@ fn results_section(
         if !r.exit.contains("exit status: 0") && !r.exit.contains("exit status: 1") {
             let _ = writeln!(
                 failures,
-                "- N = {}, {}: the simulator ended with {}",
+                "- {} DHCP, N = {}, {}: the simulator ended with {}",
+                mode_name(r.full),
                 r.machines,
                 r.target.label(),
                 r.exit
             );
         }
+        reports.push((r, report));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Verdicts (the goal: every machine boots against pxe-daemon, in at most half the time dnsmasq + nginx take):\n");
+    for (r, ours) in reports
+        .iter()
+        .filter(|(r, _)| r.target == Target::PxeDaemon)
+    {
+        let Some((_, theirs)) = reports.iter().find(|(o, _)| {
+            o.target == Target::Dnsmasq && o.machines == r.machines && o.full == r.full
+        }) else {
+            continue;
+        };
+        let ours_all = field(ours, "all_booted_secs").as_f64();
+        let theirs_all = field(theirs, "all_booted_secs").as_f64();
+        let verdict = match (ours_all, theirs_all) {
+            (Some(a), Some(b)) => format!(
+                "pxe-daemon {a:.2} s, dnsmasq + nginx {b:.2} s: {:.2}x as fast{}",
+                b / a,
+                if a * 2.0 <= b { " (goal met)" } else { " (goal: 2x, not met)" }
+            ),
+            (Some(a), None) => format!(
+                "pxe-daemon booted all in {a:.2} s; dnsmasq + nginx booted {} of {} (the last at {}): not all, so the goal is met",
+                field(theirs, "booted"),
+                field(theirs, "machines"),
+                secs(field(theirs, "last_booted_secs"))
+            ),
+            (None, _) => format!(
+                "pxe-daemon did not boot every machine ({} of {}): goal not met",
+                field(ours, "booted"),
+                field(ours, "machines")
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "- {} DHCP, N = {}: {verdict}.",
+            mode_name(r.full),
+            r.machines
+        );
     }
     let _ = writeln!(s);
     if !failures.is_empty() {
         let _ = writeln!(s, "Failures by stage and reason:\n\n{failures}");
     }
-    for (n, _) in plots {
-        let _ = writeln!(
-            s,
-            "![{n} machines: boot completion over time](rack-{n}.png)\n"
-        );
+    for (name, _) in plots {
+        let _ = writeln!(s, "![{name}: machines booted over time]({name})\n");
     }
     let _ = writeln!(
         s,
-        "How it is made fair: the servers run one after the other with the same boot files, the same \
-         machines (one seed: MACs, firmware, power-on times) and, in proxy mode, the same site DHCP \
-         server (a dnsmasq giving addresses only, with `leasefile-ro` and `quiet-dhcp` so that it \
-         is as fast as it goes; its CPU not counted). Both serve the same script \
-         chain: `/boot.ipxe` chains to `/ipxe?mac=...`, which pxe-daemon renders per machine from its \
-         profile and nginx serves as one static file. Limits are raised past the rack on both sides \
-         (dnsmasq `tftp-max` and `dhcp-lease-max`, nginx `worker_connections` and `worker_processes \
-         auto`, pxe-daemon `max_transfers` and `max_connections`); request logs are off on both HTTP \
-         servers, sendfile on both; dnsmasq runs with `quiet-dhcp` and `quiet-tftp` (no log line \
-         per exchange or transfer), pxe-daemon at its default log level (info: one line per TFTP \
-         transfer). \
-         Server CPU is user + system time of every process of the server set during the run, from \
-         /proc. The machines' addresses live in {}.{}.0.0/16 (neighbour thresholds raised to {:?} \
-         during the run).\n",
+        "How it is made fair: the servers run one after the other with the same boot files, the \
+         same machines (one seed: MACs, firmware, power-on times) and, in proxy mode, the same \
+         site DHCP server (a dnsmasq giving addresses only, with `leasefile-ro` and `quiet-dhcp` \
+         so that it is as fast as dnsmasq goes; its CPU is not counted, its drops are shown). Both \
+         serve the same script chain: `/boot.ipxe` chains to `/ipxe?mac=...`, which pxe-daemon \
+         renders per machine from its profile and nginx serves as one static file for every \
+         machine. Limits are raised past the rack on both sides (dnsmasq `tftp-max` and \
+         `dhcp-lease-max`, nginx `worker_connections` with `worker_processes auto`, pxe-daemon \
+         `max_transfers` and `max_connections`); request logs are off on both HTTP servers, \
+         sendfile on on both; dnsmasq runs with `quiet-dhcp` and `quiet-tftp`, pxe-daemon at its \
+         default log level (info: a line per TFTP transfer); dnsmasq's x86PC `pxe-service` \
+         serves the same BIOS file as `undionly.0`. Server CPU is user + system time of every \
+         process of the tested set during the run, from /proc. The machines' addresses are in \
+         {}.{}.0.0/16; the neighbour table thresholds were raised to {:?} during the run. Every \
+         report, plot and the daemon's metrics after each run are left in `target/rack-bench/`.\n",
         env.pool[0], env.pool[1], GC_THRESH
     );
     let _ = writeln!(s, "{END}");
