@@ -106,7 +106,17 @@ pub async fn run(
 
     // The program's debug records cost a ring-buffer write per malformed frame: only when shown.
     let debug_log = tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
-    let xdp = xdp::XdpAttachment::load(&interface, config.xdp_mode, &config.tftp_ports, debug_log)?;
+    let program_config = xdp::program_config(
+        &config.tftp_ports,
+        config
+            .dhcp
+            .server_address
+            .or_else(|| netif::ipv4_of(&interface)),
+        config.dhcp.mode == config::DhcpMode::Full,
+        config.xdp_rate_limit_pps,
+        config.xdp_rate_burst,
+    );
+    let xdp = xdp::XdpAttachment::load(&interface, config.xdp_mode, program_config, debug_log)?;
     if let Some(xdp) = &xdp {
         metrics.set_xdp_attach_mode(xdp.mode());
         metrics.register(Box::new(xdp.counters()))?;

@@ -31,6 +31,11 @@ use crate::{
 pub const HTTP_LISTEN_DEFAULT: &str = "0.0.0.0:80";
 /// Default seconds given to open transfers to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT_SECS_DEFAULT: u64 = 10;
+/// Default DHCP/4011 frames per second per client MAC: far above what a booting machine sends
+/// (a handful per boot stage), far below a flood.
+pub const XDP_RATE_LIMIT_PPS_DEFAULT: u32 = 20;
+/// Default burst above the rate.
+pub const XDP_RATE_BURST_DEFAULT: u32 = 40;
 /// Default log filter.
 pub const LOG_LEVEL_DEFAULT: &str = "info";
 /// Default TFTP request listener: every address, port 69.
@@ -212,6 +217,11 @@ pub struct Config {
     pub tftp: TftpConfig,
     /// How to attach the XDP program.
     pub xdp_mode: XdpModeSetting,
+    /// DHCP and 4011 frames per second one client MAC may send before the XDP program drops
+    /// them (0: no limit).
+    pub xdp_rate_limit_pps: u32,
+    /// Frames a client may send in a burst above its rate.
+    pub xdp_rate_burst: u32,
     /// Time given to open transfers after a shutdown signal.
     pub drain_timeout: Duration,
     /// Log filter directives.
@@ -447,6 +457,17 @@ impl Config {
         let xdp_mode = pick(overrides.xdp_mode, "--xdp-mode", xdp.mode, src)
             .map(|(m, _)| m)
             .unwrap_or_default();
+        let xdp_rate_limit_pps = xdp
+            .rate_limit_pps
+            .map_or(XDP_RATE_LIMIT_PPS_DEFAULT, Spanned::into_inner);
+        let xdp_rate_burst = match (xdp.rate_burst, src) {
+            (Some(b), Some(src)) if *b.get_ref() > 1_000_000 => {
+                return Err(Origin::File(src, b.span())
+                    .error(format!("xdp.rate_burst {} is above 1000000", b.get_ref())))
+            }
+            (Some(b), _) => b.into_inner(),
+            (None, _) => XDP_RATE_BURST_DEFAULT,
+        };
 
         let drain_timeout_secs = match (server.drain_timeout_secs, src) {
             (Some(s), Some(src)) => {
@@ -494,6 +515,8 @@ impl Config {
             tftp_ports,
             tftp: tftp_settings,
             xdp_mode,
+            xdp_rate_limit_pps,
+            xdp_rate_burst,
             drain_timeout: Duration::from_secs(drain_timeout_secs),
             log_level,
             log_format,

@@ -257,6 +257,10 @@ pub struct WireRewrite {
 pub struct WireXdp {
     /// How to attach the XDP program.
     pub mode: Option<Spanned<XdpModeSetting>>,
+    /// DHCP and 4011 frames per second one client MAC may send (0: no limit).
+    pub rate_limit_pps: Option<Spanned<u32>>,
+    /// Frames a client may send in a burst above its rate.
+    pub rate_burst: Option<Spanned<u32>>,
 }
 
 /// `[log]`.
