@@ -20,7 +20,7 @@ pub fn allow(mac: u64, config: &XdpConfig) -> bool {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let cap = (u64::from(config.rate_burst) + 1) * MILLI;
-    match RATE.get_ptr_mut(&mac) {
+    match RATE.get_ptr_mut(mac) {
         Some(bucket) => {
             // SAFETY: the pointer is a live value of the map; a concurrent update from another
             // CPU only makes the count approximate, which a rate limit tolerates.
@@ -43,7 +43,7 @@ pub fn allow(mac: u64, config: &XdpConfig) -> bool {
                 last_ns: now,
             };
             // A full map evicts its least recently used entry; an error only skips the limit.
-            let _ = RATE.insert(&mac, &fresh, 0);
+            let _ = RATE.insert(mac, fresh, 0);
             true
         }
     }
