@@ -103,6 +103,7 @@ fn init_logging(config: &Config) {
 }
 
 fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,6 +131,26 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
         pxe_daemon::run(config, Listeners { http, dhcp, tftp }, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard limit: a rack's worth of HTTP connections
+/// plus one socket per TFTP transfer port needs more than the common default of 1024.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(from = soft, to = limit.rlim_max, "raised the open files limit");
+            }
+        }
+    }
 }
 
 /// Completes on the first SIGINT or SIGTERM.
