@@ -86,14 +86,18 @@ pub fn base_reply(req: &Request, kind: MessageType, server: Ipv4Addr) -> Message
     m
 }
 
-/// Adds what the firmware needs to boot `spec`: next-server, boot file (field and option 67),
-/// option 66, option 60 as the client kind expects, option 97 echoed, option 43 where needed.
-/// `proxy` says the reply is a proxy-DHCP one (no address).
+/// Adds what the firmware needs to boot `spec`: next-server (always), boot file (field and
+/// option 67), option 66 (TFTP targets), option 60 as the client kind expects, option 97
+/// echoed, option 43 where needed. `proxy` says the reply is a proxy-DHCP one (no address).
 pub fn add_boot(m: &mut Message, req: &Request, spec: &BootSpec, server: Ipv4Addr, proxy: bool) {
     let firmware = req.machine.firmware;
     let file = spec.target.as_boot_file();
+    // Next-server even when the boot file is a URL: iPXE takes a proxy offer (and a port-4011
+    // ACK) as carrying boot information only when siaddr is set AND a boot file is named
+    // (`dhcp_has_pxeopts`); without siaddr it asks on 4011 again and again, rejects every ACK
+    // and ends with "Nothing to boot". dnsmasq sets it on every PXE reply too.
+    m.set_siaddr(server);
     if let BootTarget::Tftp(_) = spec.target {
-        m.set_siaddr(server);
         m.opts_mut()
             .insert(DhcpOption::TFTPServerName(server.to_string().into_bytes()));
     }

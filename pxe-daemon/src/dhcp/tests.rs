@@ -221,6 +221,7 @@ fn uefi_http_boot_gets_an_http_url_and_httpclient() {
     let reply = reply_of(proxy_core().handle(&req, FROM_CLIENT, 67, NOW).0);
     let url = "http://198.18.0.1/ipxe.efi";
     let want = Raw {
+        siaddr: SERVER,
         file: url,
         ..Raw::reply(vec![
             opt(53, &[2]),
@@ -243,6 +244,9 @@ fn ipxe_gets_its_script_url_never_the_nbp() {
         let reply = reply_of(proxy_core().handle(&req, FROM_CLIENT, 67, NOW).0);
         let url = "http://198.18.0.1/boot.ipxe";
         let want = Raw {
+            // iPXE's `dhcp_has_pxeopts`: a proxy offer without siaddr carries no boot
+            // information for iPXE, however good its option 67 (found booting QEMU's iPXE ROM).
+            siaddr: SERVER,
             file: url,
             ..Raw::reply(vec![
                 opt(53, &[2]),
@@ -263,6 +267,30 @@ fn ipxe_gets_its_script_url_never_the_nbp() {
             .0,
     );
     let msg = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&reply.bytes)).unwrap();
+    assert_eq!(fname(&msg), b"http://198.18.0.1/boot.ipxe");
+}
+
+/// iPXE's ProxyDHCPREQUEST: after the site server's ACK it asks the proxy on port 4011 from its
+/// new address and port 68. It takes the ACK only from port 4011 with siaddr and a boot file
+/// (`dhcp_proxy_rx` and `dhcp_has_pxeopts` in iPXE's dhcp.c).
+#[test]
+fn ipxe_proxy_request_on_4011_gets_an_ack_with_next_server_and_script() {
+    let client = Ipv4Addr::new(198, 18, 0, 124);
+    let mut options = pxe_options(3, 0, BIOS_VENDOR);
+    options.push(opt(77, b"iPXE"));
+    options.push(opt(175, &[19, 1, 1]));
+    let req = Raw {
+        ciaddr: client,
+        flags: 0,
+        ..Raw::request(options)
+    }
+    .bytes();
+    let src = SocketAddrV4::new(client, 68);
+    let reply = reply_of(proxy_core().handle(&req, src, 4011, NOW).0);
+    assert_eq!(reply.to, Destination::Unicast(src));
+    let msg = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&reply.bytes)).unwrap();
+    assert_eq!(msg.opts().msg_type(), Some(dhcproto::v4::MessageType::Ack));
+    assert_eq!(msg.siaddr(), SERVER);
     assert_eq!(fname(&msg), b"http://198.18.0.1/boot.ipxe");
 }
 
