@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::{
-    v4::{DhcpOption, Message, MessageType, Opcode},
+    v4::{DhcpOption, Message, MessageType, Opcode, UnknownOption},
     Encodable, Encoder,
 };
 
@@ -30,6 +30,10 @@ const RPI_OPT43: &[u8] = &[
     b'B', b'o', b'o', b't', // PXE_BOOT_MENU: type 0, "Raspberry Pi Boot"
     255,
 ];
+/// Option 175: iPXE's encapsulated options.
+const IPXE_ENCAPSULATED_OPTION: u8 = 175;
+/// In option 175: sub-option 176 (`no-pxedhcp`), length 1, value 1: "do not wait for ProxyDHCP".
+const IPXE_NO_PXEDHCP: &[u8] = &[176, 1, 1];
 /// OUIs of the Raspberry Pi Foundation / Raspberry Pi Trading.
 const RPI_OUIS: [[u8; 3]; 6] = [
     [0xb8, 0x27, 0xeb],
@@ -132,6 +136,15 @@ pub fn add_boot(m: &mut Message, req: &Request, spec: &BootSpec, server: Ipv4Add
             m.opts_mut().insert(DhcpOption::VendorExtensions(
                 PXE_OPT43_USE_BOOT_FILE.to_vec(),
             ));
+        }
+        // A full server's offer to iPXE is the whole answer. Without this iPXE waits for
+        // ProxyDHCP offers (DHCP_DISC_PROXY_TIMEOUT_SEC: about 3 s under QEMU) before it asks
+        // for the address; 175.176 is iPXE's documented `ipxe.no-pxedhcp`.
+        Some(Firmware::Ipxe) if !proxy => {
+            m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+                IPXE_ENCAPSULATED_OPTION.into(),
+                IPXE_NO_PXEDHCP.to_vec(),
+            )));
         }
         _ => {}
     }

@@ -627,6 +627,56 @@ mod full {
         assert_eq!(decode(&again).yiaddr(), ip);
     }
 
+    /// Found booting QEMU: iPXE waited about 3 s for ProxyDHCP offers after every offer of the
+    /// full server. Its offer and ACK now carry 175.176 = 1 (`no-pxedhcp`); PXE ROMs get none.
+    #[test]
+    fn ipxe_is_told_not_to_wait_for_proxy_offers() {
+        let no_pxedhcp = |reply: &Reply| {
+            decode(reply)
+                .opts()
+                .get(dhcproto::v4::OptionCode::Unknown(175))
+                .map(|o| match o {
+                    dhcproto::v4::DhcpOption::Unknown(u) => u.data().to_vec(),
+                    other => panic!("option 175 decoded as {other:?}"),
+                })
+        };
+        let mut core = full_core((100, 110));
+        let mut options = pxe_options(1, 0, BIOS_VENDOR);
+        options.push(opt(77, b"iPXE"));
+        let ipxe = Raw::request(options).bytes();
+        let offer = reply_of(core.handle(&ipxe, FROM_CLIENT, 67, NOW).0);
+        assert_eq!(no_pxedhcp(&offer), Some(vec![176, 1, 1]));
+        assert_eq!(fname(&decode(&offer)), b"http://198.18.0.1/boot.ipxe");
+        let ip = decode(&offer).yiaddr();
+        let mut options = pxe_options(3, 0, BIOS_VENDOR);
+        options.push(opt(77, b"iPXE"));
+        options.push(opt(50, &ip.octets()));
+        options.push(opt(54, &SERVER.octets()));
+        let ack = reply_of(
+            core.handle(&Raw::request(options).bytes(), FROM_CLIENT, 67, NOW)
+                .0,
+        );
+        assert_eq!(
+            decode(&ack).opts().msg_type(),
+            Some(dhcproto::v4::MessageType::Ack)
+        );
+        assert_eq!(no_pxedhcp(&ack), Some(vec![176, 1, 1]));
+        // A PXE ROM's offer does not carry iPXE's options, nor does a proxy offer.
+        let rom = reply_of(
+            core.handle(&discover([2, 0, 0, 0, 0, 1]), FROM_CLIENT, 67, NOW)
+                .0,
+        );
+        assert_eq!(no_pxedhcp(&rom), None);
+        let mut options = pxe_options(1, 0, BIOS_VENDOR);
+        options.push(opt(77, b"iPXE"));
+        let proxied = reply_of(
+            proxy_core()
+                .handle(&Raw::request(options).bytes(), FROM_CLIENT, 67, NOW)
+                .0,
+        );
+        assert_eq!(no_pxedhcp(&proxied), None);
+    }
+
     #[test]
     fn naks_requests_for_addresses_not_theirs() {
         let mut core = full_core((100, 110));
