@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DhcpMode, LogFormat, XdpModeSetting};
+use super::{DhcpMode, LogFormat, RouterAdvertisement, XdpModeSetting};
 
 /// The whole TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +41,17 @@ pub struct WireConfig {
     /// `[[profile]]`: what a group boots, rendered by the HTTP server.
     #[serde(default)]
     pub profile: Vec<Spanned<WireProfile>>,
+    /// `[ipv6]`: router advertisements.
+    #[serde(default)]
+    pub ipv6: WireIpv6,
+}
+
+/// `[ipv6]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireIpv6 {
+    /// `off` or `no-router`.
+    pub router_advertisement: Option<Spanned<RouterAdvertisement>>,
 }
 
 /// `[dhcp]`.
