@@ -32,6 +32,8 @@ pub const IPXE_DIR: &str = "/usr/lib/ipxe";
 pub const IPXE_NBPS: [&str; 3] = ["undionly.kpxe", "ipxe.efi", "snponly.efi"];
 /// Name of the kernel in the boot root (an HTTP artifact).
 pub const KERNEL_NAME: &str = "vmlinuz";
+/// What the daemon hands UEFI HTTP Boot (its default for x64 when the root holds it).
+pub const HTTP_BOOT_NBP: &str = "ipxe.efi";
 /// Name of the marker initramfs in the boot root (an HTTP artifact).
 pub const INITRD_NAME: &str = "initrd.gz";
 /// Hard bound on one boot, from QEMU's start to the marker line (UEFI takes about 30 s).
@@ -185,8 +187,9 @@ impl fmt::Display for BootCase {
 pub enum Stage {
     /// The daemon's first DHCP reply to the machine's firmware.
     Dhcp,
-    /// The network boot program delivered over TFTP.
-    Tftp,
+    /// The network boot program (iPXE) delivered: over TFTP to UEFI PXE, over HTTP to UEFI
+    /// HTTP Boot. QEMU's BIOS ROM is iPXE already and skips it.
+    Nbp,
     /// iPXE running: its own DHCP request reached the daemon.
     Ipxe,
     /// The machine's iPXE script rendered (`/ipxe?mac=...`).
@@ -203,7 +206,7 @@ impl Stage {
     /// Every stage, in boot order.
     pub const ALL: [Stage; 7] = [
         Stage::Dhcp,
-        Stage::Tftp,
+        Stage::Nbp,
         Stage::Ipxe,
         Stage::Script,
         Stage::Kernel,
@@ -211,11 +214,12 @@ impl Stage {
         Stage::Done,
     ];
 
-    /// Short name.
-    pub const fn label(self) -> &'static str {
+    /// Short name, for a machine with `firmware` (the NBP comes by TFTP or by HTTP).
+    pub const fn label(self, firmware: Firmware) -> &'static str {
         match self {
             Stage::Dhcp => "DHCP",
-            Stage::Tftp => "TFTP",
+            Stage::Nbp if matches!(firmware, Firmware::UefiHttp) => "NBP/HTTP",
+            Stage::Nbp => "TFTP",
             Stage::Ipxe => "iPXE",
             Stage::Script => "script",
             Stage::Kernel => "kernel",
@@ -224,11 +228,14 @@ impl Stage {
         }
     }
 
-    /// Where the stage is read from.
-    pub const fn source(self) -> &'static str {
+    /// Where the stage is read from, for a machine with `firmware`.
+    pub const fn source(self, firmware: Firmware) -> &'static str {
         match self {
             Stage::Dhcp => "pxe_dhcp_replies_total",
-            Stage::Tftp => "pxe_tftp_transfers_completed_total",
+            Stage::Nbp if matches!(firmware, Firmware::UefiHttp) => {
+                "pxe_http_artifact_downloads_total{artifact=\"ipxe.efi\"}"
+            }
+            Stage::Nbp => "pxe_tftp_transfers_completed_total",
             Stage::Ipxe => "pxe_dhcp_requests_total{firmware=\"ipxe\"}",
             Stage::Script => "pxe_http_requests_total{route=\"ipxe\"}",
             Stage::Kernel => "pxe_http_artifact_downloads_total{artifact=\"vmlinuz\"}",
@@ -238,10 +245,14 @@ impl Stage {
     }
 
     /// The counter behind the stage in the daemon's `/metrics` text (`None` for [`Stage::Done`]).
-    fn count(self, metrics: &str) -> Option<f64> {
+    fn count(self, firmware: Firmware, metrics: &str) -> Option<f64> {
         let (name, labels): (&str, &[(&str, &str)]) = match self {
             Stage::Dhcp => ("pxe_dhcp_replies_total", &[]),
-            Stage::Tftp => ("pxe_tftp_transfers_completed_total", &[]),
+            Stage::Nbp if firmware == Firmware::UefiHttp => (
+                "pxe_http_artifact_downloads_total",
+                &[("artifact", HTTP_BOOT_NBP)],
+            ),
+            Stage::Nbp => ("pxe_tftp_transfers_completed_total", &[]),
             Stage::Ipxe => ("pxe_dhcp_requests_total", &[("firmware", "ipxe")]),
             Stage::Script => ("pxe_http_requests_total", &[("route", "ipxe")]),
             Stage::Kernel => (
@@ -260,7 +271,7 @@ impl Stage {
     /// Whether a boot with `firmware` goes through this stage. QEMU's BIOS option ROM is iPXE
     /// itself: the daemon hands it the script URL at once (never an NBP again), so no TFTP.
     pub fn expected_for(self, firmware: Firmware) -> bool {
-        !(self == Stage::Tftp && firmware == Firmware::Bios)
+        !(self == Stage::Nbp && firmware == Firmware::Bios)
     }
 }
 
@@ -324,11 +335,11 @@ impl fmt::Display for Timeline {
                 None => " not seen".to_owned(),
             };
             let note = if stage.expected_for(self.firmware) {
-                stage.source()
+                stage.source(self.firmware)
             } else {
                 "not used: QEMU's BIOS ROM is iPXE already, so DHCP hands it the script"
             };
-            writeln!(f, "  {when}  {:<7} {note}", stage.label())?;
+            writeln!(f, "  {when}  {:<8} {note}", stage.label(self.firmware))?;
         }
         Ok(())
     }
@@ -411,8 +422,10 @@ pub fn boot_machine(
         let elapsed = qemu.started().elapsed();
         if let Some(metrics) = daemon.try_metrics() {
             for stage in Stage::ALL {
-                let (Some(now), Some(before)) = (stage.count(&metrics), stage.count(&baseline))
-                else {
+                let (Some(now), Some(before)) = (
+                    stage.count(case.firmware, &metrics),
+                    stage.count(case.firmware, &baseline),
+                ) else {
                     continue;
                 };
                 if now > before && timeline.mark(stage, elapsed) {
@@ -467,7 +480,10 @@ pub fn boot_machine(
     // The stages not polled in time still count when the final metrics show them.
     if let Some(metrics) = daemon.try_metrics() {
         for stage in timeline.missing() {
-            if let (Some(now), Some(before)) = (stage.count(&metrics), stage.count(&baseline)) {
+            if let (Some(now), Some(before)) = (
+                stage.count(case.firmware, &metrics),
+                stage.count(case.firmware, &baseline),
+            ) {
                 if now > before {
                     timeline.mark(stage, elapsed);
                 }
@@ -575,11 +591,18 @@ mod tests {
                        pxe_dhcp_replies_total{type=\"ack\"} 2\n\
                        pxe_dhcp_requests_total{arch=\"bios\",firmware=\"ipxe\",type=\"discover\"} 1\n\
                        pxe_http_artifact_downloads_total{artifact=\"vmlinuz\"} 1\n";
-        assert_eq!(Stage::Dhcp.count(metrics), Some(3.0));
-        assert_eq!(Stage::Ipxe.count(metrics), Some(1.0));
-        assert_eq!(Stage::Kernel.count(metrics), Some(1.0));
-        assert_eq!(Stage::Initrd.count(metrics), Some(0.0));
-        assert_eq!(Stage::Done.count(metrics), None);
+        let count = |stage: Stage, firmware| stage.count(firmware, metrics);
+        assert_eq!(count(Stage::Dhcp, Firmware::Bios), Some(3.0));
+        assert_eq!(count(Stage::Ipxe, Firmware::Bios), Some(1.0));
+        assert_eq!(count(Stage::Kernel, Firmware::Bios), Some(1.0));
+        assert_eq!(count(Stage::Initrd, Firmware::Bios), Some(0.0));
+        assert_eq!(count(Stage::Done, Firmware::Bios), None);
+        // The NBP: TFTP for UEFI PXE, an HTTP artifact for HTTP Boot.
+        let nbp = "pxe_tftp_transfers_completed_total 1\n\
+                   pxe_http_artifact_downloads_total{artifact=\"ipxe.efi\"} 2\n";
+        assert_eq!(Stage::Nbp.count(Firmware::Uefi, nbp), Some(1.0));
+        assert_eq!(Stage::Nbp.count(Firmware::UefiHttp, nbp), Some(2.0));
+        assert_eq!(Stage::Nbp.label(Firmware::UefiHttp), "NBP/HTTP");
     }
 
     #[test]
@@ -605,12 +628,12 @@ mod tests {
         t.mark(Stage::Done, Duration::from_secs(9));
         assert!(t.missing().is_empty() && t.in_order());
         let text = t.to_string();
-        assert!(text.contains("TFTP    not used"), "{text}");
+        assert!(text.contains("TFTP     not used"), "{text}");
         assert!(text.contains("+   9.0 s  done"), "{text}");
 
         let mut uefi = Timeline::new(Firmware::Uefi);
         uefi.mark(Stage::Ipxe, Duration::from_secs(5));
-        uefi.mark(Stage::Tftp, Duration::from_secs(6));
+        uefi.mark(Stage::Nbp, Duration::from_secs(6));
         assert!(!uefi.in_order());
         assert!(uefi.missing().contains(&Stage::Dhcp));
     }
