@@ -358,6 +358,8 @@ pub struct BootReport {
     pub timeline: Timeline,
     /// The kernel's Debian package and version.
     pub kernel_package: String,
+    /// The daemon's `/metrics` when the marker appeared.
+    pub metrics: String,
 }
 
 /// Boots one machine: a fresh [`TestNet`] (`tag`), a boot root with Debian's iPXE binaries, the
@@ -478,15 +480,14 @@ pub fn boot_machine(
         );
     }
     // The stages not polled in time still count when the final metrics show them.
-    if let Some(metrics) = daemon.try_metrics() {
-        for stage in timeline.missing() {
-            if let (Some(now), Some(before)) = (
-                stage.count(case.firmware, &metrics),
-                stage.count(case.firmware, &baseline),
-            ) {
-                if now > before {
-                    timeline.mark(stage, elapsed);
-                }
+    let metrics = daemon.try_metrics().unwrap_or_default();
+    for stage in timeline.missing() {
+        if let (Some(now), Some(before)) = (
+            stage.count(case.firmware, &metrics),
+            stage.count(case.firmware, &baseline),
+        ) {
+            if now > before {
+                timeline.mark(stage, elapsed);
             }
         }
     }
@@ -509,6 +510,7 @@ pub fn boot_machine(
         elapsed,
         timeline,
         kernel_package: assets.kernel_package,
+        metrics,
     }
 }
 
