@@ -491,6 +491,18 @@ pub fn boot_machine(
             }
         }
     }
+    let troubles = troubles(&metrics);
+    if !troubles.is_empty() {
+        fail(
+            &format!(
+                "the daemon counted trouble during the boot: {}",
+                troubles.join(", ")
+            ),
+            &qemu,
+            &timeline,
+            &daemon,
+        );
+    }
     if !timeline.missing().is_empty() || !timeline.in_order() {
         fail(
             &format!(
@@ -512,6 +524,36 @@ pub fn boot_machine(
         kernel_package: assets.kernel_package,
         metrics,
     }
+}
+
+/// What in the daemon's metrics says something went wrong with a well-behaved machine:
+/// malformed DHCP, failed TFTP transfers (a ROM's abort after the tsize probe is normal and
+/// counted apart), refused TFTP requests, HTTP error answers, send errors.
+fn troubles(metrics: &str) -> Vec<String> {
+    let mut found: Vec<String> = [
+        "pxe_dhcp_dropped_total",
+        "pxe_dhcp_send_errors_total",
+        "pxe_tftp_transfers_failed_total",
+        "pxe_tftp_requests_refused_total",
+        "pxe_tftp_send_errors_total",
+        "pxe_ipv6_router_advertisement_send_errors_total",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        let n = metric_sum(metrics, name, &[]);
+        (n > 0.0).then(|| format!("{name} {n}"))
+    })
+    .collect();
+    found.extend(
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("pxe_http_requests_total{")
+                    && (l.contains("status=\"4") || l.contains("status=\"5"))
+            })
+            .map(str::to_owned),
+    );
+    found
 }
 
 /// The daemon's config for a boot: the marker profile as default, and in full mode a pool of
@@ -638,6 +680,23 @@ mod tests {
         uefi.mark(Stage::Nbp, Duration::from_secs(6));
         assert!(!uefi.in_order());
         assert!(uefi.missing().contains(&Stage::Dhcp));
+    }
+
+    #[test]
+    fn trouble_is_read_from_error_counters() {
+        let fine = "pxe_dhcp_dropped_total{reason=\"truncated\"} 0\n\
+                    pxe_tftp_transfers_probe_aborted_total 1\n\
+                    pxe_http_requests_total{route=\"ipxe\",status=\"200\"} 1\n";
+        assert!(troubles(fine).is_empty());
+        let bad = "pxe_tftp_transfers_failed_total{reason=\"timeout\"} 2\n\
+                   pxe_http_requests_total{route=\"artifact\",status=\"404\"} 1\n";
+        assert_eq!(
+            troubles(bad),
+            [
+                "pxe_tftp_transfers_failed_total 2",
+                "pxe_http_requests_total{route=\"artifact\",status=\"404\"} 1"
+            ]
+        );
     }
 
     #[test]
