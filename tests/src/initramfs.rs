@@ -165,7 +165,9 @@ for arg in $(/bin/busybox cat /proc/cmdline); do
   case "$arg" in {PROFILE_MAC_ARG}=*) profile_mac="${{arg#{PROFILE_MAC_ARG}=}}" ;; esac
 done
 uptime=$(/bin/busybox cut -d' ' -f1 /proc/uptime)
-echo "{MARKER} mac=${{mac:-none}} profile_mac=${{profile_mac:-none}} uptime=${{uptime}}s" > /dev/console
+# On a line of its own: the firmware's last line may have no newline (the kernel is quiet).
+echo "
+{MARKER} mac=${{mac:-none}} profile_mac=${{profile_mac:-none}} uptime=${{uptime}}s" > /dev/console
 /bin/busybox poweroff -f
 "#
     )
@@ -277,7 +279,7 @@ mod tests {
         let init = init_script(&["virtio".into(), "virtio_net".into()]);
         assert!(init.starts_with("#!/bin/busybox sh\n"));
         assert!(init.contains("for m in virtio virtio_net; do"));
-        assert!(init.contains("echo \"PXE-BOOT-OK mac=${mac:-none} profile_mac="));
+        assert!(init.contains("echo \"\nPXE-BOOT-OK mac=${mac:-none} profile_mac="));
         assert!(init.contains("pxe.mac=*) profile_mac=\"${arg#pxe.mac=}\""));
         assert!(init.trim_end().ends_with("poweroff -f"));
     }

@@ -251,12 +251,12 @@ impl Qemu {
             .unwrap_or_default()
     }
 
-    /// The first serial line that contains `needle`, if one has been written.
+    /// The first serial line that contains `needle`, from `needle` on (the firmware may not
+    /// have ended its last line), if one has been written.
     pub fn serial_line(&self, needle: &str) -> Option<String> {
         self.serial_text()
             .lines()
-            .find(|l| l.contains(needle))
-            .map(|l| l.trim().to_owned())
+            .find_map(|l| l.find(needle).map(|at| l[at..].trim().to_owned()))
     }
 
     /// What QEMU itself printed (its stdout and stderr).
