@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use pxe_daemon::{
     cli::{Cli, Command, ProbeArgs, RunArgs},
-    config::{Config, DhcpMode, LogFormat},
-    dhcp, probe, Listeners,
+    config::{Config, DhcpMode, LogFormat, RouterAdvertisement},
+    dhcp, probe, ra, Listeners,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -128,7 +128,25 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
         };
         let tftp = std::net::UdpSocket::bind(config.tftp.listen)
             .with_context(|| format!("binding the TFTP listener to {}", config.tftp.listen))?;
-        pxe_daemon::run(config, Listeners { http, dhcp, tftp }, shutdown_signal()).await?;
+        let ra = match (config.ipv6_ra, &config.interface) {
+            (RouterAdvertisement::NoRouter, Some(interface)) => {
+                Some(ra::server::bind(interface).with_context(|| {
+                    format!(
+                        "opening the ICMPv6 socket for router advertisements on {interface} \
+                         (--ipv6-ra no-router needs IPv6 on it: \
+                         net.ipv6.conf.{interface}.disable_ipv6=0)"
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        let listeners = Listeners {
+            http,
+            dhcp,
+            tftp,
+            ra,
+        };
+        pxe_daemon::run(config, listeners, shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -147,7 +165,11 @@ fn raise_open_files_limit() {
             let soft = limit.rlim_cur;
             limit.rlim_cur = limit.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                tracing::debug!(from = soft, to = limit.rlim_max, "raised the open files limit");
+                tracing::debug!(
+                    from = soft,
+                    to = limit.rlim_max,
+                    "raised the open files limit"
+                );
             }
         }
     }

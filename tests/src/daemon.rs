@@ -215,6 +215,18 @@ impl<'net> Daemon<'net> {
         body
     }
 
+    /// The `/metrics` text fetched inside the server namespace, or `None` when no 200 came
+    /// within 5 s (for polling loops that must not panic).
+    pub fn try_metrics(&self) -> Option<String> {
+        let (code, body) = curl_get(
+            self.net,
+            self.net.server_ns(),
+            &self.url("/metrics"),
+            HTTP_MAX_TIME_SECS,
+        );
+        (code == 200).then_some(body)
+    }
+
     /// Stops the daemon: SIGTERM, then SIGKILL after 10 s. Returns its exit status.
     pub fn stop(self) -> ExitStatus {
         self.stop_with_log().0

@@ -1,7 +1,7 @@
 //! Developer and CI tasks for the PXE boot server, run as `cargo xtask <task>`.
 //!
-//! `setup` installs what the project needs, `test` is the CI command, `demo` shows the server
-//! booting clients. Building the eBPF object is not xtask's job: pxe-daemon's build.rs does it.
+//! `setup` installs what the project needs, `test` is the CI command, `demo` boots a QEMU
+//! machine with real PXE firmware from the server. Building the eBPF object is not xtask's job: pxe-daemon's build.rs does it.
 
 mod cmd;
 mod demo;
@@ -28,11 +28,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install what the project needs (Debian packages, nightly rust-src, bpf-linker); idempotent.
+    /// Install what the project needs (Debian packages, nightly rust-src, bpf-linker, the boot
+    /// cache: a Debian kernel and busybox-static); idempotent.
     Setup,
     /// Setup, then fmt check, clippy (host and eBPF), build and every test: the CI command.
     Test(test::TestArgs),
-    /// Setup, build pxe-daemon, then run the demo.
+    /// Setup, build pxe-daemon, then boot a QEMU machine (SeaBIOS + iPXE, proxy DHCP beside
+    /// dnsmasq) from it and print its boot timeline.
     Demo(demo::DemoArgs),
     /// Benchmarks against peer servers (not built yet).
     Bench,
@@ -46,7 +48,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             cmd::run(workspace::cargo().args(["build", "-p", "pxe-daemon"]))
                 .context("building pxe-daemon for the demo")?;
-            demo::run(args)
+            demo::run(&args)
         }
         Task::Bench => {
             eprintln!(

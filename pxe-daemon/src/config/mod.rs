@@ -93,6 +93,18 @@ pub enum DhcpMode {
     Off,
 }
 
+/// Whether the daemon sends IPv6 router advertisements on the boot interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouterAdvertisement {
+    /// None (the default): the network's routers, if any, advertise.
+    #[default]
+    Off,
+    /// Answer router solicitations with "no IPv6 router here" (router lifetime 0, no prefix,
+    /// no DHCPv6), which ends iPXE's wait for IPv6 autoconfiguration on IPv4-only networks.
+    NoRouter,
+}
+
 /// Default lease time of full mode, seconds.
 pub const LEASE_TIME_SECS_DEFAULT: u32 = 3600;
 /// Default lease journal of full mode.
@@ -238,6 +250,8 @@ pub struct Config {
     pub timeline_max_machines: usize,
     /// Time in one stage after which a machine counts as stuck.
     pub timeline_stuck_after: Duration,
+    /// IPv6 router advertisements on the boot interface.
+    pub ipv6_ra: RouterAdvertisement,
 }
 
 /// Values given on the command line (or their environment variables); they win over the file.
@@ -259,6 +273,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--dhcp-mode`.
     pub dhcp_mode: Option<DhcpMode>,
+    /// `--ipv6-ra`.
+    pub ipv6_ra: Option<RouterAdvertisement>,
 }
 
 /// Why a configuration was refused. Displays as `file:line:column: reason`.
@@ -393,6 +409,7 @@ impl Config {
             group,
             profile,
             timeline,
+            ipv6,
         } = wire;
 
         let interface = match pick(overrides.interface, "--interface", server.interface, src) {
@@ -495,6 +512,15 @@ impl Config {
             .map(|(f, _)| f)
             .unwrap_or_default();
 
+        let ipv6_ra = pick(
+            overrides.ipv6_ra,
+            "--ipv6-ra",
+            ipv6.router_advertisement,
+            src,
+        )
+        .map(|(ra, _)| ra)
+        .unwrap_or_default();
+
         let dhcp = build_dhcp(dhcp, src, overrides.dhcp_mode)?;
         let boot = build_boot(boot, group, src)?;
         if let Some(src) = src {
@@ -520,6 +546,7 @@ impl Config {
             drain_timeout: Duration::from_secs(drain_timeout_secs),
             log_level,
             log_format,
+            ipv6_ra,
         })
     }
 }
@@ -1188,6 +1215,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("--root: "), "{err}");
+    }
+
+    #[test]
+    fn router_advertisements_from_file_and_flag() {
+        let path = Path::new("/etc/pxe/pxe-daemon.toml");
+        let c = Config::from_toml(path, "", Overrides::default()).unwrap();
+        assert_eq!(c.ipv6_ra, RouterAdvertisement::Off);
+        let text = "[ipv6]\nrouter_advertisement = \"no-router\"\n";
+        let c = Config::from_toml(path, text, Overrides::default()).unwrap();
+        assert_eq!(c.ipv6_ra, RouterAdvertisement::NoRouter);
+        let flag = Overrides {
+            ipv6_ra: Some(RouterAdvertisement::Off),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::from_toml(path, text, flag).unwrap().ipv6_ra,
+            RouterAdvertisement::Off
+        );
+        let err = Config::from_toml(
+            path,
+            "[ipv6]\nrouter_advertisement = \"yes\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("/etc/pxe/pxe-daemon.toml:2:"), "{err}");
     }
 
     #[test]
