@@ -32,7 +32,7 @@ use std::path::PathBuf;
 pub use clients::send_pxe_probes;
 pub use daemon::{
     daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT, READY_TIMEOUT,
-    ROOT_TEST_FILE,
+    ROOT_TEST_FILE, TEST_LOG_LEVEL,
 };
 pub use metrics::metric_value;
 pub use netns::{netns_exists, TestNet, CMD_TIMEOUT, MAX_TAG_LEN, NAME_PREFIX, PREFIX_LEN};

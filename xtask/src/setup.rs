@@ -31,6 +31,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     // Peers: dnsmasq plays the site's DHCP server beside the proxy.
     "dnsmasq-base",
+    // The DHCP benchmark: perfdhcp, Kea's DHCP load generator.
+    "kea-admin",
 ];
 
 /// Python modules the tests' clients use, pinned, installed with pip when missing.
