@@ -27,7 +27,7 @@ pub const LOSS_LIMIT: f64 = 0.01;
 /// Rates of the full run, new exchanges per second. perfdhcp saturates near 70k answers/s on
 /// the project's 2 cores; dnsmasq's full mode with its lease file on disk loses at 5k/s.
 const RATES: &[u32] = &[
-    1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000,
+    500, 1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 50_000, 60_000,
 ];
 /// Seconds each rate runs for in the full run.
 const STEP_SECS: f64 = 5.0;
@@ -46,6 +46,12 @@ const PERFDHCP_SLACK: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_millis(300);
 /// perfdhcp sent fewer than this share of the exchanges asked for: the client was the limit.
 const CLIENT_BOUND_SHARE: f64 = 0.97;
+/// Before a step, the rest of the machine counts as quiet below this share of one core.
+const QUIET_BUSY_SHARE: f64 = 0.5;
+/// Window over which the machine's busy time is sampled before a step.
+const QUIET_SAMPLE: Duration = Duration::from_millis(500);
+/// Longest wait for a quiet machine before a step (then it runs anyway, and says so).
+const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tag of the namespaces (`pxet-dhcpbnch-s`, `pxet-dhcpbnch-c`).
 const NET_TAG: &str = "dhcpbnch";
 /// Section of bench/RESULTS.md.
@@ -108,6 +114,9 @@ pub struct Step {
     pub lease_file_bytes: Option<u64>,
     /// Which attempt at this rate this is (1 or 2).
     pub attempt: u32,
+    /// Whether the rest of the machine was still busy when the step began (after waiting up to
+    /// [`QUIET_TIMEOUT`]): other engineers' work competed with it.
+    pub busy_start: bool,
 }
 
 impl Step {
@@ -156,6 +165,18 @@ fn per(time: Duration, count: u64) -> Option<Duration> {
         .ok()
         .filter(|&c| c > 0)
         .map(|c| time / c)
+}
+
+/// How long each step runs, how often a failing rate is tried, how long a step waits for the
+/// machine to quiet down.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    /// perfdhcp's test period.
+    period: Duration,
+    /// Attempts at a rate before it counts as not sustained.
+    attempts: u32,
+    /// Longest wait for a quiet machine before each step.
+    quiet_wait: Duration,
 }
 
 /// What the run was, for the report.
@@ -229,8 +250,16 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
             })
             .collect(),
     };
-    let period = Duration::from_secs_f64(step_secs);
-    let attempts = if args.quick { 1 } else { ATTEMPTS };
+    let pace = Pace {
+        period: Duration::from_secs_f64(step_secs),
+        attempts: if args.quick { 1 } else { ATTEMPTS },
+        // --quick must stay short: it does not wait for the machine to quiet down.
+        quiet_wait: if args.quick {
+            Duration::ZERO
+        } else {
+            QUIET_TIMEOUT
+        },
+    };
 
     // Configs and lease files, in the default temporary directory: the root filesystem here,
     // where a production lease file would be.
@@ -291,9 +320,9 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
                 }
                 let mut attempt = 1;
                 let step = loop {
-                    let step = measure(&setting, server, mode, rate, period, attempt, &mut info)?;
+                    let step = measure(&setting, server, mode, rate, &pace, attempt, &mut info)?;
                     println!("   {}", report::step_line(&step));
-                    if step.sustained() || attempt >= attempts {
+                    if step.sustained() || attempt >= pace.attempts {
                         break step;
                     }
                     attempt += 1;
@@ -321,16 +350,19 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one step: a fresh server, perfdhcp at `rate` for `period`, the figures around it.
+/// Runs one step: a fresh server, perfdhcp at `rate` for the pace's period, the figures around
+/// it.
 fn measure(
     s: &Setting<'_>,
     server: Server,
     mode: Mode,
     rate: u32,
-    period: Duration,
+    pace: &Pace,
     attempt: u32,
     info: &mut RunInfo,
 ) -> anyhow::Result<Step> {
+    let period = pace.period;
+    let quiet = wait_for_quiet(pace.quiet_wait)?;
     let mut running = Running::start(server, mode, s)?;
     if let Some(xdp) = running.xdp_attach_mode() {
         xdp.clone_into(&mut info.xdp_attach_mode);
@@ -426,7 +458,40 @@ fn measure(
         client_rcvbuf_drops,
         lease_file_bytes,
         attempt,
+        busy_start: !quiet,
     })
+}
+
+/// Waits, up to `timeout`, until the machine's busy time over [`QUIET_SAMPLE`] is under
+/// [`QUIET_BUSY_SHARE`] of one core; the servers of the last step are stopped by then, so that
+/// is other work. Returns whether it got quiet.
+fn wait_for_quiet(timeout: Duration) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    let mut announced = false;
+    loop {
+        let before = MachineTime::now()?;
+        std::thread::sleep(QUIET_SAMPLE);
+        let busy = MachineTime::now()?.busy.saturating_sub(before.busy);
+        let share = busy.as_secs_f64() / QUIET_SAMPLE.as_secs_f64();
+        if share < QUIET_BUSY_SHARE {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            println!(
+                "   (the machine is still {:.0}% of a core busy with other work: measuring anyway)",
+                share * 100.0
+            );
+            return Ok(false);
+        }
+        if !announced {
+            println!(
+                "   (waiting up to {} s for other work to quiet down: {:.0}% of a core busy)",
+                timeout.as_secs(),
+                share * 100.0
+            );
+            announced = true;
+        }
+    }
 }
 
 /// `cargo xtask <the arguments this process got>`.

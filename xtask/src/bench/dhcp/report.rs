@@ -62,7 +62,9 @@ pub fn render(info: &RunInfo, steps: &[Step]) -> String {
          (`perfdhcp -i`); full mode: DISCOVER-OFFER-REQUEST-ACK from a pool of {} addresses.\n\
          - Each step runs one server, started fresh (empty lease file), at one rate for {} s; a \
          step that loses {:.0}% or more is run once more, and a server that fails it twice is not \
-         driven faster. Lease files are on {} (a temporary directory).\n\n",
+         driven faster. Before each step the benchmark waits up to 30 s for the rest of \
+         the machine to fall under half a core busy. Lease files are on {} (a temporary \
+         directory).\n\n",
         info.machine,
         info.loadavg,
         info.peers,
@@ -347,6 +349,9 @@ fn step_row(s: &Step) -> Vec<String> {
     if s.attempt > 1 {
         notes.push(format!("attempt {}", s.attempt));
     }
+    if s.busy_start {
+        notes.push(String::from("machine busy at start"));
+    }
     vec![
         s.mode.label().to_owned(),
         s.server.label().to_owned(),
@@ -446,6 +451,7 @@ mod tests {
             client_rcvbuf_drops: 0,
             lease_file_bytes: (mode == Mode::Full && server == Server::Dnsmasq).then_some(4096),
             attempt: 1,
+            busy_start: false,
         }
     }
 
