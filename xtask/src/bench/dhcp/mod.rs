@@ -50,8 +50,9 @@ const CLIENT_BOUND_SHARE: f64 = 0.97;
 const QUIET_BUSY_SHARE: f64 = 0.5;
 /// Window over which the machine's busy time is sampled before a step.
 const QUIET_SAMPLE: Duration = Duration::from_millis(500);
-/// Longest wait for a quiet machine before a step (then it runs anyway, and says so).
-const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a quiet machine before a step, by default (then it runs anyway, and says
+/// so).
+const QUIET_WAIT_SECS_DEFAULT: u64 = 30;
 /// Tag of the namespaces (`pxet-dhcpbnch-s`, `pxet-dhcpbnch-c`).
 const NET_TAG: &str = "dhcpbnch";
 /// Section of bench/RESULTS.md.
@@ -73,6 +74,10 @@ pub struct DhcpArgs {
     /// Modes to measure [default: proxy,full].
     #[arg(long, value_delimiter = ',', value_enum, value_name = "MODE,...")]
     modes: Option<Vec<ModeArg>>,
+    /// Longest wait, before each step, for other work on the machine to fall under half a core
+    /// [default: 30; --quick: 0].
+    #[arg(long, value_name = "SECS")]
+    quiet_wait_secs: Option<u64>,
     /// `--xdp-mode` of pxe-daemon (auto, driver, skb, off).
     #[arg(long, default_value = "auto")]
     xdp_mode: String,
@@ -115,7 +120,7 @@ pub struct Step {
     /// Which attempt at this rate this is (1 or 2).
     pub attempt: u32,
     /// Whether the rest of the machine was still busy when the step began (after waiting up to
-    /// [`QUIET_TIMEOUT`]): other engineers' work competed with it.
+    /// the pace's quiet wait): other engineers' work competed with it.
     pub busy_start: bool,
 }
 
@@ -188,6 +193,8 @@ pub struct RunInfo {
     pub quick: bool,
     /// Seconds per step.
     pub step_secs: f64,
+    /// Longest wait for a quiet machine before each step, seconds.
+    pub quiet_wait_secs: u64,
     /// Distinct clients.
     pub clients: u32,
     /// The benchmark's addresses.
@@ -254,11 +261,11 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
         period: Duration::from_secs_f64(step_secs),
         attempts: if args.quick { 1 } else { ATTEMPTS },
         // --quick must stay short: it does not wait for the machine to quiet down.
-        quiet_wait: if args.quick {
-            Duration::ZERO
+        quiet_wait: Duration::from_secs(args.quiet_wait_secs.unwrap_or(if args.quick {
+            0
         } else {
-            QUIET_TIMEOUT
-        },
+            QUIET_WAIT_SECS_DEFAULT
+        })),
     };
 
     // Configs and lease files, in the default temporary directory: the root filesystem here,
@@ -280,6 +287,7 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
         command: command_line(),
         quick: args.quick,
         step_secs,
+        quiet_wait_secs: pace.quiet_wait.as_secs(),
         clients: CLIENTS,
         addressing,
         xdp_attach_mode: String::from("?"),
@@ -471,8 +479,15 @@ fn wait_for_quiet(timeout: Duration) -> anyhow::Result<bool> {
     loop {
         let before = MachineTime::now()?;
         std::thread::sleep(QUIET_SAMPLE);
-        let busy = MachineTime::now()?.busy.saturating_sub(before.busy);
-        let share = busy.as_secs_f64() / QUIET_SAMPLE.as_secs_f64();
+        let after = MachineTime::now()?;
+        // Busy over total time of all CPUs, in cores: a loaded machine oversleeps.
+        let total = after.total.saturating_sub(before.total).as_secs_f64();
+        let busy = after.busy.saturating_sub(before.busy).as_secs_f64();
+        let share = if total > 0.0 {
+            busy / total * cpu::online_cpus() as f64
+        } else {
+            0.0
+        };
         if share < QUIET_BUSY_SHARE {
             return Ok(true);
         }

@@ -62,7 +62,7 @@ pub fn render(info: &RunInfo, steps: &[Step]) -> String {
          (`perfdhcp -i`); full mode: DISCOVER-OFFER-REQUEST-ACK from a pool of {} addresses.\n\
          - Each step runs one server, started fresh (empty lease file), at one rate for {} s; a \
          step that loses {:.0}% or more is run once more, and a server that fails it twice is not \
-         driven faster. Before each step the benchmark waits up to 30 s for the rest of \
+         driven faster. Before each step the benchmark waits up to {} s for the rest of \
          the machine to fall under half a core busy. Lease files are on {} (a temporary \
          directory).\n\n",
         info.machine,
@@ -76,6 +76,7 @@ pub fn render(info: &RunInfo, steps: &[Step]) -> String {
         info.addressing.pool_size(),
         info.step_secs,
         LOSS_LIMIT * 100.0,
+        info.quiet_wait_secs,
         info.lease_fs,
     ));
 
@@ -460,6 +461,7 @@ mod tests {
             command: String::from("cargo xtask bench dhcp"),
             quick: false,
             step_secs: 5.0,
+            quiet_wait_secs: 30,
             clients: 50_000,
             addressing: Addressing {
                 server: Ipv4Addr::new(198, 19, 0, 1),
