@@ -41,7 +41,7 @@ pub use clients::send_pxe_probes;
 pub use configs::full_dhcp_config;
 pub use daemon::{
     daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT, READY_TIMEOUT,
-    ROOT_TEST_FILE,
+    ROOT_TEST_FILE, TEST_LOG_LEVEL,
 };
 pub use dnsmasq::{Dnsmasq, DNSMASQ_READY_TIMEOUT};
 pub use metrics::{metric_sum, metric_value};

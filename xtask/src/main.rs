@@ -1,8 +1,10 @@
 //! Developer and CI tasks for the PXE boot server, run as `cargo xtask <task>`.
 //!
 //! `setup` installs what the project needs, `test` is the CI command, `demo` boots a QEMU
-//! machine with real PXE firmware from the server. Building the eBPF object is not xtask's job: pxe-daemon's build.rs does it.
+//! machine with real PXE firmware from the server, `bench` measures it against its peers.
+//! Building the eBPF object is not xtask's job: pxe-daemon's build.rs does it.
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -11,9 +13,6 @@ mod workspace;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-
-/// Exit status of a task that is not implemented yet (distinct from a failure, which is 1).
-const EXIT_NOT_IMPLEMENTED: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,8 +35,8 @@ enum Task {
     /// Setup, build pxe-daemon, then boot a QEMU machine (SeaBIOS + iPXE, proxy DHCP beside
     /// dnsmasq) from it and print its boot timeline.
     Demo(demo::DemoArgs),
-    /// Benchmarks against peer servers (not built yet).
-    Bench,
+    /// Setup, release build, then a benchmark against peer servers: `bench dhcp [--quick]`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,12 +49,6 @@ fn main() -> anyhow::Result<()> {
                 .context("building pxe-daemon for the demo")?;
             demo::run(&args)
         }
-        Task::Bench => {
-            eprintln!(
-                "cargo xtask bench: not implemented yet; the rack-boot simulator issue (pxe-bench) \
-                 fills it in. Nothing was run."
-            );
-            std::process::exit(EXIT_NOT_IMPLEMENTED);
-        }
+        Task::Bench(args) => bench::run(&args),
     }
 }

@@ -44,6 +44,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ipxe-qemu",
     "ovmf",
     "ipxe",
+    // The DHCP benchmark: perfdhcp, Kea's DHCP load generator.
+    "kea-admin",
 ];
 
 /// The Debian metapackage whose dependency names the current kernel image package.

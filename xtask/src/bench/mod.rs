@@ -1,0 +1,38 @@
+//! `cargo xtask bench <what>`: benchmarks of pxe-daemon against its peers, each written to its
+//! own section of bench/RESULTS.md.
+//!
+//! The benchmarks live here rather than in the `pxe-bench` crate: they start real servers and
+//! real load generators (perfdhcp) in the test harness's namespaces and read `/proc`, which is
+//! std and the harness, like `cargo xtask demo`; `pxe-bench` is for load generators of our own
+//! (the rack-boot simulator) that such a benchmark may run.
+
+mod cpu;
+mod dhcp;
+mod perfdhcp;
+mod results;
+mod snmp;
+
+use clap::Subcommand;
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: What,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+enum What {
+    /// perfdhcp against pxe-daemon and dnsmasq, proxy and full DHCP: rate under 1% loss,
+    /// latency, CPU per answer.
+    Dhcp(dhcp::DhcpArgs),
+}
+
+/// Runs setup, then the benchmark asked for.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    crate::setup::run()?;
+    match &args.what {
+        What::Dhcp(args) => dhcp::run(args),
+    }
+}
