@@ -3,6 +3,10 @@
 //! `setup` installs what the project needs, `test` is the CI command, `demo` shows the server
 //! booting clients. Building the eBPF object is not xtask's job: pxe-daemon's build.rs does it.
 
+/// Benchmarks against peer servers, a module per benchmark in `bench/`.
+mod bench {
+    pub mod http;
+}
 mod cmd;
 mod demo;
 mod setup;
@@ -11,9 +15,6 @@ mod workspace;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-
-/// Exit status of a task that is not implemented yet (distinct from a failure, which is 1).
-const EXIT_NOT_IMPLEMENTED: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,8 +35,19 @@ enum Task {
     Test(test::TestArgs),
     /// Setup, build pxe-daemon, then run the demo.
     Demo(demo::DemoArgs),
-    /// Benchmarks against peer servers (not built yet).
-    Bench,
+    /// Setup, release build, then a benchmark against peer servers: `bench http [--quick]`.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// pxe-daemon against nginx (sendfile): a 200 MiB file to 100 connections, and rendered
+    /// scripts against a static file with wrk; writes its section of bench/RESULTS.md.
+    Http(bench::http::HttpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,12 +60,8 @@ fn main() -> anyhow::Result<()> {
                 .context("building pxe-daemon for the demo")?;
             demo::run(args)
         }
-        Task::Bench => {
-            eprintln!(
-                "cargo xtask bench: not implemented yet; the rack-boot simulator issue (pxe-bench) \
-                 fills it in. Nothing was run."
-            );
-            std::process::exit(EXIT_NOT_IMPLEMENTED);
-        }
+        Task::Bench {
+            what: Bench::Http(args),
+        } => bench::http::run(&args),
     }
 }

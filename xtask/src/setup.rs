@@ -32,6 +32,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     // Peers: dnsmasq plays the site's DHCP server beside the proxy.
     "dnsmasq-base",
+    // The HTTP benchmark: nginx as the peer, wrk as the small-request load generator.
+    "nginx-light",
+    "wrk",
 ];
 
 /// Python modules the tests' clients use, pinned, installed with pip when missing.
