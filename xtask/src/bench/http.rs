@@ -37,13 +37,14 @@ use servers::{Fixture, Server};
 /// Concurrent connections of the large-download runs (the issue's figure).
 const LARGE_CONNECTIONS: u32 = 100;
 /// Seconds of each large-download run, full and `--quick`.
-const LARGE_SECS: (f64, f64) = (20.0, 3.0);
-/// Rounds of large-download runs (each server once per round, alternating who goes first).
-const LARGE_ROUNDS: (u32, u32) = (2, 1);
+const LARGE_SECS: (f64, f64) = (10.0, 3.0);
+/// Rounds, full and `--quick`: each server runs each load once per round, and who goes first
+/// alternates, so that the other engineers' load on the machine falls on both alike.
+const ROUNDS: (u32, u32) = (3, 1);
 /// wrk connection counts, full and `--quick`.
 const SMALL_CONNECTIONS: (&[u32], &[u32]) = (&[16, 64, 256], &[64]);
 /// Seconds of each wrk run, full and `--quick`.
-const SMALL_SECS: (u64, u64) = (10, 2);
+const SMALL_SECS: (u64, u64) = (4, 2);
 /// Tag of the namespaces (`pxet-httpbnch-s`, `pxet-httpbnch-c`).
 const NET_TAG: &str = "httpbnch";
 /// Section of bench/RESULTS.md.
@@ -56,16 +57,17 @@ pub struct HttpArgs {
     /// fails if one serves nothing; prints its table, leaves bench/RESULTS.md alone.
     #[arg(long)]
     quick: bool,
-    /// Seconds of each large-download run [default: 20; --quick: 3].
+    /// Seconds of each large-download run [default: 10; --quick: 3].
     #[arg(long, value_name = "SECS")]
     large_secs: Option<f64>,
-    /// Rounds of large-download runs, each server once per round [default: 2; --quick: 1].
+    /// Rounds: each server runs each load once per round, who goes first alternating
+    /// [default: 3; --quick: 1].
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
     /// wrk connection counts, comma-separated [default: 16,64,256; --quick: 64].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     small_connections: Option<Vec<u32>>,
-    /// Seconds of each wrk run [default: 10; --quick: 2].
+    /// Seconds of each wrk run [default: 4; --quick: 2].
     #[arg(long, value_name = "SECS")]
     small_secs: Option<u64>,
 }
@@ -77,7 +79,7 @@ pub struct Plan {
     pub quick: bool,
     /// Length of each large run.
     pub large: Duration,
-    /// Rounds of large runs.
+    /// Rounds of every load.
     pub rounds: u32,
     /// wrk connection counts.
     pub small_connections: Vec<u32>,
@@ -102,7 +104,7 @@ impl Plan {
                 .ok()
                 .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(600))
                 .context("--large-secs must be 1 to 600")?,
-            rounds: args.rounds.unwrap_or(pick(q, LARGE_ROUNDS)),
+            rounds: args.rounds.unwrap_or(pick(q, ROUNDS)),
             small_connections: args
                 .small_connections
                 .clone()
@@ -225,12 +227,7 @@ fn measure(plan: &Plan, daemon_bin: &Path, client_bin: &Path) -> anyhow::Result<
 
     let mut large = Vec::new();
     for round in 0..plan.rounds {
-        let order = if round % 2 == 0 {
-            [&ours, &nginx]
-        } else {
-            [&nginx, &ours]
-        };
-        for server in order {
+        for server in in_turn(round, [&ours, &nginx]) {
             check_interrupted()?;
             let run = load::large(
                 &net,
@@ -249,14 +246,17 @@ fn measure(plan: &Plan, daemon_bin: &Path, client_bin: &Path) -> anyhow::Result<
 
     let mut small = Vec::new();
     for &connections in &plan.small_connections {
-        for (server, path) in [
-            (&ours, servers::SCRIPT_QUERY_PATH),
-            (&nginx, servers::STATIC_SCRIPT_PATH),
-        ] {
-            check_interrupted()?;
-            let run = load::small(&net, server, path, connections, plan.small)?;
-            print_small(&run);
-            small.push(run);
+        for round in 0..plan.rounds {
+            let turns = [
+                (&ours, servers::SCRIPT_QUERY_PATH),
+                (&nginx, servers::STATIC_SCRIPT_PATH),
+            ];
+            for (server, path) in in_turn(round, turns) {
+                check_interrupted()?;
+                let run = load::small(&net, server, path, connections, plan.small)?;
+                print_small(round + 1, &run);
+                small.push(run);
+            }
         }
     }
     let rss_at_end = [ours.peak_rss_kib()?, nginx.peak_rss_kib()?];
@@ -269,6 +269,15 @@ fn measure(plan: &Plan, daemon_bin: &Path, client_bin: &Path) -> anyhow::Result<
         rss_after_large_kib: rss_after_large,
         rss_at_end_kib: rss_at_end,
     })
+}
+
+/// The pair in round `round`'s order: as given in even rounds, swapped in odd ones.
+fn in_turn<T>(round: u32, [first, second]: [T; 2]) -> [T; 2] {
+    if round.is_multiple_of(2) {
+        [first, second]
+    } else {
+        [second, first]
+    }
 }
 
 /// GETs pxe-daemon's rendered script from the client namespace and checks it is the profile's
@@ -321,10 +330,10 @@ fn print_large(round: u32, run: &LargeRun) {
     );
 }
 
-fn print_small(run: &SmallRun) {
+fn print_small(round: u32, run: &SmallRun) {
     let u = &run.usage;
     println!(
-        "   small -c{:<4} {:<10} {:>6.0} req/s, p50 {:.2} ms, p99 {:.2} ms, CPU % of a core: \
+        "   small round {round} -c{:<4} {:<10} {:>6.0} req/s, p50 {:.2} ms, p99 {:.2} ms, CPU % of a core: \
          server {:.0}, wrk {:.0}, ksoftirqd {:.0}, rest of machine {:.0}",
         run.connections,
         run.kind.name(),

@@ -59,6 +59,13 @@ impl Usage {
     }
 }
 
+/// How many of the busiest other processes a run names.
+const BUSIEST_SHOWN: usize = 3;
+
+/// Processes other than the server, the client and the softirq threads that took CPU time
+/// during a run, busiest first (at most [`BUSIEST_SHOWN`]): what "rest of machine" was.
+pub type Others = Vec<(String, Duration)>;
+
 /// Runs `argv` in the client namespace, bounded by `timeout`, measuring the server and the
 /// client. The client's CPU time is that of the reaped child (no other child ends meanwhile).
 fn measured(
@@ -66,7 +73,8 @@ fn measured(
     server: &Server,
     argv: &[&str],
     timeout: Duration,
-) -> anyhow::Result<(std::process::Output, Usage)> {
+) -> anyhow::Result<(std::process::Output, Usage, Others)> {
+    let threads_before = proc::thread_times()?;
     let server_before = server.cpu_time()?;
     let softirq_before = proc::softirq_time()?;
     let machine_before = proc::machine_busy()?;
@@ -81,6 +89,16 @@ fn measured(
         server_cpu: server.cpu_time()?.saturating_sub(server_before),
         wall,
     };
+    // The client has been reaped, so it is not among them; nor is this process's own work.
+    let mut mine = server.thread_ids()?;
+    mine.extend(proc::threads_of(std::process::id()));
+    let mut others = proc::busiest(
+        &threads_before,
+        &proc::thread_times()?,
+        &mine,
+        &["ksoftirqd"],
+    );
+    others.truncate(BUSIEST_SHOWN);
     ensure!(
         out.status.success(),
         "`{}` failed ({}): {}{}",
@@ -89,7 +107,7 @@ fn measured(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok((out, usage))
+    Ok((out, usage, others))
 }
 
 /// Downloads the large file once from the client namespace with `pxe-bench http-get` and
@@ -138,6 +156,8 @@ pub struct LargeRun {
     pub secs: f64,
     /// CPU and wall time.
     pub usage: Usage,
+    /// The busiest other processes during the run.
+    pub others: Others,
 }
 
 /// `pxe-bench http-load` with `connections` connections for `duration` against `server`.
@@ -168,7 +188,7 @@ pub fn large(
         "--expect-length",
         &length,
     ];
-    let (out, usage) = measured(net, server, &argv, duration + RUN_SLACK)?;
+    let (out, usage, others) = measured(net, server, &argv, duration + RUN_SLACK)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let field = |key: &str| -> anyhow::Result<&str> {
         stdout
@@ -183,6 +203,7 @@ pub fn large(
         errors: field("errors")?.parse()?,
         secs: field("secs")?.parse()?,
         usage,
+        others,
     };
     ensure!(
         run.bytes > 0 && run.errors == 0,
@@ -214,6 +235,8 @@ pub struct SmallRun {
     pub errors: u64,
     /// CPU and wall time.
     pub usage: Usage,
+    /// The busiest other processes during the run.
+    pub others: Others,
 }
 
 /// wrk with `connections` keep-alive connections on `path` of `server` for `duration`.
@@ -241,7 +264,7 @@ pub fn small(
         "--latency",
         &url,
     ];
-    let (out, usage) = measured(net, server, &argv, duration + RUN_SLACK)?;
+    let (out, usage, others) = measured(net, server, &argv, duration + RUN_SLACK)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let report = parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}"))?;
     let run = SmallRun {
@@ -253,6 +276,7 @@ pub fn small(
         p99_ms: report.p99_ms,
         errors: report.errors,
         usage,
+        others,
     };
     ensure!(
         run.requests > 0 && run.errors == 0,

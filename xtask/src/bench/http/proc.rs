@@ -2,6 +2,7 @@
 //! (`/proc/PID/stat`), of reaped children (`getrusage`), of the whole machine (`/proc/stat`),
 //! peak resident memory (`/proc/PID/status`), and a process's children.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -58,6 +59,87 @@ pub fn children_of(pid: u32) -> anyhow::Result<Vec<u32>> {
     }
     children.sort_unstable();
     Ok(children)
+}
+
+/// CPU time so far of every thread on the machine, by thread id, with its process's name
+/// (kernel threads: the thread's name up to its first `/`, e.g. `kworker`).
+pub type ThreadTimes = HashMap<u32, (String, Duration)>;
+
+/// Reads [`ThreadTimes`]; threads that vanish while it reads are left out.
+pub fn thread_times() -> anyhow::Result<ThreadTimes> {
+    let mut times = ThreadTimes::new();
+    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
+        let Some(pid) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map_or("?", |(name, _)| name);
+        let name = name.split('/').next().unwrap_or(name).to_owned();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks {
+            let Some(tid) = task
+                .ok()
+                .and_then(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let path = format!("/proc/{pid}/task/{tid}/stat");
+            let Some(ticks) = std::fs::read_to_string(path).ok().and_then(|stat| {
+                let fields = stat_fields(&stat).ok()?;
+                Some(stat_field(&fields, 14).ok()? + stat_field(&fields, 15).ok()?)
+            }) else {
+                continue;
+            };
+            times.insert(tid, (name.clone(), ticks_to_duration(ticks)));
+        }
+    }
+    Ok(times)
+}
+
+/// CPU time each process name gained from `before` to `after`, largest first, leaving out
+/// the threads of processes in `except` and names in `except_names`.
+pub fn busiest(
+    before: &ThreadTimes,
+    after: &ThreadTimes,
+    except: &[u32],
+    except_names: &[&str],
+) -> Vec<(String, Duration)> {
+    let mut by_name: HashMap<&str, Duration> = HashMap::new();
+    for (tid, (name, time)) in after {
+        if except.contains(tid) || except_names.contains(&name.as_str()) {
+            continue;
+        }
+        let was = before.get(tid).map_or(Duration::ZERO, |(_, t)| *t);
+        *by_name.entry(name).or_default() += time.saturating_sub(was);
+    }
+    let mut busiest: Vec<(String, Duration)> = by_name
+        .into_iter()
+        .filter(|(_, t)| !t.is_zero())
+        .map(|(n, t)| (n.to_owned(), t))
+        .collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    busiest
+}
+
+/// The thread ids of process `pid`.
+pub fn threads_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The kernel's softirq threads (`ksoftirqd/N`): softirq work (here: the TCP and veth receive
@@ -169,6 +251,28 @@ mod tests {
     }
 
     #[test]
+    fn busiest_sums_by_name_and_skips_exceptions() {
+        let ms = Duration::from_millis;
+        let before: ThreadTimes = [(1, ("rustc".into(), ms(100))), (2, ("rustc".into(), ms(0)))]
+            .into_iter()
+            .collect();
+        let after: ThreadTimes = [
+            (1, ("rustc".into(), ms(300))),
+            (2, ("rustc".into(), ms(50))),
+            (3, ("qemu".into(), ms(400))),
+            (4, ("nginx".into(), ms(900))),
+            (5, ("ksoftirqd".into(), ms(70))),
+            (6, ("idle".into(), ms(0))),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            busiest(&before, &after, &[4], &["ksoftirqd"]),
+            vec![("qemu".to_owned(), ms(400)), ("rustc".to_owned(), ms(250))]
+        );
+    }
+
+    #[test]
     fn status_lines_parse() {
         let status = "Name:\tnginx\nVmPeak:\t  20000 kB\nVmHWM:\t    5120 kB\nVmRSS:\t 4000 kB\n";
         assert_eq!(status_kib(status, "VmHWM"), Some(5120));
@@ -182,5 +286,8 @@ mod tests {
         process_time(me).unwrap();
         assert!(machine_busy().unwrap() > Duration::ZERO);
         assert!(!softirq_threads().unwrap().is_empty());
+        let times = thread_times().unwrap();
+        assert!(threads_of(me).iter().all(|t| times.contains_key(t)));
+        assert!(times.values().any(|(name, _)| name == "ksoftirqd"));
     }
 }

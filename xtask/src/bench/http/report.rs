@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::load::{LargeRun, SmallRun, Usage, WRK_THREADS};
+use super::load::{LargeRun, Others, SmallRun, Usage, WRK_THREADS};
 use super::servers::{self, Kind, NGINX_WORKERS};
 use super::{output_of, proc, Plan, LARGE_CONNECTIONS};
 use crate::workspace;
@@ -140,6 +140,46 @@ impl LargeTotal {
     }
 }
 
+/// One server's wrk runs at one concurrency summed over the rounds.
+#[derive(Debug, Default, Clone, Copy)]
+struct SmallTotal {
+    connections: u32,
+    requests: u64,
+    /// wrk's own run time, summed (requests over its Requests/sec).
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    usage: Usage,
+}
+
+impl SmallTotal {
+    fn of(runs: &[SmallRun], kind: Kind, connections: u32) -> Option<SmallTotal> {
+        let runs: Vec<&SmallRun> = runs
+            .iter()
+            .filter(|r| r.kind == kind && r.connections == connections)
+            .collect();
+        if runs.is_empty() {
+            return None;
+        }
+        let mut total = SmallTotal {
+            connections,
+            ..SmallTotal::default()
+        };
+        for run in &runs {
+            total.requests += run.requests;
+            total.secs += run.requests as f64 / run.per_sec.max(1e-9);
+            total.p50_ms += run.p50_ms / runs.len() as f64;
+            total.p99_ms += run.p99_ms / runs.len() as f64;
+            total.usage.add(run.usage);
+        }
+        Some(total)
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.requests as f64 / self.secs.max(1e-9)
+    }
+}
+
 fn ratio(ours: f64, theirs: f64) -> String {
     if theirs > 0.0 {
         format!("{:.2}", ours / theirs)
@@ -183,8 +223,8 @@ Made by `{command}` on {date}, commit {commit}.
 \"rest of machine\" columns). Temporary files on {tmp_fs}.
 - Where: both servers run in the server namespace (pxe-daemon on port {ours_port}, nginx on \
 {nginx_port}, both at once: the idle one costs nothing), the load generators in the client \
-namespace, across the veth pair. Each run loads one server; the large runs alternate which server \
-goes first.
+namespace, across the veth pair. Each run loads one server. Every load runs once per server per round, and who goes first alternates by round, \
+so that the other engineers' load falls on both alike; the tables sum the rounds.
 - pxe-daemon: release build, `--dhcp-mode off --xdp-mode off --log-level info` (it logs requests \
 only at debug, so no access log), tokio's default runtime: {workers} worker threads, one per core; \
 artifacts with sendfile(2) under hyper.
@@ -196,12 +236,13 @@ keeps the connection).
 (in the page cache), each server's copy checked byte for byte before the runs (`pxe-bench \
 http-get`).
 - Large: `pxe-bench http-load` (this repository's client): {conns} keep-alive connections, one \
-thread each, downloading the file over and over for {large_secs:.0} s per run, {rounds} run(s) \
-per server; body bytes are dropped in the kernel (`recv(MSG_TRUNC)`, no copy to userspace), so \
+thread each, downloading the file over and over for {large_secs:.0} s per run, {rounds} \
+round(s); body bytes are dropped in the kernel (`recv(MSG_TRUNC)`, no copy to userspace), so \
 the client costs little and the same for both servers. Every response must be 200 with the \
 file's length. Throughput counts body bytes received (GB = 10^9 bytes), partial downloads at the \
 end of a run included.
-- Small: wrk {wrk} (`-t{wrk_threads} -cN -d{small_secs}s --latency`, keep-alive), N = {levels}: \
+- Small: wrk {wrk} (`-t{wrk_threads} -cN -d{small_secs}s --latency`, keep-alive), N = {levels}, \
+{rounds} round(s): \
 pxe-daemon's `{script_path}` rendered per request from a `[[profile]]` (minijinja) against \
 nginx serving a static file with the same {script_bytes} bytes (`{static_path}`; nginx cannot \
 render, so its row is the cost of a file, ours the cost of a rendered script). Any socket error \
@@ -213,7 +254,9 @@ busy time of everything else (`/proc/stat`: other engineers' work, other kernel 
 veth, the receive path of one side runs in softirq on whatever the CPU was doing: the other \
 side's system call, or ksoftirqd, so server CPU alone can flatter whichever server's traffic \
 lands more often in ksoftirqd; the \"server + ksoftirqd\" and \"whole transfer\" rows do not. \
-Peak RSS is `VmHWM` (nginx: master and workers summed, which counts their shared pages in each).
+\"Busiest others\" names the processes behind \
+\"rest of machine\" (threads that began and ended within a run are not seen). Peak RSS is \
+`VmHWM` (nginx: master and workers summed, which counts their shared pages in each).
 ",
         command = info.command,
         date = info.date,
@@ -332,21 +375,19 @@ Peak RSS is `VmHWM` (nginx: master and workers summed, which counts their shared
 | connections | figure | pxe-daemon (rendered) | nginx (static) | pxe-daemon / nginx |\n|---|---|---|---|---|"
     );
     for &connections in &plan.small_connections {
-        let find = |kind| {
-            results
-                .small
-                .iter()
-                .find(|r| r.kind == kind && r.connections == connections)
-        };
-        let (Some(o), Some(n)) = (find(Kind::Ours), find(Kind::Nginx)) else {
+        let (Some(o), Some(n)) = (
+            &SmallTotal::of(&results.small, Kind::Ours, connections),
+            &SmallTotal::of(&results.small, Kind::Nginx, connections),
+        ) else {
             continue;
         };
-        let per_req = |r: &SmallRun, d: Duration| d.as_secs_f64() * 1e6 / r.requests.max(1) as f64;
-        let pct = |r: &SmallRun, f: fn(&Usage) -> Duration| r.usage.percent_of_core(f(&r.usage));
+        let per_req =
+            |r: &SmallTotal, d: Duration| d.as_secs_f64() * 1e6 / r.requests.max(1) as f64;
+        let pct = |r: &SmallTotal, f: fn(&Usage) -> Duration| r.usage.percent_of_core(f(&r.usage));
         let rows: [(&str, f64, f64, usize); 8] = [
-            ("requests/s", o.per_sec, n.per_sec, 0),
-            ("latency p50, ms", o.p50_ms, n.p50_ms, 2),
-            ("latency p99, ms", o.p99_ms, n.p99_ms, 2),
+            ("requests/s", o.per_sec(), n.per_sec(), 0),
+            ("latency p50, ms (mean of the runs)", o.p50_ms, n.p50_ms, 2),
+            ("latency p99, ms (mean of the runs)", o.p99_ms, n.p99_ms, 2),
             (
                 "server CPU per request, µs",
                 per_req(o, o.usage.server_cpu),
@@ -393,11 +434,11 @@ Peak RSS is `VmHWM` (nginx: master and workers summed, which counts their shared
         mib(results.rss_at_end_kib[1]),
     );
 
-    let best = results
-        .small
+    let best = plan
+        .small_connections
         .iter()
-        .filter(|r| r.kind == Kind::Ours)
-        .max_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+        .filter_map(|&c| SmallTotal::of(&results.small, Kind::Ours, c))
+        .max_by(|a, b| a.per_sec().total_cmp(&b.per_sec()));
     let server_gb = |t: &LargeTotal| per_gb(t, |u| u.server_cpu + u.softirq_cpu);
     let _ = writeln!(
         md,
@@ -413,16 +454,17 @@ Peak RSS is `VmHWM` (nginx: master and workers summed, which counts their shared
         yes_no(server_gb(&ours) <= server_gb(&nginx)),
         best.map_or("no run".to_owned(), |b| format!(
             "{:.0}/s (wrk -c{})",
-            b.per_sec, b.connections
+            b.per_sec(),
+            b.connections
         )),
-        yes_no(best.is_some_and(|b| b.per_sec >= 20_000.0)),
+        yes_no(best.is_some_and(|b| b.per_sec() >= 20_000.0)),
     );
 
     let _ = writeln!(
         md,
         "\n### Every run\n\n\
-| run | load | server | GB/s or requests/s | server CPU % of a core | client CPU % | ksoftirqd % | rest of machine % |\n\
-|---|---|---|---|---|---|---|---|"
+| run | load | server | GB/s or requests/s | server CPU % of a core | client CPU % | ksoftirqd % | rest of machine % | busiest others, % of a core |\n\
+|---|---|---|---|---|---|---|---|---|"
     );
     let mut n = 0;
     for run in &results.large {
@@ -430,13 +472,14 @@ Peak RSS is `VmHWM` (nginx: master and workers summed, which counts their shared
         let u = &run.usage;
         let _ = writeln!(
             md,
-            "| {n} | large, {LARGE_CONNECTIONS} connections | {} | {:.2} GB/s | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {n} | large, {LARGE_CONNECTIONS} connections | {} | {:.2} GB/s | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             run.kind.name(),
             run.bytes as f64 / run.secs.max(1e-9) / 1e9,
             u.percent_of_core(u.server_cpu),
             u.percent_of_core(u.client_cpu),
             u.percent_of_core(u.softirq_cpu),
             u.percent_of_core(u.rest_of_machine()),
+            others(&run.others, u),
         );
     }
     for run in &results.small {
@@ -444,7 +487,7 @@ Peak RSS is `VmHWM` (nginx: master and workers summed, which counts their shared
         let u = &run.usage;
         let _ = writeln!(
             md,
-            "| {n} | wrk -c{} | {} | {:.0}/s | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {n} | wrk -c{} | {} | {:.0}/s | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             run.connections,
             run.kind.name(),
             run.per_sec,
@@ -452,9 +495,19 @@ Peak RSS is `VmHWM` (nginx: master and workers summed, which counts their shared
             u.percent_of_core(u.client_cpu),
             u.percent_of_core(u.softirq_cpu),
             u.percent_of_core(u.rest_of_machine()),
+            others(&run.others, u),
         );
     }
     md
+}
+
+/// `rustc 45, qemu-system-x86 20` (% of a core over the run).
+fn others(others: &Others, usage: &Usage) -> String {
+    others
+        .iter()
+        .map(|(name, time)| format!("{name} {:.0}", usage.percent_of_core(*time)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replaces section `name` of the results file at `path` with `body` (or appends it), creating

@@ -354,6 +354,15 @@ impl Server {
         Ok(pids)
     }
 
+    /// The thread ids of all the server's processes.
+    pub fn thread_ids(&self) -> anyhow::Result<Vec<u32>> {
+        Ok(self
+            .pids()?
+            .into_iter()
+            .flat_map(proc::threads_of)
+            .collect())
+    }
+
     /// CPU time (user + system) of all the server's processes so far.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
         self.check_running()?;
