@@ -1,6 +1,121 @@
-//! `pxe-bench`: the rack-boot simulator. The benchmark issues fill it in; for now it only says so.
+//! `pxe-bench`: load generators of our own for the benchmarks (`cargo xtask bench ...` runs
+//! them). The rack-boot simulator is still to come.
 
-fn main() {
-    eprintln!("pxe-bench: the rack-boot simulator is not built yet (see the simulator issue)");
-    std::process::exit(2);
+mod http;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pxe-bench",
+    about = "Load generators for pxe-daemon's benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// N keep-alive connections download one URL over and over for a fixed time; prints one
+    /// line of `key=value` figures (bytes, responses, errors, reconnects, secs).
+    HttpLoad {
+        /// `http://address:port/path` (no names).
+        #[arg(long)]
+        url: String,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// Length of the run.
+        #[arg(long, default_value_t = 10.0)]
+        duration_secs: f64,
+        /// Body length every response must have.
+        #[arg(long)]
+        expect_length: u64,
+        /// Read body bytes into a buffer instead of dropping them in the kernel (MSG_TRUNC).
+        #[arg(long)]
+        copy: bool,
+    },
+    /// Downloads a URL once and compares the body with a file, byte for byte.
+    HttpGet {
+        /// `http://address:port/path` (no names).
+        #[arg(long)]
+        url: String,
+        /// The file the body must equal.
+        #[arg(long)]
+        expect_file: PathBuf,
+        /// Bound on the whole download.
+        #[arg(long, default_value_t = 30.0)]
+        timeout_secs: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::HttpLoad {
+            url,
+            connections,
+            duration_secs,
+            expect_length,
+            copy,
+        } => {
+            let target = match http::Target::parse(&url) {
+                Ok(t) => t,
+                Err(e) => return usage(&e),
+            };
+            let Ok(duration) = Duration::try_from_secs_f64(duration_secs) else {
+                return usage("--duration-secs must be a non-negative number");
+            };
+            let spec = http::LoadSpec {
+                target,
+                connections,
+                duration,
+                expect_length,
+                copy,
+            };
+            let (stats, elapsed) = http::load(&spec);
+            println!(
+                "connections={connections} secs={:.3} bytes={} responses={} errors={} reconnects={}",
+                elapsed.as_secs_f64(),
+                stats.bytes,
+                stats.responses,
+                stats.errors,
+                stats.reconnects
+            );
+            if let Some(e) = stats.first_error {
+                eprintln!("pxe-bench http-load: first error: {e}");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::HttpGet {
+            url,
+            expect_file,
+            timeout_secs,
+        } => {
+            let target = match http::Target::parse(&url) {
+                Ok(t) => t,
+                Err(e) => return usage(&e),
+            };
+            let Ok(timeout) = Duration::try_from_secs_f64(timeout_secs) else {
+                return usage("--timeout-secs must be a non-negative number");
+            };
+            match http::get_and_compare(&target, &expect_file, timeout) {
+                Ok(bytes) => {
+                    println!("bytes={bytes} equal=1");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pxe-bench http-get {url}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn usage(why: &str) -> ExitCode {
+    eprintln!("pxe-bench: {why}");
+    ExitCode::from(2)
 }

@@ -46,6 +46,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ipxe",
     // The DHCP benchmark: perfdhcp, Kea's DHCP load generator.
     "kea-admin",
+    // The HTTP benchmark: nginx as the peer, wrk as the small-request load generator.
+    "nginx-light",
+    "wrk",
 ];
 
 /// The Debian metapackage whose dependency names the current kernel image package.

@@ -8,6 +8,7 @@
 
 mod cpu;
 mod dhcp;
+pub mod http;
 mod perfdhcp;
 mod results;
 mod snmp;
@@ -27,6 +28,9 @@ enum What {
     /// perfdhcp against pxe-daemon and dnsmasq, proxy and full DHCP: rate under 1% loss,
     /// latency, CPU per answer.
     Dhcp(dhcp::DhcpArgs),
+    /// pxe-daemon against nginx (sendfile): a 200 MiB file to 100 connections, and rendered
+    /// scripts against a static file with wrk.
+    Http(http::HttpArgs),
 }
 
 /// Runs setup, then the benchmark asked for.
@@ -34,5 +38,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     crate::setup::run()?;
     match &args.what {
         What::Dhcp(args) => dhcp::run(args),
+        What::Http(args) => http::run(args),
     }
 }
