@@ -3,6 +3,7 @@
 //! `setup` installs what the project needs, `test` is the CI command, `demo` shows the server
 //! booting clients. Building the eBPF object is not xtask's job: pxe-daemon's build.rs does it.
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -11,9 +12,6 @@ mod workspace;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-
-/// Exit status of a task that is not implemented yet (distinct from a failure, which is 1).
-const EXIT_NOT_IMPLEMENTED: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,8 +32,9 @@ enum Task {
     Test(test::TestArgs),
     /// Setup, build pxe-daemon, then run the demo.
     Demo(demo::DemoArgs),
-    /// Benchmarks against peer servers (not built yet).
-    Bench,
+    /// Benchmarks against peer servers (`bench tftp`); results go to bench/RESULTS.md.
+    #[command(subcommand)]
+    Bench(bench::BenchTask),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,12 +47,6 @@ fn main() -> anyhow::Result<()> {
                 .context("building pxe-daemon for the demo")?;
             demo::run(args)
         }
-        Task::Bench => {
-            eprintln!(
-                "cargo xtask bench: not implemented yet; the rack-boot simulator issue (pxe-bench) \
-                 fills it in. Nothing was run."
-            );
-            std::process::exit(EXIT_NOT_IMPLEMENTED);
-        }
+        Task::Bench(task) => bench::run(task),
     }
 }

@@ -34,6 +34,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     // Peers: dnsmasq plays the site's DHCP server beside the proxy.
     "dnsmasq-base",
+    // Peer of the TFTP benchmark: `in.tftpd`, run by `cargo xtask bench tftp` itself in a test
+    // namespace. The package also sets up a system service (port 69 of the host's namespace),
+    // which the benchmark neither needs nor touches.
+    "tftpd-hpa",
 ];
 
 /// Python modules the tests' clients use, pinned, installed with pip when missing.
