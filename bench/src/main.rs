@@ -1,7 +1,8 @@
 //! `pxe-bench`: load generators of our own for the benchmarks (`cargo xtask bench ...` runs
-//! them). The rack-boot simulator is still to come.
+//! them).
 
 mod http;
+mod tftp;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -38,6 +39,10 @@ enum Command {
         #[arg(long)]
         copy: bool,
     },
+    /// N concurrent TFTP clients reading one file (RRQ with tsize, blksize, windowsize;
+    /// retransmits on timeout; lengths and bytes checked); reports throughput, per-transfer
+    /// percentiles, failures and its own CPU time. Exit status 3 if any transfer failed.
+    TftpLoad(tftp::LoadArgs),
     /// Downloads a URL once and compares the body with a file, byte for byte.
     HttpGet {
         /// `http://address:port/path` (no names).
@@ -54,6 +59,13 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::TftpLoad(args) => match tftp::run(&args) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("pxe-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::HttpLoad {
             url,
             connections,

@@ -49,6 +49,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The HTTP benchmark: nginx as the peer, wrk as the small-request load generator.
     "nginx-light",
     "wrk",
+    // Peer of the TFTP benchmark: `in.tftpd`, run by `cargo xtask bench tftp` itself in a test
+    // namespace. The package also sets up a system service (port 69 of the host's namespace),
+    // which the benchmark neither needs nor touches.
+    "tftpd-hpa",
 ];
 
 /// The Debian metapackage whose dependency names the current kernel image package.

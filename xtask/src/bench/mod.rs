@@ -12,6 +12,7 @@ pub mod http;
 mod perfdhcp;
 mod results;
 mod snmp;
+pub mod tftp;
 
 use clap::Subcommand;
 
@@ -31,6 +32,8 @@ enum What {
     /// pxe-daemon against nginx (sendfile): a 200 MiB file to 100 connections, and rendered
     /// scripts against a static file with wrk.
     Http(http::HttpArgs),
+    /// TFTP: our daemon, tftpd-hpa and dnsmasq under N concurrent clients (pxe-bench tftp-load).
+    Tftp(tftp::TftpArgs),
 }
 
 /// Runs setup, then the benchmark asked for.
@@ -39,5 +42,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match &args.what {
         What::Dhcp(args) => dhcp::run(args),
         What::Http(args) => http::run(args),
+        What::Tftp(args) => tftp::run(args),
     }
 }
