@@ -1,7 +1,8 @@
-//! `pxe-bench`: load generators of our own for the benchmarks (`cargo xtask bench ...` runs
-//! them).
+//! `pxe-bench`: the rack-boot simulator (`rack`, `plot`), and load generators of our own for
+//! the benchmarks (`cargo xtask bench ...` runs them).
 
 mod http;
+mod sim;
 mod tftp;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -20,6 +21,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Simulates N machines booting at once through the whole PXE chain (DHCP, TFTP, iPXE's
+    /// DHCP, script, kernel, initrd) against the boot servers on an interface; reports each
+    /// stage's percentiles, the time until all booted and the failures. Needs root.
+    Rack(sim::RackArgs),
+    /// Draws the completion curves of `rack --json` reports into one PNG.
+    Plot(sim::plot::PlotArgs),
     /// N keep-alive connections download one URL over and over for a fixed time; prints one
     /// line of `key=value` figures (bytes, responses, errors, reconnects, secs).
     HttpLoad {
@@ -59,6 +66,8 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Rack(args) => exit_code(sim::run(&args)),
+        Command::Plot(args) => exit_code(sim::plot::run(&args).map(|()| 0)),
         Command::TftpLoad(args) => match tftp::run(&args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
@@ -123,6 +132,17 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The exit status of a command that returns one (or an error, which is status 3).
+fn exit_code(result: anyhow::Result<i32>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("pxe-bench: {e:#}");
+            ExitCode::from(3)
         }
     }
 }

@@ -102,6 +102,23 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Pending connections the HTTP listener holds (the kernel caps it at `net.core.somaxconn`):
+/// a rack's iPXE clients connect within the same second, and tokio's default of 1024 made the
+/// kernel drop SYNs (each costing the client a 1 s retransmit; seen with `pxe-bench rack`).
+const HTTP_LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds the HTTP listener (SO_REUSEADDR, as tokio's `bind` does) with [`HTTP_LISTEN_BACKLOG`].
+fn bind_http(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_LISTEN_BACKLOG)
+}
+
 fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -109,8 +126,7 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let http = tokio::net::TcpListener::bind(config.http_listen)
-            .await
+        let http = bind_http(config.http_listen)
             .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
         let dhcp = match (config.dhcp.mode, &config.interface) {
             (DhcpMode::Off, _) | (_, None) => None,

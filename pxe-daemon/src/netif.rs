@@ -1,6 +1,17 @@
 //! Facts about network interfaces the datapaths need.
 
-use std::{ffi::CStr, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    ffi::CStr,
+    net::Ipv4Addr,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+/// How long a snapshot of the neighbour table answers lookups.
+const NEIGHBOUR_SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(500);
+/// A lookup that misses reads the table again, at most this often.
+const NEIGHBOUR_REREAD_MIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The first IPv4 address of `interface`, if it has one.
 pub fn ipv4_of(interface: &str) -> Option<Ipv4Addr> {
@@ -34,23 +45,62 @@ pub fn ipv4_of(interface: &str) -> Option<Ipv4Addr> {
     found
 }
 
-/// The MAC the kernel's neighbour (ARP) table holds for `ip`, if any.
+/// A parsed copy of /proc/net/arp and when it was read.
+struct NeighbourSnapshot {
+    read_at: Option<Instant>,
+    macs: BTreeMap<Ipv4Addr, crate::boot::MacAddr>,
+}
+
+/// The process's snapshot of the neighbour table. Reading /proc/net/arp costs time in
+/// proportion to the table, which holds a rack's machines: reading it per request made TFTP and
+/// the timeline quadratic in a rack's size (2,000 machines: half the daemon's CPU, seen with
+/// `pxe-bench rack`).
+static NEIGHBOURS: Mutex<NeighbourSnapshot> = Mutex::new(NeighbourSnapshot {
+    read_at: None,
+    macs: BTreeMap::new(),
+});
+
+/// The MAC the kernel's neighbour (ARP) table holds for `ip`, if any: from a snapshot at most
+/// [`NEIGHBOUR_SNAPSHOT_MAX_AGE`] old; a miss reads the table again, at most every
+/// [`NEIGHBOUR_REREAD_MIN_INTERVAL`] (a machine's entry appears when it first ARPs for us).
 pub fn neighbour_mac(ip: Ipv4Addr) -> Option<crate::boot::MacAddr> {
-    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
-    parse_arp_table(&table, ip)
+    let mut snapshot = NEIGHBOURS.lock().unwrap_or_else(PoisonError::into_inner);
+    let now = Instant::now();
+    let age = snapshot.read_at.map(|t| now.saturating_duration_since(t));
+    if age.is_some_and(|a| a < NEIGHBOUR_SNAPSHOT_MAX_AGE) {
+        if let Some(mac) = snapshot.macs.get(&ip) {
+            return Some(*mac);
+        }
+    }
+    if age.is_none_or(|a| a >= NEIGHBOUR_REREAD_MIN_INTERVAL) {
+        let table = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+        snapshot.macs = parse_arp_entries(&table);
+        snapshot.read_at = Some(now);
+    }
+    snapshot.macs.get(&ip).copied()
+}
+
+/// Every complete entry of the text of /proc/net/arp.
+fn parse_arp_entries(table: &str) -> BTreeMap<Ipv4Addr, crate::boot::MacAddr> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let (addr, _hw, flags, mac) = (cols.next()?, cols.next()?, cols.next()?, cols.next()?);
+            if flags == "0x0" {
+                return None;
+            }
+            Some((addr.parse().ok()?, mac.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Finds `ip` in the text of /proc/net/arp (header line, then
 /// `IP HWtype Flags HWaddress Mask Device`); incomplete entries (flags 0x0) do not count.
+#[cfg(test)]
 fn parse_arp_table(table: &str, ip: Ipv4Addr) -> Option<crate::boot::MacAddr> {
-    let wanted = ip.to_string();
-    table.lines().skip(1).find_map(|line| {
-        let mut cols = line.split_whitespace();
-        let (addr, _hw, flags, mac) = (cols.next()?, cols.next()?, cols.next()?, cols.next()?);
-        (addr == wanted && flags != "0x0")
-            .then(|| mac.parse().ok())
-            .flatten()
-    })
+    parse_arp_entries(table).get(&ip).copied()
 }
 
 /// The Ethernet address of `interface` (from sysfs), if it has one.

@@ -53,6 +53,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // namespace. The package also sets up a system service (port 69 of the host's namespace),
     // which the benchmark neither needs nor touches.
     "tftpd-hpa",
+    // The rack benchmark: the plots' text font (nginx-light is listed above).
+    "fonts-dejavu-core",
 ];
 
 /// The Debian metapackage whose dependency names the current kernel image package.

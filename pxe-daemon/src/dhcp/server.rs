@@ -22,6 +22,10 @@ use super::{
 
 /// Largest datagram read; longer ones are cut and then dropped as oversized.
 const RECV_BUFFER_BYTES: usize = 2048;
+/// Receive buffer of the DHCP sockets: a rack powering up sends its DISCOVERs (and then its
+/// REQUESTs) within a second, and the kernel's default (208 KiB, about 300 datagrams) drops
+/// most of such a burst before the loop reads it (seen with `pxe-bench rack`).
+const DHCP_RCVBUF_BYTES: usize = 8 << 20;
 /// How often the pool gauges are refreshed.
 const POOL_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -45,10 +49,33 @@ pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_broadcast(true)?;
+    set_rcvbuf(&socket, DHCP_RCVBUF_BYTES);
     socket.bind_device(Some(interface.as_bytes()))?;
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
     Ok(socket.into())
+}
+
+/// Sets the receive buffer to `bytes`: past `net.core.rmem_max` when allowed (root,
+/// SO_RCVBUFFORCE), else as far as the limit lets. A smaller buffer is not an error.
+fn set_rcvbuf(socket: &Socket, bytes: usize) {
+    use std::os::fd::AsRawFd as _;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket and a c_int option value of the stated size.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::from_ref(&value).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+        )
+    } == 0;
+    if !forced {
+        if let Err(e) = socket.set_recv_buffer_size(bytes) {
+            debug!(error = %e, "DHCP receive buffer left at the default");
+        }
+    }
 }
 
 /// Settings of the datapath.

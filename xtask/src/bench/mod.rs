@@ -10,6 +10,7 @@ mod cpu;
 mod dhcp;
 pub mod http;
 mod perfdhcp;
+mod rack;
 mod results;
 mod snmp;
 pub mod tftp;
@@ -34,6 +35,9 @@ enum What {
     Http(http::HttpArgs),
     /// TFTP: our daemon, tftpd-hpa and dnsmasq under N concurrent clients (pxe-bench tftp-load).
     Tftp(tftp::TftpArgs),
+    /// The same simulated rack (pxe-bench rack) against pxe-daemon and against dnsmasq (proxy
+    /// DHCP and TFTP) with nginx (HTTP), for N = 500, 2,000 and 5,000 machines.
+    Rack(rack::RackArgs),
 }
 
 /// Runs setup, then the benchmark asked for.
@@ -43,5 +47,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         What::Dhcp(args) => dhcp::run(args),
         What::Http(args) => http::run(args),
         What::Tftp(args) => tftp::run(args),
+        What::Rack(args) => rack::run(args),
     }
 }

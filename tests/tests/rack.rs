@@ -1,0 +1,211 @@
+//! A small rack boots through the whole chain against the daemon: 50 simulated machines
+//! (`pxe-bench rack`: BIOS, UEFI and UEFI HTTP Boot firmware, each its own MAC, DHCP from raw
+//! frames, firmware-like TFTP, then iPXE's DHCP, the script, kernel and initrd over HTTP),
+//! once with the daemon as proxy-DHCP beside a site DHCP server (dnsmasq), once as the full DHCP
+//! server. Every machine must boot, every stage must be timed, every byte must arrive. Root only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pxe_tests::{
+    full_dhcp_config, metric_value, root_or_skip, workspace_root, Daemon, Dnsmasq, TestNet,
+};
+
+/// Machines in the rack.
+const MACHINES: u64 = 50;
+/// Bound on the simulator's run (it stops the machines still booting at it).
+const DEADLINE_SECS: u64 = 40;
+/// Sizes of the boot files: Debian's undionly.kpxe and snponly.efi, a small kernel and initrd.
+const NBP_BIOS_BYTES: usize = 74_213;
+const NBP_EFI_BYTES: usize = 173_792;
+const KERNEL_BYTES: usize = 1 << 20;
+const INITRD_BYTES: usize = 3 << 20;
+
+/// The pxe-bench binary: `$PXE_BENCH_BIN`, else beside the daemon the tests run.
+fn bench_bin() -> PathBuf {
+    let bin = std::env::var_os("PXE_BENCH_BIN").map_or_else(
+        || {
+            pxe_tests::daemon_bin()
+                .parent()
+                .map_or_else(|| workspace_root().join("target/debug"), Path::to_path_buf)
+                .join("pxe-bench")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        bin.is_file(),
+        "pxe-bench not found at {} (cargo build -p pxe-bench, or set PXE_BENCH_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A boot root with the NBPs, a kernel and an initrd, and a config whose default profile boots
+/// them; `extra` is appended to the config.
+fn boot_root(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("assets")).unwrap();
+    for (name, len, byte) in [
+        ("undionly.kpxe", NBP_BIOS_BYTES, 1u8),
+        ("ipxe.efi", NBP_EFI_BYTES, 2),
+        ("assets/vmlinuz", KERNEL_BYTES, 3),
+        ("assets/initrd.img", INITRD_BYTES, 4),
+    ] {
+        std::fs::write(root.join(name), vec![byte; len]).unwrap();
+    }
+    let config = dir.join("pxe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\ndefault_profile = \"rack\"\n\n[[profile]]\nname = \"rack\"\nkernel = \"assets/vmlinuz\"\n\
+             initrd = [\"assets/initrd.img\"]\nargs = \"console=ttyS0\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    (root, config)
+}
+
+/// Runs the rack from the client namespace and returns its JSON report.
+fn run_rack(net: &TestNet, dir: &Path, label: &str) -> serde_json::Value {
+    let json = dir.join("rack.json");
+    let machines = MACHINES.to_string();
+    let deadline = DEADLINE_SECS.to_string();
+    let bin = bench_bin();
+    let out = net.client_timeout(
+        &[
+            &bin.to_string_lossy(),
+            "rack",
+            "--interface",
+            net.client_if(),
+            "--machines",
+            &machines,
+            "--mix",
+            "bios=1,uefi=1,uefi-http=1",
+            "--spread-secs",
+            "1",
+            "--deadline-secs",
+            &deadline,
+            "--label",
+            label,
+            "--progress",
+            "off",
+            "--json",
+            &json.to_string_lossy(),
+        ],
+        Duration::from_secs(DEADLINE_SECS + 20),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}{stderr}");
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("no report ({e}); pxe-bench said:\n{stdout}{stderr}"));
+    let report: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
+    assert!(
+        out.status.success(),
+        "pxe-bench rack failed ({}):\n{stdout}{stderr}",
+        out.status
+    );
+    report
+}
+
+/// Every machine booted, every stage timed for each, every byte received.
+fn check_report(report: &serde_json::Value) {
+    let summary = &report["summary"];
+    assert_eq!(summary["machines"], MACHINES, "{summary}");
+    assert_eq!(
+        summary["booted"], MACHINES,
+        "failures: {}",
+        summary["failures"]
+    );
+    assert_eq!(summary["failed"], 0);
+    assert!(summary["all_booted_secs"].as_f64().unwrap() > 0.0);
+    for stage in summary["stages"].as_array().unwrap() {
+        assert_eq!(stage["count"], MACHINES, "stage {stage}");
+        assert!(stage["p50"].as_f64().unwrap() <= stage["max"].as_f64().unwrap());
+    }
+    let machines = report["machines"].as_array().unwrap();
+    assert_eq!(machines.len() as u64, MACHINES);
+    let mut macs: Vec<&str> = machines
+        .iter()
+        .map(|m| m["mac"].as_str().unwrap())
+        .collect();
+    macs.sort_unstable();
+    macs.dedup();
+    assert_eq!(macs.len() as u64, MACHINES, "every machine has its own MAC");
+    let images = (KERNEL_BYTES + INITRD_BYTES) as u64;
+    for m in machines {
+        let nbp = if m["firmware"] == "bios" {
+            NBP_BIOS_BYTES
+        } else {
+            NBP_EFI_BYTES
+        } as u64;
+        let bytes = m["bytes"].as_u64().unwrap();
+        // The scripts add a few hundred bytes to the files.
+        assert!(
+            bytes > nbp + images && bytes < nbp + images + 4096,
+            "machine {m}: {bytes} bytes"
+        );
+        assert!(m["ip"].is_string(), "machine {m} has an address");
+    }
+    let cpu = summary["simulator_cpu_ms_per_machine"].as_f64().unwrap();
+    assert!(cpu > 0.0, "the simulator states its own CPU per machine");
+}
+
+#[test]
+fn fifty_machines_boot_through_proxy_dhcp_beside_a_site_server() {
+    if !root_or_skip("fifty_machines_boot_through_proxy_dhcp_beside_a_site_server") {
+        return;
+    }
+    let net = TestNet::new("rackprox");
+    let dir = tempfile::tempdir().unwrap();
+    let (root, config) = boot_root(dir.path(), "");
+    let [a, b, c, _] = net.server_ip().octets();
+    let _site = Dnsmasq::start(
+        &net,
+        &[
+            &format!("dhcp-range={a}.{b}.{c}.10,{a}.{b}.{c}.250,255.255.255.0,10m"),
+            "dhcp-lease-max=1000",
+        ],
+    );
+    let daemon = Daemon::start_with_root(&net, &root, &["--config", &config.to_string_lossy()]);
+    let report = run_rack(&net, dir.path(), "pxe-daemon proxy");
+    check_report(&report);
+    let metrics = daemon.metrics();
+    let rom_machines = report["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["firmware"] != "uefi-http")
+        .count() as f64;
+    let completed =
+        metric_value(&metrics, "pxe_tftp_transfers_completed_total", &[]).unwrap_or(0.0);
+    assert_eq!(completed, rom_machines, "one NBP transfer per ROM machine");
+    let probes =
+        metric_value(&metrics, "pxe_tftp_transfers_probe_aborted_total", &[]).unwrap_or(0.0);
+    assert_eq!(
+        probes, rom_machines,
+        "each ROM probed the size first and aborted"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn fifty_machines_boot_with_the_daemon_as_full_dhcp_server() {
+    if !root_or_skip("fifty_machines_boot_with_the_daemon_as_full_dhcp_server") {
+        return;
+    }
+    let net = TestNet::new("rackfull");
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = boot_root(dir.path(), "");
+    let full = full_dhcp_config(&net, dir.path(), (10, 250), 600, "");
+    let full_text = std::fs::read_to_string(&full).unwrap();
+    let (_, config) = boot_root(dir.path(), &format!("\n{full_text}"));
+    let daemon = Daemon::start_with_root(&net, &root, &["--config", &config.to_string_lossy()]);
+    let report = run_rack(&net, dir.path(), "pxe-daemon full");
+    check_report(&report);
+    let metrics = daemon.metrics();
+    let acks = metric_value(&metrics, "pxe_dhcp_replies_total", &[("type", "ack")]).unwrap_or(0.0);
+    // Each machine leases twice: its firmware, then iPXE.
+    assert!(acks >= (2 * MACHINES) as f64, "{acks} ACKs");
+    assert!(daemon.stop().success());
+}

@@ -1,0 +1,967 @@
+//! `cargo xtask bench rack`: the same simulated rack (`pxe-bench rack`), in one run, against
+//! pxe-daemon and against dnsmasq (proxy DHCP and TFTP) with nginx (HTTP), for each rack size;
+//! the comparison table, the completion plots and how the run was made fair go to
+//! bench/RESULTS.md between `<!-- rack:begin -->` and `<!-- rack:end -->`.
+//!
+//! Fairness: the servers run one after the other in the same namespaces on the same veth, with
+//! the same boot files, the same machines (MACs, firmware mix, power-on times: one seed), the
+//! same site DHCP server (proxy mode), the same script chain (`/boot.ipxe` chains to
+//! `/ipxe?mac=...`, which names the kernel and initrd: pxe-daemon renders it per machine,
+//! nginx serves one static file for every machine), limits raised on both sides past the rack
+//! (dnsmasq `tftp-max`, `dhcp-lease-max`; nginx `worker_connections`; pxe-daemon
+//! `max_transfers`, `max_connections`), request logs off on both HTTP servers, sendfile on
+//! both. nginx gets every core (`worker_processes auto`).
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use pxe_tests::{run_bounded, NsChild, TestNet};
+
+use crate::{cmd, workspace};
+
+/// The namespace tag (`pxet-rack-s`, `pxet-rack-c`).
+const NET_TAG: &str = "rack";
+/// The HTTP port of both HTTP servers.
+const HTTP_PORT: u16 = 8080;
+/// Sizes of the NBPs: Debian's undionly.kpxe and snponly.efi (served as ipxe.efi).
+const NBP_BIOS_BYTES: usize = 74_213;
+const NBP_EFI_BYTES: usize = 173_792;
+/// Markers of this benchmark's section of bench/RESULTS.md.
+const BEGIN: &str = "<!-- rack:begin -->";
+const END: &str = "<!-- rack:end -->";
+/// Neighbour table thresholds while the bench runs (global, not per namespace): the server
+/// namespace holds one entry per machine.
+const GC_THRESH: [u32; 3] = [8192, 16384, 32768];
+/// How long a server gets to be ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Extra time the bench grants a rack run past the simulator's own deadline.
+const RUN_GRACE: Duration = Duration::from_secs(60);
+/// Linux's USER_HZ: `/proc/PID/stat` counts CPU time in hundredths of a second.
+const USER_HZ: f64 = 100.0;
+
+/// Options of `cargo xtask bench rack`.
+#[derive(Debug, clap::Args)]
+pub struct RackArgs {
+    /// Rack sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [500u32, 2000, 5000])]
+    machines: Vec<u32>,
+    /// Servers under test, comma-separated: pxe-daemon, dnsmasq (with nginx).
+    #[arg(long, value_delimiter = ',', default_values_t = [Target::PxeDaemon, Target::Dnsmasq])]
+    targets: Vec<Target>,
+    /// DHCP modes, comma-separated: `proxy` (beside a site DHCP server, a dnsmasq giving
+    /// addresses), `full` (the server under test gives the addresses too).
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("proxy"), String::from("full")])]
+    dhcp_mode: Vec<String>,
+    /// Firmware mix of the rack (`pxe-bench rack --mix`). dnsmasq's proxy does not answer UEFI
+    /// HTTP Boot, so the default leaves it out.
+    #[arg(long, default_value = "bios=1,uefi=1")]
+    mix: String,
+    /// Power-on spread in seconds: the rack powers on within the same second by default. With
+    /// 0 every DISCOVER leaves within a few milliseconds, and the kernel's default socket
+    /// buffer (208 KiB, which dnsmasq never raises) drops most of the burst on every server.
+    #[arg(long, default_value_t = 1.0)]
+    spread_secs: f64,
+    /// Kernel size in MiB.
+    #[arg(long, default_value_t = 4)]
+    kernel_mib: usize,
+    /// Initrd size in MiB.
+    #[arg(long, default_value_t = 8)]
+    initrd_mib: usize,
+    /// The simulator's deadline per run, in seconds.
+    #[arg(long, default_value_t = 300)]
+    deadline_secs: u64,
+    /// Threads of the simulator.
+    #[arg(long, default_value_t = 1)]
+    sim_threads: u32,
+    /// Where the reports and plots go (default: `<target>/rack-bench`); the plots are also
+    /// copied to bench/ unless `--no-results`.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Do not write bench/RESULTS.md or the plots in bench/.
+    #[arg(long)]
+    no_results: bool,
+}
+
+/// A server (set) under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Target {
+    /// pxe-daemon: DHCP, TFTP and HTTP.
+    PxeDaemon,
+    /// dnsmasq (DHCP and TFTP) with nginx (HTTP).
+    Dnsmasq,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Target::PxeDaemon => "pxe-daemon",
+            Target::Dnsmasq => "dnsmasq",
+        })
+    }
+}
+
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Target::PxeDaemon => "pxe-daemon (kernel datapath)",
+            Target::Dnsmasq => "dnsmasq + nginx",
+        }
+    }
+}
+
+/// Everything a run needs to know about the network and the files.
+struct Env<'a> {
+    net: &'a TestNet,
+    /// The /16 the machines get addresses in; the servers are its `.0.1`.
+    pool: [u8; 2],
+    root: PathBuf,
+    dir: PathBuf,
+    daemon_bin: PathBuf,
+    bench_bin: PathBuf,
+}
+
+impl Env<'_> {
+    fn server(&self) -> Ipv4Addr {
+        Ipv4Addr::new(self.pool[0], self.pool[1], 0, 1)
+    }
+
+    fn range(&self) -> (Ipv4Addr, Ipv4Addr) {
+        (
+            Ipv4Addr::new(self.pool[0], self.pool[1], 1, 0),
+            Ipv4Addr::new(self.pool[0], self.pool[1], 60, 255),
+        )
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}:{HTTP_PORT}", self.server())
+    }
+}
+
+/// One run's result.
+struct RunResult {
+    machines: u32,
+    /// Full DHCP (else proxy beside the site server).
+    full: bool,
+    target: Target,
+    report: PathBuf,
+    server_cpu_secs: f64,
+    /// UDP datagrams dropped for a full receive buffer: by the site DHCP server, by the
+    /// servers under test, and in the client namespace (the simulator).
+    site_udp_drops: u64,
+    target_udp_drops: u64,
+    client_udp_drops: u64,
+    exit: String,
+}
+
+/// Runs the benchmark.
+pub fn run(args: &RackArgs) -> anyhow::Result<()> {
+    ensure!(
+        pxe_tests::is_root(),
+        "cargo xtask bench rack needs root (namespaces, raw sockets)"
+    );
+    let mut modes = Vec::new();
+    for mode in &args.dhcp_mode {
+        modes.push(match mode.as_str() {
+            "proxy" => false,
+            "full" => true,
+            other => bail!("--dhcp-mode must be proxy or full, not {other:?}"),
+        });
+    }
+    ensure!(
+        !args.machines.is_empty() && !args.targets.is_empty(),
+        "nothing to run"
+    );
+    cmd::run(workspace::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "pxe-daemon",
+        "-p",
+        "pxe-bench",
+    ]))
+    .context("building the release binaries")?;
+    let target_dir = workspace::target_dir()?;
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| target_dir.join("rack-bench"));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let _thresh = GcThresh::raise()?;
+    let net = TestNet::new(NET_TAG);
+    // The machines' /16: the half of 198.18.0.0/15 that the test /24 is not in.
+    let pool = if net.server_ip().octets()[1] == 18 {
+        [198, 19]
+    } else {
+        [198, 18]
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("pxe-rack-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let env = Env {
+        net: &net,
+        pool,
+        root: tmp.path().join("root"),
+        dir: tmp.path().to_path_buf(),
+        daemon_bin: target_dir.join("release/pxe-daemon"),
+        bench_bin: target_dir.join("release/pxe-bench"),
+    };
+    let server_cidr = format!("{}/16", env.server());
+    ip_ns(
+        net.server_ns(),
+        &["addr", "add", &server_cidr, "dev", net.server_if()],
+    )?;
+    write_boot_tree(&env, args)?;
+
+    let mut results = Vec::new();
+    for &full in &modes {
+        for &n in &args.machines {
+            for &target in &args.targets {
+                println!(
+                    "==> rack: {n} machines against {}, {} DHCP",
+                    target.label(),
+                    mode_name(full)
+                );
+                results.push(run_one(&env, args, n, target, full, &out_dir)?);
+            }
+        }
+    }
+    let mut plots = Vec::new();
+    for &full in &modes {
+        for &n in &args.machines {
+            let reports: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| r.machines == n && r.full == full)
+                .collect();
+            let name = format!("rack-{}-{n}.png", mode_name(full));
+            let png = out_dir.join(&name);
+            let mut plot = Command::new(&env.bench_bin);
+            plot.args(["plot", "--out"])
+                .arg(&png)
+                .args([
+                    "--title",
+                    &format!(
+                        "{n} machines power on within {} s ({} DHCP)",
+                        args.spread_secs,
+                        mode_name(full)
+                    ),
+                ])
+                .args(reports.iter().map(|r| &r.report));
+            cmd::run(&mut plot).context("drawing the plot")?;
+            plots.push((name, png));
+        }
+    }
+    let section = results_section(args, &env, &results, &plots)?;
+    println!("{section}");
+    if !args.no_results {
+        let bench_dir = workspace::root().join("bench");
+        let mut names = Vec::new();
+        for (name, png) in &plots {
+            std::fs::copy(png, bench_dir.join(name))
+                .with_context(|| format!("copying {}", png.display()))?;
+            names.push(name.clone());
+        }
+        write_section(&bench_dir.join("RESULTS.md"), &section)?;
+        println!(
+            "rack: wrote bench/RESULTS.md and bench/{}",
+            names.join(", bench/")
+        );
+    }
+    Ok(())
+}
+
+/// `full` or `proxy`.
+fn mode_name(full: bool) -> &'static str {
+    if full {
+        "full"
+    } else {
+        "proxy"
+    }
+}
+
+/// `ip -n ns args...`, bounded.
+fn ip_ns(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = run_bounded(
+        Command::new("ip").args(["-n", ns]).args(args),
+        Duration::from_secs(10),
+    );
+    ensure!(
+        out.status.success(),
+        "ip -n {ns} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The boot files (the same bytes for every server), the daemon's config, nginx's static
+/// scripts.
+fn write_boot_tree(env: &Env<'_>, args: &RackArgs) -> anyhow::Result<()> {
+    let root = &env.root;
+    std::fs::create_dir_all(root.join("assets"))?;
+    let files: [(&str, usize); 4] = [
+        ("undionly.kpxe", NBP_BIOS_BYTES),
+        ("ipxe.efi", NBP_EFI_BYTES),
+        ("assets/vmlinuz", args.kernel_mib << 20),
+        ("assets/initrd.img", args.initrd_mib << 20),
+    ];
+    for (i, (name, len)) in files.iter().enumerate() {
+        let byte = u8::try_from(i + 1).unwrap_or(1);
+        std::fs::write(root.join(name), vec![byte; *len])
+            .with_context(|| format!("writing {name}"))?;
+    }
+    // dnsmasq's x86PC pxe-service appends ".0" to the basename it is given.
+    std::fs::copy(root.join("undionly.kpxe"), root.join("undionly.0"))?;
+    let base = env.base_url();
+    // nginx: the same chain pxe-daemon serves, as static files.
+    std::fs::write(
+        root.join("boot.ipxe"),
+        format!("#!ipxe\nchain {base}/ipxe?mac=${{mac:hexhyp}}&buildarch=${{buildarch}}&platform=${{platform}}\n"),
+    )?;
+    std::fs::write(
+        root.join("ipxe.static"),
+        format!(
+            "#!ipxe\nkernel {base}/assets/vmlinuz initrd=initrd.img console=ttyS0\ninitrd {base}/assets/initrd.img\nboot\n"
+        ),
+    )?;
+    Ok(())
+}
+
+/// Starts the servers of `target` (and the site DHCP server in proxy mode), runs the rack,
+/// reads the servers' CPU time, stops them.
+fn run_one(
+    env: &Env<'_>,
+    args: &RackArgs,
+    n: u32,
+    target: Target,
+    full: bool,
+    out_dir: &Path,
+) -> anyhow::Result<RunResult> {
+    let tag = format!("{}-{n}-{target}", mode_name(full));
+    let run_dir = env.dir.join(&tag);
+    std::fs::create_dir_all(&run_dir)?;
+    let mut site = None;
+    if !full {
+        let (first, last) = env.range();
+        site = Some(start_dnsmasq(
+            env,
+            &run_dir.join("site"),
+            &[
+                format!("dhcp-range={first},{last},255.255.0.0,1h"),
+                "dhcp-lease-max=65536".to_owned(),
+                // Not under test: as fast as dnsmasq goes (no lease file, no log lines), so
+                // that it shapes neither result.
+                "leasefile-ro".to_owned(),
+                "quiet-dhcp".to_owned(),
+            ],
+        )?);
+    }
+    let servers = match target {
+        Target::PxeDaemon => vec![start_daemon(env, &run_dir, full)?],
+        Target::Dnsmasq => start_dnsmasq_nginx(env, &run_dir, full)?,
+    };
+    let site_pid = site.as_ref().map(NsChild::id);
+    let cpu_before = namespace_cpu(env.net.server_ns(), site_pid);
+    let client_drops_before = udp_rcvbuf_errors(env.net.client_ns());
+    let report = out_dir.join(format!("rack-{tag}.json"));
+    let mut sim = Command::new("ip");
+    sim.args(["netns", "exec", env.net.client_ns()])
+        .arg(&env.bench_bin)
+        .args(["rack", "--interface", env.net.client_if()])
+        .args(["--machines", &n.to_string(), "--mix", &args.mix])
+        .args(["--spread-secs", &args.spread_secs.to_string()])
+        .args(["--deadline-secs", &args.deadline_secs.to_string()])
+        .args(["--threads", &args.sim_threads.to_string()])
+        .args(["--label", target.label(), "--progress", "lines", "--json"])
+        .arg(&report);
+    let exit = run_streaming(
+        &mut sim,
+        Duration::from_secs(args.deadline_secs) + RUN_GRACE,
+    )?;
+    let cpu_after = namespace_cpu(env.net.server_ns(), site_pid);
+    let client_drops_after = udp_rcvbuf_errors(env.net.client_ns());
+    let drops = socket_drops(env);
+    let site_drops: u64 = drops
+        .iter()
+        .filter(|(pid, _)| Some(*pid) == site_pid)
+        .map(|(_, d)| d)
+        .sum();
+    let target_drops: u64 = drops
+        .iter()
+        .filter(|(pid, _)| Some(*pid) != site_pid)
+        .map(|(_, d)| d)
+        .sum();
+    if target == Target::PxeDaemon {
+        // The daemon's own view of the run, kept beside the report.
+        let url = format!("{}/metrics", env.base_url());
+        let out = env.net.server(&[
+            "curl",
+            "--silent",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "5",
+            &url,
+        ]);
+        let _ = std::fs::write(out_dir.join(format!("rack-{tag}.metrics")), &out.stdout);
+    }
+    for mut s in servers {
+        if let Some(status) = s.try_wait() {
+            println!(
+                "warning: a server (pid {}) exited during the run ({status}):\n{}",
+                s.id(),
+                s.log()
+            );
+        }
+        // SIGTERM: nginx's master then ends its workers (a SIGKILL would orphan them, holding
+        // the port).
+        s.stop();
+    }
+    if let Some(site) = site {
+        site.stop();
+    }
+    end_strays(env.net.server_ns());
+    ensure!(report.is_file(), "the simulator wrote no report ({exit})");
+    Ok(RunResult {
+        machines: n,
+        full,
+        target,
+        report,
+        server_cpu_secs: (cpu_after - cpu_before).max(0.0),
+        site_udp_drops: site_drops,
+        target_udp_drops: target_drops,
+        client_udp_drops: client_drops_after.saturating_sub(client_drops_before),
+        exit,
+    })
+}
+
+/// SIGKILLs whatever still runs in the server namespace (a worker left by a server that did
+/// not end it): the next run binds the same ports.
+fn end_strays(ns: &str) {
+    let out = run_bounded(
+        Command::new("ip").args(["netns", "pids", ns]),
+        Duration::from_secs(10),
+    );
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|&p| p > 1)
+    {
+        println!("rack: ending stray process {pid} in {ns}");
+        // SAFETY: kill has no memory effects; the process lives in the bench's own namespace.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Runs `cmd` with the terminal's output, killed after `timeout`; returns its exit status.
+fn run_streaming(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String> {
+    println!("+ {}", cmd::display(cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting pxe-bench rack")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.to_string());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(format!("killed after {} s", timeout.as_secs()));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// CPU seconds (user + system) of every process in namespace `ns` but `except`.
+fn namespace_cpu(ns: &str, except: Option<u32>) -> f64 {
+    let out = run_bounded(
+        Command::new("ip").args(["netns", "pids", ns]),
+        Duration::from_secs(10),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|p| Some(*p) != except)
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15; `rest` starts at field 3.
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / USER_HZ)
+        })
+        .sum()
+}
+
+/// The UDP sockets of the server namespace that dropped datagrams (a full receive buffer):
+/// (owner pid, drops), each also printed with its address and owner. Where a burst was lost.
+fn socket_drops(env: &Env<'_>) -> Vec<(u32, u64)> {
+    let out = env.net.server(&["ss", "-H", "-u", "-a", "-m", "-n", "-p"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut socket = "";
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if let Some(mem) = line.trim().strip_prefix("skmem:(") {
+            let drops = mem
+                .trim_end_matches(')')
+                .split(',')
+                .find_map(|f| f.strip_prefix('d'))
+                .and_then(|d| d.parse::<u64>().ok())
+                .unwrap_or(0);
+            if drops > 0 {
+                let pid = socket
+                    .split("pid=")
+                    .nth(1)
+                    .and_then(|p| p.split(',').next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                println!(
+                    "rack: {drops} datagrams dropped at {}",
+                    socket.split_whitespace().collect::<Vec<_>>().join(" ")
+                );
+                found.push((pid, drops));
+            }
+        } else {
+            socket = line;
+        }
+    }
+    found
+}
+
+/// `RcvbufErrors` of the `Udp:` lines of /proc/net/snmp in namespace `ns`: datagrams the
+/// kernel dropped because a socket's receive buffer was full.
+fn udp_rcvbuf_errors(ns: &str) -> u64 {
+    let out = run_bounded(
+        Command::new("ip").args(["netns", "exec", ns, "cat", "/proc/net/snmp"]),
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls until `addr` (`ip:port` or `:port`) is listened on in the server namespace over
+/// `proto` (`-u` or `-t`).
+fn wait_listening(
+    env: &Env<'_>,
+    child: &mut NsChild,
+    proto: &str,
+    port: u16,
+    what: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait() {
+            bail!(
+                "{what} exited with {status} before it listened:\n{}",
+                child.log()
+            );
+        }
+        let filter = format!("sport = :{port}");
+        let out = env.net.server(&["ss", "-H", "-l", "-n", proto, &filter]);
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{what} did not listen on port {port} within {} s:\n{}",
+                READY_TIMEOUT.as_secs(),
+                child.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A dnsmasq in the server namespace with `lines` after the common ones (no DNS, the server
+/// interface only, no ping before offers, its log in `dir`).
+fn start_dnsmasq(env: &Env<'_>, dir: &Path, lines: &[String]) -> anyhow::Result<NsChild> {
+    std::fs::create_dir_all(dir)?;
+    let mut config = vec![
+        "port=0".to_owned(),
+        format!("interface={}", env.net.server_if()),
+        "bind-interfaces".to_owned(),
+        "no-ping".to_owned(),
+        "user=root".to_owned(),
+        format!("dhcp-leasefile={}", dir.join("leases").display()),
+        format!("pid-file={}", dir.join("dnsmasq.pid").display()),
+        format!("log-facility={}", dir.join("dnsmasq.log").display()),
+    ];
+    config.extend(lines.iter().cloned());
+    let conf = dir.join("dnsmasq.conf");
+    std::fs::write(&conf, config.join("\n") + "\n")?;
+    let conf_arg = format!("--conf-file={}", conf.display());
+    let mut child = env
+        .net
+        .spawn_server(&["/usr/sbin/dnsmasq", "--no-daemon", &conf_arg]);
+    wait_listening(env, &mut child, "-u", 67, "dnsmasq")?;
+    Ok(child)
+}
+
+/// pxe-daemon with the rack's profile (and full DHCP on the pool in full mode).
+fn start_daemon(env: &Env<'_>, dir: &Path, full: bool) -> anyhow::Result<NsChild> {
+    let server = env.server();
+    let mut config = format!(
+        "[dhcp]\nmode = \"{}\"\nserver_address = \"{server}\"\nlease_file = \"{}\"\n\n\
+         [http]\ndefault_profile = \"rack\"\nmax_connections = 65536\n\n\
+         [tftp]\nmax_transfers = 65536\n\n[timeline]\nmax_machines = 65536\n\n\
+         [[profile]]\nname = \"rack\"\nkernel = \"assets/vmlinuz\"\ninitrd = [\"assets/initrd.img\"]\nargs = \"console=ttyS0\"\n",
+        mode_name(full),
+        dir.join("leases.journal").display()
+    );
+    if full {
+        let (first, last) = env.range();
+        let [a, b] = env.pool;
+        let _ = write!(
+            config,
+            "\n[[dhcp.subnet]]\nnetwork = \"{a}.{b}.0.0/16\"\nrange = [\"{first}\", \"{last}\"]\nlease_time_secs = 3600\n"
+        );
+    }
+    let path = dir.join("pxe-daemon.toml");
+    std::fs::write(&path, config)?;
+    let listen = format!("{server}:{HTTP_PORT}");
+    let mut child = env.net.spawn_server(&[
+        &env.daemon_bin.to_string_lossy(),
+        "run",
+        "--interface",
+        env.net.server_if(),
+        "--root",
+        &env.root.to_string_lossy(),
+        "--http-listen",
+        &listen,
+        "--config",
+        &path.to_string_lossy(),
+        "--log-level",
+        "info",
+    ]);
+    wait_listening(env, &mut child, "-t", HTTP_PORT, "pxe-daemon")?;
+    wait_listening(env, &mut child, "-u", 69, "pxe-daemon")?;
+    Ok(child)
+}
+
+/// dnsmasq (proxy or full DHCP, and TFTP) and nginx serving the same tree.
+fn start_dnsmasq_nginx(env: &Env<'_>, dir: &Path, full: bool) -> anyhow::Result<Vec<NsChild>> {
+    let base = env.base_url();
+    let root = env.root.display();
+    let mut lines = vec![
+        // No log line per DHCP exchange or TFTP transfer (pxe-daemon logs transfers at info).
+        "quiet-dhcp".to_owned(),
+        "quiet-tftp".to_owned(),
+        "enable-tftp".to_owned(),
+        format!("tftp-root={root}"),
+        "tftp-max=65536".to_owned(),
+        "dhcp-lease-max=65536".to_owned(),
+        "dhcp-userclass=set:ipxe,iPXE".to_owned(),
+        format!("dhcp-boot=tag:ipxe,{base}/boot.ipxe"),
+    ];
+    if full {
+        let (first, last) = env.range();
+        lines.extend([
+            format!("dhcp-range={first},{last},255.255.0.0,1h"),
+            "dhcp-match=set:efi-x86_64,option:client-arch,7".to_owned(),
+            "dhcp-match=set:efi-http,option:client-arch,16".to_owned(),
+            "dhcp-option=tag:efi-http,option:vendor-class,HTTPClient".to_owned(),
+            format!("dhcp-boot=tag:efi-http,tag:!ipxe,{base}/ipxe.efi"),
+            "dhcp-boot=tag:efi-x86_64,tag:!ipxe,ipxe.efi".to_owned(),
+            "dhcp-boot=tag:!ipxe,undionly.kpxe".to_owned(),
+        ]);
+    } else {
+        let [a, b] = env.pool;
+        lines.extend([
+            format!("dhcp-range={a}.{b}.0.0,proxy,255.255.0.0"),
+            "pxe-service=tag:!ipxe,x86PC,\"Network boot (BIOS)\",undionly".to_owned(),
+            "pxe-service=tag:!ipxe,x86-64_EFI,\"Network boot (UEFI)\",ipxe.efi".to_owned(),
+        ]);
+    }
+    // dnsmasq limits tftp-max by its open-file limit: give it the hard limit.
+    let dnsmasq = start_dnsmasq(env, &dir.join("dnsmasq"), &lines)?;
+    let nginx_dir = dir.join("nginx");
+    std::fs::create_dir_all(&nginx_dir)?;
+    let nd = nginx_dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process on;\nworker_processes auto;\nworker_rlimit_nofile 65536;\n\
+         pid {nd}/nginx.pid;\nerror_log {nd}/error.log warn;\n\
+         events {{ worker_connections 65536; multi_accept on; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n\
+           keepalive_timeout 65;\n  keepalive_requests 100000;\n\
+           client_body_temp_path {nd}/body;\n  proxy_temp_path {nd}/proxy;\n  fastcgi_temp_path {nd}/fastcgi;\n\
+           uwsgi_temp_path {nd}/uwsgi;\n  scgi_temp_path {nd}/scgi;\n\
+           default_type application/octet-stream;\n\
+           server {{\n    listen {server}:{HTTP_PORT} backlog=65535;\n    root {root};\n\
+             location = /ipxe {{ default_type text/plain; try_files /ipxe.static =404; }}\n\
+             location = /boot.ipxe {{ default_type text/plain; }}\n  }}\n}}\n",
+        server = env.server(),
+    );
+    let conf_path = nginx_dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let mut nginx = env.net.spawn_server(&[
+        "/usr/sbin/nginx",
+        "-c",
+        &conf_path.to_string_lossy(),
+        "-p",
+        &nginx_dir.to_string_lossy(),
+    ]);
+    wait_listening(env, &mut nginx, "-t", HTTP_PORT, "nginx")?;
+    Ok(vec![dnsmasq, nginx])
+}
+
+/// Raises the neighbour table thresholds for the run and restores them on drop.
+struct GcThresh {
+    old: Vec<(PathBuf, String)>,
+}
+
+impl GcThresh {
+    fn raise() -> anyhow::Result<GcThresh> {
+        let mut old = Vec::new();
+        for (i, value) in GC_THRESH.iter().enumerate() {
+            let path = PathBuf::from(format!(
+                "/proc/sys/net/ipv4/neigh/default/gc_thresh{}",
+                i + 1
+            ));
+            let current = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let current_value: u32 = current.trim().parse().unwrap_or(0);
+            if current_value < *value {
+                std::fs::write(&path, value.to_string())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                old.push((path, current.trim().to_owned()));
+            }
+        }
+        Ok(GcThresh { old })
+    }
+}
+
+impl Drop for GcThresh {
+    fn drop(&mut self) {
+        // Lowest threshold last on the way up, highest last on the way down: gc_thresh3 is
+        // restored first so that the order stays valid.
+        for (path, value) in self.old.iter().rev() {
+            let _ = std::fs::write(path, value);
+        }
+    }
+}
+
+/// A summary field of a report.
+fn field<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    &report["summary"][name]
+}
+
+fn secs(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_owned(), |s| format!("{s:.2} s"))
+}
+
+/// The markdown section: setup, the table, the verdicts, the plots, how it is made fair.
+fn results_section(
+    args: &RackArgs,
+    env: &Env<'_>,
+    results: &[RunResult],
+    plots: &[(String, PathBuf)],
+) -> anyhow::Result<String> {
+    let mut s = String::new();
+    let _ = writeln!(s, "{BEGIN}");
+    let _ = writeln!(s, "## Rack boot: pxe-daemon against dnsmasq + nginx\n");
+    let _ = writeln!(
+        s,
+        "`cargo xtask bench rack --machines {} --dhcp-mode {} --mix {} --spread-secs {}`: the same \
+         simulated rack (`pxe-bench rack`: every machine its own MAC, firmware DHCP from raw frames \
+         with the 4-8-16-32 s retry schedule, TFTP with blksize 1468, windowsize 4 on UEFI and the \
+         tsize probe-abort, then iPXE's DHCP, `/boot.ipxe`, `/ipxe?mac=...`, a {} MiB kernel and a \
+         {} MiB initrd over HTTP) against each server set in turn, in the same two namespaces on one \
+         veth pair, on this 2-core machine (shared with other work while it ran). NBPs: \
+         {NBP_BIOS_BYTES} bytes for BIOS (undionly.kpxe's size) and {NBP_EFI_BYTES} bytes for UEFI \
+         (snponly.efi's size). Proxy: the servers under test answer PXE beside a site DHCP server \
+         (a dnsmasq giving addresses only, the same in both runs); full: they give the addresses \
+         too. \"all booted\" is the time from the first power-on until the last machine has its \
+         initrd; p99 per stage is over the machines that completed the stage.\n",
+        args.machines.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        args.dhcp_mode.join(","),
+        args.mix,
+        args.spread_secs,
+        args.kernel_mib,
+        args.initrd_mib,
+    );
+    let _ = writeln!(
+        s,
+        "| DHCP | N | servers | booted | failed | all booted | p99 dhcp | p99 nbp | p99 ipxe_dhcp | p99 script | p99 kernel | p99 initrd | p99 total | DHCP resends | server CPU | drops: site / tested / simulator | simulator CPU per machine |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let mut failures = String::new();
+    let mut reports = Vec::new();
+    for r in results {
+        let text = std::fs::read_to_string(&r.report)
+            .with_context(|| format!("reading {}", r.report.display()))?;
+        let report: serde_json::Value = serde_json::from_str(&text).context("a rack report")?;
+        let p99 = |stage: &str| {
+            field(&report, "stages")
+                .as_array()
+                .and_then(|a| a.iter().find(|st| st["stage"] == stage))
+                .map_or_else(|| "-".to_owned(), |st| secs(&st["p99"]))
+        };
+        let all = match field(&report, "all_booted_secs").as_f64() {
+            Some(t) => format!("**{t:.2} s**"),
+            None => format!(
+                "not all (last at {})",
+                secs(field(&report, "last_booted_secs"))
+            ),
+        };
+        let site = if r.full {
+            "-".to_owned()
+        } else {
+            r.site_udp_drops.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {all} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {site} / {} / {} | {:.2} ms |",
+            mode_name(r.full),
+            r.machines,
+            r.target.label(),
+            field(&report, "booted"),
+            field(&report, "failed"),
+            p99("dhcp"),
+            p99("nbp"),
+            p99("ipxe_dhcp"),
+            p99("script"),
+            p99("kernel"),
+            p99("initrd"),
+            p99("total"),
+            field(&report, "dhcp_resends"),
+            r.server_cpu_secs,
+            r.target_udp_drops,
+            r.client_udp_drops + report["summary"]["simulator"]["packet_drops"].as_u64().unwrap_or(0),
+            field(&report, "simulator_cpu_ms_per_machine")
+                .as_f64()
+                .unwrap_or(0.0),
+        );
+        for f in field(&report, "failures").as_array().into_iter().flatten() {
+            let _ = writeln!(
+                failures,
+                "- {} DHCP, N = {}, {}: {} machines failed in `{}`: {}",
+                mode_name(r.full),
+                r.machines,
+                r.target.label(),
+                f["count"],
+                f["stage"].as_str().unwrap_or("?"),
+                f["reason"].as_str().unwrap_or("?")
+            );
+        }
+        if !r.exit.contains("exit status: 0") && !r.exit.contains("exit status: 1") {
+            let _ = writeln!(
+                failures,
+                "- {} DHCP, N = {}, {}: the simulator ended with {}",
+                mode_name(r.full),
+                r.machines,
+                r.target.label(),
+                r.exit
+            );
+        }
+        reports.push((r, report));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Verdicts (the goal: every machine boots against pxe-daemon, in at most half the time dnsmasq + nginx take):\n");
+    for (r, ours) in reports
+        .iter()
+        .filter(|(r, _)| r.target == Target::PxeDaemon)
+    {
+        let Some((_, theirs)) = reports.iter().find(|(o, _)| {
+            o.target == Target::Dnsmasq && o.machines == r.machines && o.full == r.full
+        }) else {
+            continue;
+        };
+        let ours_all = field(ours, "all_booted_secs").as_f64();
+        let theirs_all = field(theirs, "all_booted_secs").as_f64();
+        let verdict = match (ours_all, theirs_all) {
+            (Some(a), Some(b)) => format!(
+                "pxe-daemon {a:.2} s, dnsmasq + nginx {b:.2} s: {:.2}x as fast{}",
+                b / a,
+                if a * 2.0 <= b { " (goal met)" } else { " (goal: 2x, not met)" }
+            ),
+            (Some(a), None) => format!(
+                "pxe-daemon booted all in {a:.2} s; dnsmasq + nginx booted {} of {} (the last at {}): not all, so the goal is met",
+                field(theirs, "booted"),
+                field(theirs, "machines"),
+                secs(field(theirs, "last_booted_secs"))
+            ),
+            (None, _) => format!(
+                "pxe-daemon did not boot every machine ({} of {}): goal not met",
+                field(ours, "booted"),
+                field(ours, "machines")
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "- {} DHCP, N = {}: {verdict}.",
+            mode_name(r.full),
+            r.machines
+        );
+    }
+    let _ = writeln!(s);
+    if !failures.is_empty() {
+        let _ = writeln!(s, "Failures by stage and reason:\n\n{failures}");
+    }
+    for (name, _) in plots {
+        let _ = writeln!(s, "![{name}: machines booted over time]({name})\n");
+    }
+    let _ = writeln!(
+        s,
+        "How it is made fair: the servers run one after the other with the same boot files, the \
+         same machines (one seed: MACs, firmware, power-on times) and, in proxy mode, the same \
+         site DHCP server (a dnsmasq giving addresses only, with `leasefile-ro` and `quiet-dhcp` \
+         so that it is as fast as dnsmasq goes; its CPU is not counted, its drops are shown). Both \
+         serve the same script chain: `/boot.ipxe` chains to `/ipxe?mac=...`, which pxe-daemon \
+         renders per machine from its profile and nginx serves as one static file for every \
+         machine. Limits are raised past the rack on both sides (dnsmasq `tftp-max` and \
+         `dhcp-lease-max`, nginx `worker_connections` with `worker_processes auto`, pxe-daemon \
+         `max_transfers` and `max_connections`); request logs are off on both HTTP servers, \
+         sendfile on on both; dnsmasq runs with `quiet-dhcp` and `quiet-tftp`, pxe-daemon at its \
+         default log level (info: a line per TFTP transfer); dnsmasq's x86PC `pxe-service` \
+         serves the same BIOS file as `undionly.0`. Server CPU is user + system time of every \
+         process of the tested set during the run, from /proc. The machines' addresses are in \
+         {}.{}.0.0/16; the neighbour table thresholds were raised to {:?} during the run. Every \
+         report, plot and the daemon's metrics after each run are left in `target/rack-bench/`.\n",
+        env.pool[0], env.pool[1], GC_THRESH
+    );
+    let _ = writeln!(s, "{END}");
+    Ok(s)
+}
+
+/// Replaces the section between the markers in `path` (creating the file, or appending the
+/// section, as needed), keeping everything else.
+fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n".to_owned());
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if e > b => {
+            format!(
+                "{}{}{}",
+                &old[..b],
+                section.trim_end(),
+                &old[e + END.len()..]
+            )
+        }
+        _ => format!(
+            "{}\n{}",
+            old.trim_end_matches('\n').to_owned() + "\n",
+            section
+        ),
+    };
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
