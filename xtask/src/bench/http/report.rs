@@ -287,7 +287,7 @@ lands more often in ksoftirqd; the \"server + ksoftirqd\" and \"whole transfer\"
     );
     let per_gb = |t: &LargeTotal, f: fn(&Usage) -> Duration| t.cpu_secs_per_gb(f(&t.usage));
     let pct = |t: &LargeTotal, f: fn(&Usage) -> Duration| t.usage.percent_of_core(f(&t.usage));
-    let rows: [(&str, f64, f64, usize); 12] = [
+    let rows: [(&str, f64, f64, usize); 13] = [
         (
             "aggregate throughput, GB/s",
             ours.gb_per_sec(),
@@ -310,6 +310,12 @@ lands more often in ksoftirqd; the \"server + ksoftirqd\" and \"whole transfer\"
             "whole transfer CPU per GB (server + client + ksoftirqd), s",
             per_gb(&ours, Usage::transfer_cpu),
             per_gb(&nginx, Usage::transfer_cpu),
+            3,
+        ),
+        (
+            "machine kernel time per GB (system + irq + softirq of /proc/stat, others' included), s",
+            per_gb(&ours, |u| u.machine.kernel),
+            per_gb(&nginx, |u| u.machine.kernel),
             3,
         ),
         (
