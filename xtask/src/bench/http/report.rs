@@ -48,7 +48,20 @@ impl Info {
     pub fn collect() -> anyhow::Result<Info> {
         let root = workspace::root().to_string_lossy().into_owned();
         let mut commit = output_of(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]);
-        if !output_of(&["git", "-C", &root, "status", "--porcelain"]).is_empty() {
+        // The results file itself does not make the measured tree dirty.
+        let exclude = format!(":!{RESULTS_FILE}");
+        if !output_of(&[
+            "git",
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--",
+            ".",
+            &exclude,
+        ])
+        .is_empty()
+        {
             commit.push_str(" + uncommitted changes");
         }
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
