@@ -26,8 +26,8 @@ pub struct Usage {
     pub client_cpu: Duration,
     /// The kernel's softirq threads' time (the network receive path deferred to them).
     pub softirq_cpu: Duration,
-    /// Busy time of the whole machine.
-    pub machine_busy: Duration,
+    /// The whole machine's busy and kernel time.
+    pub machine: proc::MachineTime,
     /// Wall time of the run, load generator start to exit.
     pub wall: Duration,
 }
@@ -38,7 +38,8 @@ impl Usage {
         self.server_cpu += other.server_cpu;
         self.client_cpu += other.client_cpu;
         self.softirq_cpu += other.softirq_cpu;
-        self.machine_busy += other.machine_busy;
+        self.machine.busy += other.machine.busy;
+        self.machine.kernel += other.machine.kernel;
         self.wall += other.wall;
     }
 
@@ -55,7 +56,7 @@ impl Usage {
     /// Busy time of everything but the server, the client and the softirq threads (other
     /// engineers' work, other kernel threads).
     pub fn rest_of_machine(&self) -> Duration {
-        self.machine_busy.saturating_sub(self.transfer_cpu())
+        self.machine.busy.saturating_sub(self.transfer_cpu())
     }
 }
 
@@ -77,14 +78,14 @@ fn measured(
     let threads_before = proc::thread_times()?;
     let server_before = server.cpu_time()?;
     let softirq_before = proc::softirq_time()?;
-    let machine_before = proc::machine_busy()?;
+    let machine_before = proc::MachineTime::now()?;
     let client_before = proc::reaped_children_time();
     let start = Instant::now();
     let out = net.client_timeout(argv, timeout);
     let wall = start.elapsed();
     let usage = Usage {
         client_cpu: proc::reaped_children_time().saturating_sub(client_before),
-        machine_busy: proc::machine_busy()?.saturating_sub(machine_before),
+        machine: proc::MachineTime::now()?.since(machine_before),
         softirq_cpu: proc::softirq_time()?.saturating_sub(softirq_before),
         server_cpu: server.cpu_time()?.saturating_sub(server_before),
         wall,

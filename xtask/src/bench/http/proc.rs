@@ -201,29 +201,56 @@ fn timeval(t: libc::timeval) -> Duration {
         + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
 }
 
-/// Busy time of all CPUs of the machine so far: everything in the `cpu` line of `/proc/stat`
-/// but idle and iowait (softirq time included, whichever process it ran beside).
-pub fn machine_busy() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .context("no cpu line in /proc/stat")?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().context("a /proc/stat cpu field is not a number"))
-        .collect::<anyhow::Result<_>>()?;
-    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
-    // counted in user.
-    let busy: u64 = ticks
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum();
-    Ok(ticks_to_duration(busy))
+/// Time of all CPUs of the machine so far, from the `cpu` line of `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineTime {
+    /// Everything but idle, iowait and steal (time the hypervisor gave to others).
+    pub busy: Duration,
+    /// In the kernel: system, irq and softirq. This kernel samples by tick and has no
+    /// IRQ_TIME_ACCOUNTING, so softirq work is charged to whichever task it interrupted; these
+    /// columns see it whoever it was charged to.
+    pub kernel: Duration,
+}
+
+impl MachineTime {
+    /// Reads `/proc/stat`.
+    pub fn now() -> anyhow::Result<MachineTime> {
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        MachineTime::parse(&stat).context("reading the cpu line of /proc/stat")
+    }
+
+    fn parse(stat: &str) -> anyhow::Result<MachineTime> {
+        let line = stat
+            .lines()
+            .find(|l| l.starts_with("cpu "))
+            .context("no cpu line")?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().context("a field is not a number"))
+            .collect::<anyhow::Result<_>>()?;
+        let column = |i: usize| {
+            ticks
+                .get(i)
+                .copied()
+                .with_context(|| format!("no column {i}"))
+        };
+        // user nice system idle iowait irq softirq steal (guest time is already in user).
+        let (user, nice, system) = (column(0)?, column(1)?, column(2)?);
+        let (irq, softirq) = (column(5)?, column(6)?);
+        Ok(MachineTime {
+            busy: ticks_to_duration(user + nice + system + irq + softirq),
+            kernel: ticks_to_duration(system + irq + softirq),
+        })
+    }
+
+    /// The time from `earlier` to `self`.
+    pub fn since(self, earlier: MachineTime) -> MachineTime {
+        MachineTime {
+            busy: self.busy.saturating_sub(earlier.busy),
+            kernel: self.kernel.saturating_sub(earlier.kernel),
+        }
+    }
 }
 
 fn ticks_to_duration(ticks: u64) -> Duration {
@@ -273,6 +300,15 @@ mod tests {
     }
 
     #[test]
+    fn machine_time_columns() {
+        let stat = "cpu  100 1 50 900 10 2 20 7 0 0\ncpu0 50 0 25 450 5 1 10 3 0 0\n";
+        let t = MachineTime::parse(stat).unwrap();
+        assert_eq!(t.busy, ticks_to_duration(173));
+        assert_eq!(t.kernel, ticks_to_duration(72));
+        assert!(MachineTime::parse("intr 1 2 3\n").is_err());
+    }
+
+    #[test]
     fn status_lines_parse() {
         let status = "Name:\tnginx\nVmPeak:\t  20000 kB\nVmHWM:\t    5120 kB\nVmRSS:\t 4000 kB\n";
         assert_eq!(status_kib(status, "VmHWM"), Some(5120));
@@ -284,7 +320,7 @@ mod tests {
         let me = std::process::id();
         assert!(peak_rss_kib(me).unwrap() > 0);
         process_time(me).unwrap();
-        assert!(machine_busy().unwrap() > Duration::ZERO);
+        assert!(MachineTime::now().unwrap().busy > Duration::ZERO);
         assert!(!softirq_threads().unwrap().is_empty());
         let times = thread_times().unwrap();
         assert!(threads_of(me).iter().all(|t| times.contains_key(t)));

@@ -48,7 +48,20 @@ impl Info {
     pub fn collect() -> anyhow::Result<Info> {
         let root = workspace::root().to_string_lossy().into_owned();
         let mut commit = output_of(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]);
-        if !output_of(&["git", "-C", &root, "status", "--porcelain"]).is_empty() {
+        // The results file itself does not make the measured tree dirty.
+        let exclude = format!(":!{RESULTS_FILE}");
+        if !output_of(&[
+            "git",
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--",
+            ".",
+            &exclude,
+        ])
+        .is_empty()
+        {
             commit.push_str(" + uncommitted changes");
         }
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -287,7 +300,7 @@ lands more often in ksoftirqd; the \"server + ksoftirqd\" and \"whole transfer\"
     );
     let per_gb = |t: &LargeTotal, f: fn(&Usage) -> Duration| t.cpu_secs_per_gb(f(&t.usage));
     let pct = |t: &LargeTotal, f: fn(&Usage) -> Duration| t.usage.percent_of_core(f(&t.usage));
-    let rows: [(&str, f64, f64, usize); 12] = [
+    let rows: [(&str, f64, f64, usize); 13] = [
         (
             "aggregate throughput, GB/s",
             ours.gb_per_sec(),
@@ -310,6 +323,12 @@ lands more often in ksoftirqd; the \"server + ksoftirqd\" and \"whole transfer\"
             "whole transfer CPU per GB (server + client + ksoftirqd), s",
             per_gb(&ours, Usage::transfer_cpu),
             per_gb(&nginx, Usage::transfer_cpu),
+            3,
+        ),
+        (
+            "machine kernel time per GB (system + irq + softirq of /proc/stat, others' included), s",
+            per_gb(&ours, |u| u.machine.kernel),
+            per_gb(&nginx, |u| u.machine.kernel),
             3,
         ),
         (
