@@ -1166,7 +1166,20 @@ fn command_line_output(program: &str, args: &[&str]) -> String {
 fn git_commit() -> String {
     let root = workspace::root().to_string_lossy().into_owned();
     let commit = command_line_output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
-    let dirty = !command_line_output("git", &["-C", &root, "status", "--porcelain"]).is_empty();
+    // The results file itself does not make the code dirty.
+    let status = command_line_output(
+        "git",
+        &[
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--",
+            ".",
+            &format!(":!{RESULTS_FILE}"),
+        ],
+    );
+    let dirty = !status.is_empty();
     if dirty {
         format!("{commit} (with uncommitted changes)")
     } else {
