@@ -29,7 +29,7 @@ const DEFAULT_PREFIX_LEN: u8 = 24;
 /// Randomisation of each DHCP retransmission wait, either way (RFC 2131 4.1).
 const DHCP_RETRY_JITTER: Duration = Duration::from_secs(1);
 /// DISCOVERs started over after a NAK before the machine gives up.
-const MAX_NAK_RESTARTS: u32 = 4;
+const MAX_NAK_RESTARTS: u32 = 16;
 
 /// The stages of a boot, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -94,11 +94,24 @@ pub struct RackArgs {
     pub plot: Option<PathBuf>,
     /// Progress display on stderr: `auto` (a bar on a terminal, else a line every 5 s), `bar`,
     /// `lines`, `off`.
-    #[arg(long, default_value = "auto")]
-    pub progress: String,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
     /// Leave the machines' addresses on the interface at the end.
     #[arg(long)]
     pub keep_addresses: bool,
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on a terminal, else lines.
+    Auto,
+    /// A bar redrawn in place.
+    Bar,
+    /// A line every 5 s.
+    Lines,
+    /// Nothing.
+    Off,
 }
 
 /// What every machine's code reads.
@@ -288,7 +301,7 @@ pub fn run(args: &RackArgs) -> anyhow::Result<i32> {
                 .context("starting a shard thread")
         })
         .collect::<anyhow::Result<_>>()?;
-    let shown = show_progress(&args.progress, &progress, args.machines as usize, &done);
+    let shown = show_progress(args.progress, &progress, args.machines as usize, &done);
     let mut outcomes = Vec::new();
     let mut stray = 0;
     let mut packet_drops = 0;
@@ -411,17 +424,17 @@ fn run_shard(
 
 /// Starts the progress display thread (none for `off`).
 fn show_progress(
-    mode: &str,
+    mode: ProgressMode,
     progress: &Arc<Progress>,
     total: usize,
     done: &Arc<AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let tty = std::io::stderr().is_terminal();
     let bar = match mode {
-        "off" => return None,
-        "bar" => true,
-        "lines" => false,
-        _ => tty,
+        ProgressMode::Off => return None,
+        ProgressMode::Bar => true,
+        ProgressMode::Lines => false,
+        ProgressMode::Auto => tty,
     };
     let progress = Arc::clone(progress);
     let done = Arc::clone(done);

@@ -105,8 +105,9 @@ fn draw_inner(
     let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max * 1.02)?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("seconds since power-on")
+        mesh.x_desc("seconds since the first power-on")
             .y_desc("machines booted")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 16));
     } else {
         mesh.disable_x_axis().disable_y_axis();
@@ -114,10 +115,9 @@ fn draw_inner(
     mesh.draw()?;
     for (i, curve) in curves.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        // A step curve: the count rises by one at each completion.
+        // The count of machines booted by each completion time.
         let mut points = vec![(0.0, 0.0)];
         for (k, t) in curve.completions.iter().enumerate() {
-            points.push((*t, k as f64));
             points.push((*t, (k + 1) as f64));
         }
         if let Some(&(t, n)) = points.last() {

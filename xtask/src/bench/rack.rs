@@ -150,6 +150,8 @@ struct RunResult {
     target: Target,
     report: PathBuf,
     server_cpu_secs: f64,
+    /// CPU seconds the rest of the machine (other people's work) used during the run.
+    others_cpu_secs: f64,
     /// UDP datagrams dropped for a full receive buffer: by the site DHCP server, by the
     /// servers under test, and in the client namespace (the simulator).
     site_udp_drops: u64,
@@ -367,6 +369,8 @@ fn run_one(
     };
     let site_pid = site.as_ref().map(NsChild::id);
     let cpu_before = namespace_cpu(env.net.server_ns(), site_pid);
+    let all_before = namespace_cpu(env.net.server_ns(), None);
+    let machine_before = machine_busy_secs();
     let client_drops_before = udp_rcvbuf_errors(env.net.client_ns());
     let report = out_dir.join(format!("rack-{tag}.json"));
     let mut sim = Command::new("ip");
@@ -384,6 +388,8 @@ fn run_one(
         Duration::from_secs(args.deadline_secs) + RUN_GRACE,
     )?;
     let cpu_after = namespace_cpu(env.net.server_ns(), site_pid);
+    let all_after = namespace_cpu(env.net.server_ns(), None);
+    let machine_busy = machine_busy_secs() - machine_before;
     let client_drops_after = udp_rcvbuf_errors(env.net.client_ns());
     let drops = socket_drops(env);
     let site_drops: u64 = drops
@@ -427,12 +433,23 @@ fn run_one(
     }
     end_strays(env.net.server_ns());
     ensure!(report.is_file(), "the simulator wrote no report ({exit})");
+    let sim_cpu = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map_or(0.0, |r| {
+            let c = &r["summary"]["simulator"];
+            c["user_secs"].as_f64().unwrap_or(0.0) + c["system_secs"].as_f64().unwrap_or(0.0)
+        });
+    // What else ran on the machine meanwhile: its busy time less the servers (site included)
+    // and the simulator.
+    let others_cpu_secs = (machine_busy - (all_after - all_before) - sim_cpu).max(0.0);
     Ok(RunResult {
         machines: n,
         full,
         target,
         report,
         server_cpu_secs: (cpu_after - cpu_before).max(0.0),
+        others_cpu_secs,
         site_udp_drops: site_drops,
         target_udp_drops: target_drops,
         client_udp_drops: client_drops_after.saturating_sub(client_drops_before),
@@ -477,6 +494,26 @@ fn run_streaming(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String>
         }
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// CPU seconds the whole machine has been busy (every CPU: user, nice, system, irq, softirq,
+/// steal), from the first line of /proc/stat.
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next() else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum::<f64>()
+        / USER_HZ
 }
 
 /// CPU seconds (user + system) of every process in namespace `ns` but `except`.
@@ -789,7 +826,10 @@ fn results_section(
          (snponly.efi's size). Proxy: the servers under test answer PXE beside a site DHCP server \
          (a dnsmasq giving addresses only, the same in both runs); full: they give the addresses \
          too. \"all booted\" is the time from the first power-on until the last machine has its \
-         initrd; p99 per stage is over the machines that completed the stage.\n",
+         initrd; p99 per stage is over the machines that completed the stage. \
+         \"others' CPU meanwhile\" is what the rest of this shared machine used during the run \
+         (2 cores: at most 2 CPU-seconds per second): results under heavy load are slower for \
+         every server.\n",
         args.machines.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
         args.dhcp_mode.join(","),
         args.mix,
@@ -799,11 +839,11 @@ fn results_section(
     );
     let _ = writeln!(
         s,
-        "| DHCP | N | servers | booted | failed | all booted | p99 dhcp | p99 nbp | p99 ipxe_dhcp | p99 script | p99 kernel | p99 initrd | p99 total | DHCP resends | server CPU | drops: site / tested / simulator | simulator CPU per machine |"
+        "| DHCP | N | servers | booted | failed | all booted | p99 dhcp | p99 nbp | p99 ipxe_dhcp | p99 script | p99 kernel | p99 initrd | p99 total | DHCP resends | server CPU | drops: site / tested / simulator | simulator CPU per machine | others' CPU meanwhile |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut failures = String::new();
     let mut reports = Vec::new();
@@ -831,7 +871,7 @@ fn results_section(
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {all} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {site} / {} / {} | {:.2} ms |",
+            "| {} | {} | {} | {} | {} | {all} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {site} / {} / {} | {:.2} ms | {:.0} s in {:.0} s |",
             mode_name(r.full),
             r.machines,
             r.target.label(),
@@ -849,6 +889,10 @@ fn results_section(
             r.target_udp_drops,
             r.client_udp_drops + report["summary"]["simulator"]["packet_drops"].as_u64().unwrap_or(0),
             field(&report, "simulator_cpu_ms_per_machine")
+                .as_f64()
+                .unwrap_or(0.0),
+            r.others_cpu_secs,
+            report["summary"]["simulator"]["wall_secs"]
                 .as_f64()
                 .unwrap_or(0.0),
         );
