@@ -185,21 +185,8 @@ pub fn status_kib(status: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// User plus system time of every child this process has waited for so far (getrusage of
-/// RUSAGE_CHILDREN, microsecond resolution): the difference around a command that is waited for
-/// while no other child ends is that command's CPU time.
-pub fn reaped_children_time() -> Duration {
-    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_CHILDREN cannot fail.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    timeval(usage.ru_utime) + timeval(usage.ru_stime)
-}
-
-fn timeval(t: libc::timeval) -> Duration {
-    Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-        + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-}
+/// CPU time of the children reaped so far (one implementation for every benchmark).
+pub use crate::bench::cpu::reaped_children_time;
 
 /// Time of all CPUs of the machine so far, from the `cpu` line of `/proc/stat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,7 +1,6 @@
 //! The HTTP benchmark's section of bench/RESULTS.md.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,22 +12,6 @@ use crate::workspace;
 
 /// The results file, relative to the workspace root.
 pub const RESULTS_FILE: &str = "bench/RESULTS.md";
-
-/// The top of a new results file: the machine and what runs where.
-const HEADER: &str = "\
-# Benchmark results
-
-Written by `cargo xtask bench <what>`; each section is replaced by the next run of its benchmark
-and states the command, the date and the commit that made it. Do not edit a section by hand.
-
-The machine: one of the project's VMs (Debian 12, 2 cores, 24 GiB), shared with other
-engineers' builds and tests, so every section records how busy the rest of the machine was.
-Everything runs on those 2 cores: the server under test in one network namespace, the load
-generator in another, joined by a veth pair with addresses from 198.18.0.0/15. The load
-generator competes with the server for the cores, so each section gives its CPU time too: on
-this machine CPU time per answer is the figure that separates fast servers, since the client
-saturates first.
-";
 
 /// What the run was, for the report.
 #[derive(Debug)]
@@ -529,49 +512,5 @@ fn others(others: &Others, usage: &Usage) -> String {
         .join(", ")
 }
 
-/// Replaces section `name` of the results file at `path` with `body` (or appends it), creating
-/// the file with its header when it does not exist. Other sections are kept as they are.
-pub fn write_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
-    let doc = match std::fs::read_to_string(path) {
-        Ok(doc) => doc,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => HEADER.to_owned(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    std::fs::write(path, replace_section(&doc, name, body))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// `doc` with the text between section `name`'s markers replaced by `body`; the section is
-/// appended when `doc` has no markers for it.
-fn replace_section(doc: &str, name: &str, body: &str) -> String {
-    let begin = format!("<!-- bench:{name}:begin -->");
-    let end = format!("<!-- bench:{name}:end -->");
-    let section = format!("{begin}\n{}\n{end}", body.trim_end());
-    if let Some(start) = doc.find(&begin) {
-        if let Some(stop) = doc[start..].find(&end) {
-            let stop = start + stop + end.len();
-            return format!("{}{section}{}", &doc[..start], &doc[stop..]);
-        }
-    }
-    format!("{}\n\n{section}\n", doc.trim_end())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::replace_section;
-
-    #[test]
-    fn sections_are_replaced_or_appended_and_others_kept() {
-        let doc = "# Results\n\n<!-- bench:dhcp:begin -->\nold dhcp\n<!-- bench:dhcp:end -->\n";
-        let with_http = replace_section(doc, "http", "http v1\n");
-        assert_eq!(
-            with_http,
-            "# Results\n\n<!-- bench:dhcp:begin -->\nold dhcp\n<!-- bench:dhcp:end -->\n\n\
-             <!-- bench:http:begin -->\nhttp v1\n<!-- bench:http:end -->\n"
-        );
-        let again = replace_section(&with_http, "http", "http v2");
-        assert!(again.contains("http v2") && !again.contains("http v1"));
-        assert!(again.contains("old dhcp"));
-        assert_eq!(again.len(), with_http.len());
-    }
-}
+/// Writes section `name` of the results file (one implementation for every benchmark).
+pub use crate::bench::results::write_section;
