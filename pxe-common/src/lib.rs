@@ -64,6 +64,64 @@ impl PacketClass {
     }
 }
 
+/// What the XDP program did with a frame. With the class, it indexes [`VERDICT_COUNTERS_MAP`]
+/// (`class * VERDICT_COUNT + verdict`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Passed to the kernel's stack.
+    Pass = 0,
+    /// Steered to the daemon's AF_XDP socket of the receiving queue (or passed, if that queue
+    /// has no socket: the XSKMAP falls back to XDP_PASS).
+    Steer = 1,
+    /// Dropped: the sender's MAC is over its rate (storm shedding).
+    RateLimited = 2,
+}
+
+/// Number of [`Verdict`] values.
+pub const VERDICT_COUNT: u32 = 3;
+
+impl Verdict {
+    /// Every verdict, in counter-index order.
+    pub const ALL: [Verdict; VERDICT_COUNT as usize] =
+        [Verdict::Pass, Verdict::Steer, Verdict::RateLimited];
+
+    /// The label value used for this verdict in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Steer => "steer",
+            Verdict::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Name of the per-CPU array of `u64` counters per (class, verdict).
+pub const VERDICT_COUNTERS_MAP: &str = "VERDICT_COUNTERS";
+/// Name of the XSKMAP: receive queue index to AF_XDP socket.
+pub const XSKS_MAP: &str = "XSKS";
+/// Entries of the XSKMAP: receive queues served at most.
+pub const XSKS_MAX_QUEUES: u32 = 64;
+/// Name of the LRU map of per-MAC token buckets.
+pub const RATE_MAP: &str = "RATE";
+/// Entries of the rate map: senders tracked at once (the least recently seen are forgotten).
+pub const RATE_MAP_ENTRIES: u32 = 65_536;
+
+/// [`XdpConfig::flags`]: steer PXE DHCP, 4011 and TFTP to the AF_XDP sockets.
+pub const XDP_FLAG_STEER: u32 = 1;
+/// [`XdpConfig::flags`]: full-DHCP mode, steer every DHCP request (not only PXE ones).
+pub const XDP_FLAG_FULL_DHCP: u32 = 2;
+
+/// A per-MAC token bucket (value of [`RATE_MAP`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TokenBucket {
+    /// Tokens left, in thousandths of a frame.
+    pub milli_tokens: u64,
+    /// When the bucket was last refilled, ns since boot.
+    pub last_ns: u64,
+}
+
 /// Name of the per-CPU array of `u64` frame counters, indexed by [`PacketClass`].
 pub const CLASS_COUNTERS_MAP: &str = "CLASS_COUNTERS";
 /// Name of the one-entry array holding the [`XdpConfig`] the daemon writes at start.
@@ -79,8 +137,16 @@ pub struct XdpConfig {
     pub tftp_port_min: u16,
     /// Last UDP port of the TFTP transfer range, inclusive (host byte order).
     pub tftp_port_max: u16,
-    /// Reserved for flags (u32, not bool: no padding, every bit pattern valid).
+    /// [`XDP_FLAG_STEER`], [`XDP_FLAG_FULL_DHCP`] (u32, not bools: no padding).
     pub flags: u32,
+    /// The server's IPv4 address, network byte order as in the header (0: any).
+    pub server_ip_be: u32,
+    /// DHCP and 4011 frames a MAC may send per second before they are dropped (0: no limit).
+    pub rate_per_sec: u32,
+    /// Frames a MAC may send in a burst above its rate.
+    pub rate_burst: u32,
+    /// Reserved (keeps the struct a multiple of 8 bytes).
+    pub reserved: u32,
 }
 
 impl XdpConfig {
@@ -89,6 +155,10 @@ impl XdpConfig {
         tftp_port_min: TFTP_TRANSFER_PORT_MIN_DEFAULT,
         tftp_port_max: TFTP_TRANSFER_PORT_MAX_DEFAULT,
         flags: 0,
+        server_ip_be: 0,
+        rate_per_sec: 0,
+        rate_burst: 0,
+        reserved: 0,
     };
 }
 
@@ -106,8 +176,13 @@ pub fn classify_udp_dst(dst_port: u16, config: &XdpConfig) -> PacketClass {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: XdpConfig is repr(C), has no padding (u16 + u16 + u32) and every bit pattern is valid.
+// SAFETY: XdpConfig is repr(C), has no padding (u16 + u16 + 5 x u32) and every bit pattern is
+// valid.
 unsafe impl aya::Pod for XdpConfig {}
+
+#[cfg(feature = "user")]
+// SAFETY: TokenBucket is repr(C), two u64, no padding, every bit pattern valid.
+unsafe impl aya::Pod for TokenBucket {}
 
 #[cfg(test)]
 mod tests {
@@ -131,6 +206,10 @@ mod tests {
         for (i, class) in PacketClass::ALL.iter().enumerate() {
             assert_eq!(*class as usize, i);
         }
-        assert_eq!(core::mem::size_of::<XdpConfig>(), 8);
+        assert_eq!(core::mem::size_of::<XdpConfig>(), 24);
+        assert_eq!(core::mem::size_of::<TokenBucket>(), 16);
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{builder::BoolishValueParser, Args, Parser, Subcommand};
 
-use crate::config::{DhcpMode, LogFormat, Overrides, XdpModeSetting};
+use crate::config::{DhcpMode, LogFormat, Overrides, RouterAdvertisement, XdpModeSetting};
 use crate::probe::{FirmwareKind, ProbeOptions, PROBE_TIMEOUT_MS_DEFAULT, PROBE_TIMEOUT_MS_MAX};
 
 /// XDP-accelerated network boot server: PXE DHCP, TFTP and HTTP.
@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// DHCP mode: proxy beside the site's DHCP server, full DHCP server, or off [default: proxy].
     #[arg(long, env = "PXE_DHCP_MODE", value_enum)]
     pub dhcp_mode: Option<DhcpMode>,
+    /// IPv6 router advertisements: `no-router` answers router solicitations with "no IPv6
+    /// router here", which ends iPXE's IPv6 wait on IPv4-only networks [default: off].
+    #[arg(long, env = "PXE_IPV6_RA", value_enum)]
+    pub ipv6_ra: Option<RouterAdvertisement>,
 }
 
 impl RunArgs {
@@ -95,6 +99,7 @@ impl RunArgs {
             log_level: self.log_level.clone(),
             log_format: self.log_format,
             dhcp_mode: self.dhcp_mode,
+            ipv6_ra: self.ipv6_ra,
         }
     }
 }

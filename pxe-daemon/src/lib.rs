@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod netif;
 pub mod probe;
+pub mod ra;
 pub mod tftp;
 pub mod timeline;
 pub mod xdp;
@@ -34,6 +35,8 @@ pub struct Listeners {
     pub dhcp: Option<dhcp::server::DhcpSockets>,
     /// The TFTP request listener (port 69); transfer ports are bound by the server.
     pub tftp: UdpSocket,
+    /// The raw ICMPv6 socket for router advertisements, when they are on.
+    pub ra: Option<ra::server::RaSocket>,
 }
 
 /// Why the daemon could not run.
@@ -106,7 +109,17 @@ pub async fn run(
 
     // The program's debug records cost a ring-buffer write per malformed frame: only when shown.
     let debug_log = tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
-    let xdp = xdp::XdpAttachment::load(&interface, config.xdp_mode, &config.tftp_ports, debug_log)?;
+    let program_config = xdp::program_config(
+        &config.tftp_ports,
+        config
+            .dhcp
+            .server_address
+            .or_else(|| netif::ipv4_of(&interface)),
+        config.dhcp.mode == config::DhcpMode::Full,
+        config.xdp_rate_limit_pps,
+        config.xdp_rate_burst,
+    );
+    let xdp = xdp::XdpAttachment::load(&interface, config.xdp_mode, program_config, debug_log)?;
     if let Some(xdp) = &xdp {
         metrics.set_xdp_attach_mode(xdp.mode());
         metrics.register(Box::new(xdp.counters()))?;
@@ -170,6 +183,18 @@ pub async fn run(
         None => None,
     };
 
+    let ra_task = match listeners.ra {
+        Some(socket) => {
+            let ra_metrics = ra::metrics::RaMetrics::new(metrics.registry())?;
+            Some(tokio::spawn(ra::server::serve(
+                socket,
+                ra_metrics,
+                token.child_token(),
+            )))
+        }
+        None => None,
+    };
+
     let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
     let tftp = tftp::Server::new(
         tftp::ServerSettings {
@@ -226,6 +251,13 @@ pub async fn run(
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "DHCP server failed"),
             Err(e) => tracing::error!(error = %e, "DHCP task failed"),
+        }
+    }
+    if let Some(task) = ra_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "router advertisements failed"),
+            Err(e) => tracing::error!(error = %e, "router advertisement task failed"),
         }
     }
     match tokio::task::spawn_blocking(move || tftp_thread.join()).await {

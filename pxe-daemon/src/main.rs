@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use pxe_daemon::{
     cli::{Cli, Command, ProbeArgs, RunArgs},
-    config::{Config, DhcpMode, LogFormat},
-    dhcp, probe, Listeners,
+    config::{Config, DhcpMode, LogFormat, RouterAdvertisement},
+    dhcp, probe, ra, Listeners,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -120,6 +120,7 @@ fn bind_http(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListe
 }
 
 fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -143,9 +144,51 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
         };
         let tftp = std::net::UdpSocket::bind(config.tftp.listen)
             .with_context(|| format!("binding the TFTP listener to {}", config.tftp.listen))?;
-        pxe_daemon::run(config, Listeners { http, dhcp, tftp }, shutdown_signal()).await?;
+        let ra = match (config.ipv6_ra, &config.interface) {
+            (RouterAdvertisement::NoRouter, Some(interface)) => {
+                Some(ra::server::bind(interface).with_context(|| {
+                    format!(
+                        "opening the ICMPv6 socket for router advertisements on {interface} \
+                         (--ipv6-ra no-router needs IPv6 on it: \
+                         net.ipv6.conf.{interface}.disable_ipv6=0)"
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        let listeners = Listeners {
+            http,
+            dhcp,
+            tftp,
+            ra,
+        };
+        pxe_daemon::run(config, listeners, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard limit: a rack's worth of HTTP connections
+/// plus one socket per TFTP transfer port needs more than the common default of 1024.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(
+                    from = soft,
+                    to = limit.rlim_max,
+                    "raised the open files limit"
+                );
+            }
+        }
+    }
 }
 
 /// Completes on the first SIGINT or SIGTERM.

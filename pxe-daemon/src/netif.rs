@@ -103,6 +103,13 @@ fn parse_arp_table(table: &str, ip: Ipv4Addr) -> Option<crate::boot::MacAddr> {
     parse_arp_entries(table).get(&ip).copied()
 }
 
+/// The Ethernet address of `interface` (from sysfs), if it has one.
+pub fn mac_of(interface: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+    let bytes = crate::boot::parse_mac_bytes(text.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +129,11 @@ mod tests {
     fn loopback_has_127_0_0_1() {
         assert_eq!(ipv4_of("lo"), Some(Ipv4Addr::LOCALHOST));
         assert_eq!(ipv4_of("no-such-if0"), None);
+    }
+
+    #[test]
+    fn loopback_has_a_zero_mac() {
+        assert_eq!(mac_of("lo"), Some([0; 6]));
+        assert_eq!(mac_of("no-such-if0"), None);
     }
 }

@@ -2,20 +2,37 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray, XskMap},
 };
-use pxe_common::{PacketClass, XdpConfig, PACKET_CLASS_COUNT};
+use pxe_common::{
+    PacketClass, TokenBucket, Verdict, XdpConfig, PACKET_CLASS_COUNT, RATE_MAP_ENTRIES,
+    VERDICT_COUNT, XSKS_MAX_QUEUES,
+};
 
 /// Frames seen per [`PacketClass`], one slot per class and CPU; userspace sums the CPUs.
 #[map(name = "CLASS_COUNTERS")]
 static CLASS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PACKET_CLASS_COUNT, 0);
 
+/// Frames per (class, verdict): index `class * VERDICT_COUNT + verdict`.
+#[map(name = "VERDICT_COUNTERS")]
+static VERDICT_COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(PACKET_CLASS_COUNT * VERDICT_COUNT, 0);
+
 /// Number of entries of [`CONFIG`]: one, index 0.
 const CONFIG_ENTRIES: u32 = 1;
 
-/// Settings written by the daemon at start (TFTP transfer port range).
+/// Settings written by the daemon at start (transfer ports, steering, rate limit).
 #[map(name = "CONFIG")]
 static CONFIG: Array<XdpConfig> = Array::with_max_entries(CONFIG_ENTRIES, 0);
+
+/// Receive queue index to the daemon's AF_XDP socket of that queue.
+#[map(name = "XSKS")]
+pub static XSKS: XskMap = XskMap::with_max_entries(XSKS_MAX_QUEUES, 0);
+
+/// Per-client token buckets (key: the client's MAC in the low 48 bits), least recently seen
+/// forgotten first, so a flood of new MACs cannot grow it.
+#[map(name = "RATE")]
+pub static RATE: LruHashMap<u64, TokenBucket> = LruHashMap::with_max_entries(RATE_MAP_ENTRIES, 0);
 
 /// The daemon's settings, or the defaults when none were written.
 #[inline(always)]
@@ -27,11 +44,16 @@ pub fn config() -> XdpConfig {
     }
 }
 
-/// Adds one to this CPU's counter of `class`.
+/// Adds one to this CPU's counters of `class` and of (`class`, `verdict`).
 #[inline(always)]
-pub fn count(class: PacketClass) {
+pub fn count(class: PacketClass, verdict: Verdict) {
     if let Some(counter) = CLASS_COUNTERS.get_ptr_mut(class as u32) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU map: no other writer.
+        unsafe { *counter += 1 };
+    }
+    let index = class as u32 * VERDICT_COUNT + verdict as u32;
+    if let Some(counter) = VERDICT_COUNTERS.get_ptr_mut(index) {
+        // SAFETY: as above.
         unsafe { *counter += 1 };
     }
 }

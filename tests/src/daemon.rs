@@ -13,6 +13,8 @@ use crate::process::{run_bounded, NsChild};
 pub const DAEMON_HTTP_PORT: u16 = 8080;
 /// How long [`Daemon::start`] waits for `/healthz` to answer 200.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Log level [`Daemon::start`] runs the daemon at: tests want everything in the log they print.
+pub const TEST_LOG_LEVEL: &str = "debug";
 /// Bound on one HTTP request (curl `--max-time`).
 const HTTP_MAX_TIME_SECS: u64 = 5;
 /// Bound on one readiness probe (curl `--max-time`).
@@ -79,18 +81,30 @@ impl<'net> Daemon<'net> {
             .and_then(|mut f| f.write_all(content.as_bytes()))
             .expect("writing the boot root's test file");
         let root = dir.path().to_path_buf();
-        Daemon::start_inner(net, root, Some(dir), extra_args)
+        Daemon::start_inner(net, root, Some(dir), TEST_LOG_LEVEL, extra_args)
     }
 
     /// Like [`Daemon::start`], serving the existing boot root `root`.
     pub fn start_with_root(net: &'net TestNet, root: &Path, extra_args: &[&str]) -> Daemon<'net> {
-        Daemon::start_inner(net, root.to_path_buf(), None, extra_args)
+        Daemon::start_inner(net, root.to_path_buf(), None, TEST_LOG_LEVEL, extra_args)
+    }
+
+    /// Like [`Daemon::start_with_root`] with `--log-level <log_level>`: benchmarks run the
+    /// daemon at the level it runs at in production (`info`).
+    pub fn start_with_root_at_level(
+        net: &'net TestNet,
+        root: &Path,
+        log_level: &str,
+        extra_args: &[&str],
+    ) -> Daemon<'net> {
+        Daemon::start_inner(net, root.to_path_buf(), None, log_level, extra_args)
     }
 
     fn start_inner(
         net: &'net TestNet,
         root: PathBuf,
         root_dir: Option<tempfile::TempDir>,
+        log_level: &str,
         extra_args: &[&str],
     ) -> Daemon<'net> {
         let bin = existing_daemon_bin();
@@ -107,7 +121,7 @@ impl<'net> Daemon<'net> {
             "--http-listen",
             &listen,
             "--log-level",
-            "debug",
+            log_level,
         ];
         argv.extend_from_slice(extra_args);
         let mut daemon = Daemon {
@@ -213,6 +227,18 @@ impl<'net> Daemon<'net> {
             self.log()
         );
         body
+    }
+
+    /// The `/metrics` text fetched inside the server namespace, or `None` when no 200 came
+    /// within 5 s (for polling loops that must not panic).
+    pub fn try_metrics(&self) -> Option<String> {
+        let (code, body) = curl_get(
+            self.net,
+            self.net.server_ns(),
+            &self.url("/metrics"),
+            HTTP_MAX_TIME_SECS,
+        );
+        (code == 200).then_some(body)
     }
 
     /// Stops the daemon: SIGTERM, then SIGKILL after 10 s. Returns its exit status.

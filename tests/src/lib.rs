@@ -1,7 +1,9 @@
 //! Test harness for pxe-daemon: network namespaces joined by a veth pair on 198.18.0.0/15
 //! ([`TestNet`]), the daemon binary running in the server namespace ([`Daemon`]), dnsmasq as a
 //! real DHCP peer there ([`Dnsmasq`]), commands bounded in time, and a Prometheus sample reader.
-//! Used by this crate's integration tests and by `cargo xtask demo`.
+//! [`firmware`] boots a QEMU machine with real PXE firmware ([`qemu`]) into a kernel and the
+//! marker initramfs ([`initramfs`]) from the daemon. Used by this crate's integration tests and
+//! by `cargo xtask demo`.
 //!
 //! ```no_run
 //! use pxe_tests::{metric_value, root_or_skip, Daemon, TestNet};
@@ -24,9 +26,12 @@ mod clients;
 mod configs;
 mod daemon;
 mod dnsmasq;
+pub mod firmware;
+pub mod initramfs;
 mod metrics;
 mod netns;
 mod process;
+pub mod qemu;
 pub mod tftp;
 
 use std::io::Write;
@@ -36,10 +41,10 @@ pub use clients::send_pxe_probes;
 pub use configs::full_dhcp_config;
 pub use daemon::{
     daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT, READY_TIMEOUT,
-    ROOT_TEST_FILE,
+    ROOT_TEST_FILE, TEST_LOG_LEVEL,
 };
 pub use dnsmasq::{Dnsmasq, DNSMASQ_READY_TIMEOUT};
-pub use metrics::metric_value;
+pub use metrics::{metric_sum, metric_value};
 pub use netns::{netns_exists, TestNet, CMD_TIMEOUT, MAX_TAG_LEN, NAME_PREFIX, PREFIX_LEN};
 pub use process::{run_bounded, NsChild, STOP_TIMEOUT};
 

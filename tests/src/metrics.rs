@@ -16,6 +16,24 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         .map(|sample| sample.value)
 }
 
+/// The sum of every sample of metric `name` whose labels include all of `labels`, in
+/// Prometheus text format `text`; 0 when there is none.
+///
+/// `metric_sum(text, "pxe_dhcp_requests_total", &[("firmware", "ipxe")])` counts iPXE's
+/// requests of every type and arch.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(parse_sample)
+        .filter(|sample| {
+            sample.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| sample.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+        })
+        .map(|sample| sample.value)
+        .sum()
+}
+
 /// One line of the exposition format: `name{k="v",...} value [timestamp]`.
 #[derive(Debug)]
 struct Sample<'a> {
@@ -76,7 +94,7 @@ fn parse_labels(mut s: &str) -> Option<(Vec<(&str, String)>, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_value;
+    use super::{metric_sum, metric_value};
 
     const TEXT: &str = r#"# HELP pxe_xdp_frames_total Frames seen by the XDP program.
 # TYPE pxe_xdp_frames_total counter
@@ -105,5 +123,18 @@ pxe_inf{le="+Inf"} +Inf
         );
         assert_eq!(metric_value(TEXT, "pxe_inf", &[]), Some(f64::INFINITY));
         assert_eq!(metric_value(TEXT, "pxe_xdp_frames", &[]), None);
+    }
+
+    #[test]
+    fn sums_samples_over_other_labels() {
+        assert_eq!(metric_sum(TEXT, "pxe_xdp_frames_total", &[]), 3512.0);
+        assert_eq!(
+            metric_sum(TEXT, "pxe_xdp_frames_total", &[("class", "dhcp")]),
+            12.0
+        );
+        assert_eq!(
+            metric_sum(TEXT, "pxe_xdp_frames_total", &[("class", "tftp")]),
+            0.0
+        );
     }
 }

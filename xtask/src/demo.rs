@@ -1,22 +1,23 @@
-//! `cargo xtask demo`: the daemon with its bundled boot tree in a pair of test namespaces, and a
-//! client on the other side being answered.
+//! `cargo xtask demo`: a QEMU machine with real PXE firmware boots Linux from the daemon.
 //!
-//! Today the client sends what a PXE ROM sends (DHCP DISCOVER, a boot-server request to 4011, a
-//! TFTP read request), the XDP program on the server's interface classifies and counts them, and
-//! the client reads the daemon's health and metrics over HTTP. The firmware-boot issue turns
-//! this into a real QEMU machine booting.
+//! By default the BIOS case in proxy mode, the daemon's usual place: dnsmasq plays the site's
+//! DHCP server (addresses only) and pxe-daemon answers the machine's PXE and iPXE requests
+//! beside it; SeaBIOS with Debian's iPXE option ROM boots a Debian kernel and the project's
+//! busybox initramfs, whose /init prints the marker line on the serial console. The demo prints
+//! the boot timeline as the daemon's metrics show it, live, then the marker line and a summary.
 
-use anyhow::{ensure, Context as _};
-use pxe_tests::{metric_value, send_pxe_probes, workspace_root, Daemon, TestNet};
+use std::io::Write as _;
+use std::time::Duration;
 
-/// Options of `cargo xtask demo`.
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// PXE requests of each kind the client sends.
-    #[arg(long, default_value_t = 3)]
-    requests: u32,
-}
+use anyhow::ensure;
+use pxe_tests::firmware::{boot_machine, BootCase, DhcpSetup, Stage};
+use pxe_tests::qemu::Firmware;
+use pxe_tests::{metric_sum, metric_value, NAME_PREFIX};
 
+/// Tag of the demo's test network: namespaces `pxet-demo-s` and `pxet-demo-c`.
+const TAG: &str = "demo";
+/// The demo machine's MAC.
+const MAC: &str = "52:54:00:de:00:01";
 /// Classes of `pxe_xdp_frames_total`, in the order printed.
 const CLASSES: [&str; 6] = [
     "dhcp",
@@ -27,81 +28,124 @@ const CLASSES: [&str; 6] = [
     "malformed",
 ];
 
+/// Firmware of the demo machine.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DemoFirmware {
+    /// SeaBIOS with the iPXE option ROM.
+    Bios,
+    /// OVMF UEFI PXE.
+    Uefi,
+    /// OVMF UEFI HTTP Boot.
+    UefiHttp,
+}
+
+/// Who gives the demo machine its address.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DemoDhcp {
+    /// dnsmasq as the site's DHCP server, pxe-daemon as proxy beside it.
+    Proxy,
+    /// pxe-daemon as the only DHCP server.
+    Full,
+}
+
+/// Options of `cargo xtask demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The machine's firmware.
+    #[arg(long, value_enum, default_value = "bios")]
+    firmware: DemoFirmware,
+    /// Proxy DHCP beside dnsmasq, or full DHCP.
+    #[arg(long, value_enum, default_value = "proxy")]
+    dhcp: DemoDhcp,
+    /// Do not answer IPv6 router solicitations (see how long iPXE waits for IPv6 without).
+    #[arg(long)]
+    no_ipv6_ra: bool,
+}
+
 /// Runs the demo against the pxe-daemon that `cargo xtask demo` has just built.
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     ensure!(
         pxe_tests::is_root(),
-        "the demo makes network namespaces and attaches XDP: run it as root"
+        "the demo makes network namespaces, a tap device and runs QEMU on it: run it as root"
     );
-    let root = workspace_root().join("examples/boot-root");
-    let net = TestNet::new("demo");
+    let case = BootCase {
+        firmware: match args.firmware {
+            DemoFirmware::Bios => Firmware::Bios,
+            DemoFirmware::Uefi => Firmware::Uefi,
+            DemoFirmware::UefiHttp => Firmware::UefiHttp,
+        },
+        dhcp: match args.dhcp {
+            DemoDhcp::Proxy => DhcpSetup::Proxy,
+            DemoDhcp::Full => DhcpSetup::Full,
+        },
+        ipv6_ra: !args.no_ipv6_ra,
+        mac: MAC.to_owned(),
+    };
+    let assets = pxe_tests::firmware::BootAssets::locate().map_err(anyhow::Error::msg)?;
+    println!("== a QEMU machine with real PXE firmware boots Linux from pxe-daemon");
     println!(
-        "== namespaces {} (server {}) and {} (client {}), joined by a veth pair",
-        net.server_ns(),
-        net.server_ip(),
-        net.client_ns(),
-        net.client_ip()
+        "   machine:  {}, MAC {MAC}, software emulation (TCG)",
+        case.firmware.describe()
     );
-    let daemon = Daemon::start_with_root(&net, &root, &[]);
     println!(
-        "== pxe-daemon running on {} with boot root {}",
-        net.server_if(),
-        root.display()
+        "   network:  namespaces {NAME_PREFIX}{TAG}-s (pxe-daemon: {} DHCP, TFTP, HTTP{}) and \
+         {NAME_PREFIX}{TAG}-c (QEMU on a tap bridged to the veth)",
+        case.dhcp.label(),
+        match case.dhcp {
+            DhcpSetup::Proxy => "; dnsmasq as the site's DHCP server, addresses only",
+            DhcpSetup::Full => "",
+        }
     );
-    let link = net.server(&["ip", "-d", "link", "show", net.server_if()]);
-    let link = String::from_utf8_lossy(&link.stdout);
-    let xdp_line = link
-        .lines()
-        .find(|l| l.contains("prog/xdp"))
-        .context("no XDP program on the server's interface")?;
-    println!("   ip -d link: {}", xdp_line.trim());
-
-    let before = daemon.metrics();
     println!(
-        "== client sends {} PXE DHCPDISCOVERs, boot-server requests and TFTP read requests",
-        args.requests
+        "   boots:    Debian's {} + an initramfs built now (busybox-static, /init prints the \
+         marker and powers off)",
+        assets.kernel_package
     );
-    let sent = send_pxe_probes(&net, args.requests);
-    ensure!(
-        sent.status.success(),
-        "client's PXE requests failed: {sent:?}"
-    );
-
-    let (status, body) = daemon.http_get("/healthz");
     println!(
-        "== client GET {} -> {status} {}",
-        daemon.url("/healthz"),
-        body.trim()
+        "   IPv6:     {}",
+        if case.ipv6_ra {
+            "pxe-daemon answers router solicitations with 'no router' (--ipv6-ra no-router)"
+        } else {
+            "no router advertisements: iPXE waits for IPv6 autoconfiguration to time out"
+        }
     );
-    ensure!(
-        status == 200,
-        "the daemon did not answer the client: {status} {body}"
-    );
-
-    let after = daemon.metrics();
-    println!("== frames the XDP program classified (pxe_xdp_frames_total, during the demo):");
-    for class in CLASSES {
-        let label = [("class", class)];
-        let was = metric_value(&before, "pxe_xdp_frames_total", &label).unwrap_or(0.0);
-        let now = metric_value(&after, "pxe_xdp_frames_total", &label).unwrap_or(0.0);
-        println!("   {class:<14} +{}", now - was);
-    }
+    println!("== booting; stages as the daemon's metrics show them (from QEMU's start):");
+    let firmware = case.firmware;
+    let mut live = |stage: Stage, at: Duration| {
+        println!("   +{:6.1} s  {}", at.as_secs_f64(), stage.label(firmware));
+        let _ = std::io::stdout().flush();
+    };
+    let report = boot_machine(TAG, &case, &mut live);
+    println!("== serial console:\n   {}", report.marker);
+    println!("== boot timeline of {MAC} (pxe-daemon metrics, from QEMU's start):");
+    print!("{}", report.timeline);
+    let metrics = &report.metrics;
     let mode = ["driver", "skb"]
         .into_iter()
-        .find(|m| metric_value(&after, "pxe_xdp_attach_mode", &[("mode", m)]) == Some(1.0))
+        .find(|m| metric_value(metrics, "pxe_xdp_attach_mode", &[("mode", m)]) == Some(1.0))
         .unwrap_or("none");
-    println!("   XDP attach mode: {mode}");
-
-    let status = daemon.stop();
-    let link = net.server(&["ip", "-d", "link", "show", net.server_if()]);
-    let attached = String::from_utf8_lossy(&link.stdout).contains("prog/xdp");
+    let frames: Vec<String> = CLASSES
+        .iter()
+        .map(|class| {
+            let n = metric_sum(metrics, "pxe_xdp_frames_total", &[("class", class)]);
+            format!("{class} {n}")
+        })
+        .collect();
     println!(
-        "== pxe-daemon stopped ({status}); XDP program still attached: {}",
-        if attached { "yes" } else { "no" }
+        "== XDP program ({mode} mode) classified: {}",
+        frames.join(", ")
     );
-    ensure!(
-        status.success() && !attached,
-        "the daemon did not stop cleanly"
+    println!(
+        "== DHCP replies {}, TFTP transfers {}, HTTP bytes sent {}, IPv6 'no router' \
+         advertisements {}",
+        metric_sum(metrics, "pxe_dhcp_replies_total", &[]),
+        metric_sum(metrics, "pxe_tftp_transfers_completed_total", &[]),
+        metric_sum(metrics, "pxe_http_sent_bytes_total", &[]),
+        metric_sum(metrics, "pxe_ipv6_router_advertisements_total", &[]),
+    );
+    println!(
+        "== booted: {} from QEMU's start to the marker line",
+        format_args!("{:.1} s", report.elapsed.as_secs_f64())
     );
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Developer and CI tasks for the PXE boot server, run as `cargo xtask <task>`.
 //!
-//! `setup` installs what the project needs, `test` is the CI command, `demo` shows the server
-//! booting clients, `bench` measures it against its peers. Building the eBPF object is not
-//! xtask's job: pxe-daemon's build.rs does it.
+//! `setup` installs what the project needs, `test` is the CI command, `demo` boots a QEMU
+//! machine with real PXE firmware from the server, `bench` measures it against its peers.
+//! Building the eBPF object is not xtask's job: pxe-daemon's build.rs does it.
 
 mod bench;
 mod cmd;
@@ -27,13 +27,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install what the project needs (Debian packages, nightly rust-src, bpf-linker); idempotent.
+    /// Install what the project needs (Debian packages, nightly rust-src, bpf-linker, the boot
+    /// cache: a Debian kernel and busybox-static); idempotent.
     Setup,
     /// Setup, then fmt check, clippy (host and eBPF), build and every test: the CI command.
     Test(test::TestArgs),
-    /// Setup, build pxe-daemon, then run the demo.
+    /// Setup, build pxe-daemon, then boot a QEMU machine (SeaBIOS + iPXE, proxy DHCP beside
+    /// dnsmasq) from it and print its boot timeline.
     Demo(demo::DemoArgs),
-    /// Setup, release build, then a benchmark against peer servers: `bench rack`.
+    /// Setup, release build, then a benchmark against peer servers: `bench dhcp|http|tftp|rack [--quick]`.
     Bench(bench::BenchArgs),
 }
 
@@ -45,7 +47,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             cmd::run(workspace::cargo().args(["build", "-p", "pxe-daemon"]))
                 .context("building pxe-daemon for the demo")?;
-            demo::run(args)
+            demo::run(&args)
         }
         Task::Bench(args) => bench::run(&args),
     }

@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: installs what the project needs on Debian 12, skipping what is there.
 
 use std::io::ErrorKind;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _};
@@ -36,10 +37,41 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     // Peers: dnsmasq plays the site's DHCP server beside the proxy.
     "dnsmasq-base",
-    // The rack benchmark: nginx serves HTTP beside dnsmasq; the plots' text font.
+    // Real firmware for the firmware boot test: QEMU (software emulation), SeaBIOS with
+    // iPXE option ROMs (ipxe-qemu), OVMF (UEFI), and the iPXE binaries the daemon serves.
+    // The kernel and busybox-static are unpacked into the boot cache instead: see boot_cache.
+    "qemu-system-x86",
+    "ipxe-qemu",
+    "ovmf",
+    "ipxe",
+    // The DHCP benchmark: perfdhcp, Kea's DHCP load generator.
+    "kea-admin",
+    // The HTTP benchmark: nginx as the peer, wrk as the small-request load generator.
     "nginx-light",
+    "wrk",
+    // Peer of the TFTP benchmark: `in.tftpd`, run by `cargo xtask bench tftp` itself in a test
+    // namespace. The package also sets up a system service (port 69 of the host's namespace),
+    // which the benchmark neither needs nor touches.
+    "tftpd-hpa",
+    // The rack benchmark: the plots' text font (nginx-light is listed above).
     "fonts-dejavu-core",
 ];
+
+/// The Debian metapackage whose dependency names the current kernel image package.
+const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
+/// Members of the kernel package unpacked into the boot cache: the kernel, and the NIC drivers
+/// (virtio-net, e1000) with the modules they depend on, for the marker initramfs.
+const KERNEL_MEMBERS: &[&str] = &[
+    "./boot/vmlinuz-*",
+    "./lib/modules/*/kernel/drivers/virtio/*.ko",
+    "./lib/modules/*/kernel/drivers/net/virtio_net.ko",
+    "./lib/modules/*/kernel/drivers/net/net_failover.ko",
+    "./lib/modules/*/kernel/net/core/failover.ko",
+    "./lib/modules/*/kernel/drivers/net/ethernet/intel/e1000/e1000.ko",
+];
+/// The statically linked busybox (it conflicts with the `busybox` package the tests use as a
+/// client, so it is unpacked, not installed).
+const BUSYBOX_STATIC_PACKAGE: &str = "busybox-static";
 
 /// Python modules the tests' clients use, pinned, installed with pip when missing.
 const PYTHON_MODULES: &[(&str, &str)] = &[
@@ -67,7 +99,193 @@ pub fn run() -> anyhow::Result<()> {
     step("nightly rust-src", rust_src)?;
     step("bpf-linker", bpf_linker)?;
     step("Python modules", python_modules)?;
+    step("boot cache (kernel, busybox-static)", boot_cache)?;
     Ok(())
+}
+
+/// Fills the firmware test's boot cache from Debian packages, fetched with `apt-get download`
+/// and unpacked with `dpkg-deb`, never installed: installing `linux-image-*` runs initramfs
+/// hooks and touches /boot of the machine itself, and `busybox-static` would replace the
+/// `busybox` the tests use. Each part is written to a temporary directory and renamed into
+/// place with its `PACKAGE` file last, so a killed run leaves nothing that looks complete.
+fn boot_cache() -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::AlreadyPresent;
+    let kernel_dir = pxe_tests::firmware::kernel_cache_dir();
+    if !kernel_dir.join("PACKAGE").is_file() {
+        let package = kernel_package()?;
+        fill_cache_dir(&kernel_dir, &package, KERNEL_MEMBERS, |unpacked, out| {
+            let vmlinuz = find_files(&unpacked.join("boot"), |name| name.starts_with("vmlinuz-"))?;
+            let [vmlinuz] = vmlinuz.as_slice() else {
+                anyhow::bail!("{package} holds {} kernels, expected one", vmlinuz.len());
+            };
+            std::fs::rename(vmlinuz, out.join(pxe_tests::firmware::KERNEL_NAME))?;
+            let modules = out.join("modules");
+            std::fs::create_dir(&modules)?;
+            for ko in find_files(&unpacked.join("lib/modules"), |name| name.ends_with(".ko"))? {
+                let name = ko.file_name().context("a module has a file name")?;
+                std::fs::rename(&ko, modules.join(name))?;
+            }
+            Ok(())
+        })?;
+        outcome = Outcome::Installed;
+    }
+    let busybox_dir = pxe_tests::firmware::busybox_cache_dir();
+    if !busybox_dir.join("PACKAGE").is_file() {
+        fill_cache_dir(
+            &busybox_dir,
+            BUSYBOX_STATIC_PACKAGE,
+            &["./bin/busybox"],
+            |unpacked, out| {
+                Ok(std::fs::rename(
+                    unpacked.join("bin/busybox"),
+                    out.join("busybox"),
+                )?)
+            },
+        )?;
+        outcome = Outcome::Installed;
+    }
+    Ok(outcome)
+}
+
+/// The kernel image package `linux-image-amd64` depends on (e.g. `linux-image-6.1.0-56-amd64`).
+fn kernel_package() -> anyhow::Result<String> {
+    let output = cmd::output(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))
+        .with_context(|| format!("running apt-cache depends {KERNEL_METAPACKAGE}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Depends: "))
+        .find(|dep| dep.starts_with("linux-image-"))
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "apt-cache depends {KERNEL_METAPACKAGE} names no linux-image package (run                  apt-get update?): {}",
+                stdout.trim()
+            )
+        })
+}
+
+/// Downloads `package`, unpacks its `members` (tar wildcards) into a scratch directory, lets
+/// `arrange` move what is needed into the new cache directory, writes `PACKAGE` and renames
+/// the new directory to `dir`.
+fn fill_cache_dir(
+    dir: &Path,
+    package: &str,
+    members: &[&str],
+    arrange: impl FnOnce(&Path, &Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let parent = dir.parent().context("the cache directory has a parent")?;
+    let scratch = parent.join(format!(
+        ".{}.tmp",
+        dir.file_name()
+            .context("a cache directory name")?
+            .to_string_lossy()
+    ));
+    remove_dir_if_there(&scratch)?;
+    let (download, unpacked, out) = (
+        scratch.join("download"),
+        scratch.join("unpacked"),
+        scratch.join("out"),
+    );
+    for d in [&download, &unpacked, &out] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let fetch = || {
+        cmd::run(
+            Command::new("apt-get")
+                .current_dir(&download)
+                .args(["download", package]),
+        )
+    };
+    if fetch().is_err() {
+        // Package lists older than the archive name files that are gone: refresh once.
+        cmd::run(Command::new("apt-get").arg("update"))
+            .with_context(|| format!("updating apt package lists to download {package}"))?;
+        fetch().with_context(|| format!("downloading {package} with apt-get download"))?;
+    }
+    let deb = find_files(&download, |name| name.ends_with(".deb"))?
+        .pop()
+        .with_context(|| format!("apt-get download {package} left no .deb"))?;
+    let version = cmd::output(
+        Command::new("dpkg-deb")
+            .args(["--field"])
+            .arg(&deb)
+            .arg("Version"),
+    )
+    .context("reading the package version with dpkg-deb")?;
+    unpack_members(&deb, &unpacked, members)?;
+    arrange(&unpacked, &out).with_context(|| format!("arranging the files of {package}"))?;
+    let package_line = format!(
+        "{package} {}
+",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    std::fs::write(out.join("PACKAGE"), &package_line)?;
+    remove_dir_if_there(dir)?;
+    std::fs::rename(&out, dir)
+        .with_context(|| format!("moving {} to {}", out.display(), dir.display()))?;
+    remove_dir_if_there(&scratch)?;
+    println!("setup: {} <- {}", dir.display(), package_line.trim());
+    Ok(())
+}
+
+/// `dpkg-deb --fsys-tarfile DEB | tar -x -C INTO --wildcards MEMBERS...`.
+fn unpack_members(deb: &Path, into: &Path, members: &[&str]) -> anyhow::Result<()> {
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting dpkg-deb --fsys-tarfile")?;
+    let tar_input = dpkg.stdout.take().context("dpkg-deb's stdout")?;
+    let mut tar = Command::new("tar");
+    tar.arg("-x")
+        .arg("-C")
+        .arg(into)
+        .arg("--wildcards")
+        .args(members)
+        .stdin(tar_input);
+    println!(
+        "+ dpkg-deb --fsys-tarfile {} | {}",
+        deb.display(),
+        cmd::display(&tar)
+    );
+    let tar_status = tar.status().context("running tar")?;
+    let dpkg_status = dpkg.wait().context("waiting for dpkg-deb")?;
+    ensure!(
+        dpkg_status.success() && tar_status.success(),
+        "unpacking {} failed (dpkg-deb {dpkg_status}, tar {tar_status})",
+        deb.display()
+    );
+    Ok(())
+}
+
+/// Regular files under `dir` (recursively) whose names satisfy `wanted`, sorted.
+fn find_files(dir: &Path, wanted: impl Fn(&str) -> bool + Copy) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            found.extend(find_files(&path, wanted)?);
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(wanted)
+        {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn remove_dir_if_there(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn python_modules() -> anyhow::Result<Outcome> {

@@ -42,6 +42,11 @@ pub fn daemon_bin(target_dir: &Path) -> PathBuf {
     target_dir.join("debug").join("pxe-daemon")
 }
 
+/// The release build of the daemon (`cargo build --release -p pxe-daemon`): what benchmarks run.
+pub fn release_daemon_bin(target_dir: &Path) -> PathBuf {
+    target_dir.join("release").join("pxe-daemon")
+}
+
 /// The value of the first `"key": "..."` string field in `json`.
 ///
 /// A hand search rather than serde_json keeps xtask quick to build; the key is unique in

@@ -31,6 +31,11 @@ use crate::{
 pub const HTTP_LISTEN_DEFAULT: &str = "0.0.0.0:80";
 /// Default seconds given to open transfers to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT_SECS_DEFAULT: u64 = 10;
+/// Default DHCP/4011 frames per second per client MAC: far above what a booting machine sends
+/// (a handful per boot stage), far below a flood.
+pub const XDP_RATE_LIMIT_PPS_DEFAULT: u32 = 20;
+/// Default burst above the rate.
+pub const XDP_RATE_BURST_DEFAULT: u32 = 40;
 /// Default log filter.
 pub const LOG_LEVEL_DEFAULT: &str = "info";
 /// Default TFTP request listener: every address, port 69.
@@ -86,6 +91,18 @@ pub enum DhcpMode {
     Full,
     /// No DHCP (another server hands out boot information).
     Off,
+}
+
+/// Whether the daemon sends IPv6 router advertisements on the boot interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouterAdvertisement {
+    /// None (the default): the network's routers, if any, advertise.
+    #[default]
+    Off,
+    /// Answer router solicitations with "no IPv6 router here" (router lifetime 0, no prefix,
+    /// no DHCPv6), which ends iPXE's wait for IPv6 autoconfiguration on IPv4-only networks.
+    NoRouter,
 }
 
 /// Default lease time of full mode, seconds.
@@ -212,6 +229,11 @@ pub struct Config {
     pub tftp: TftpConfig,
     /// How to attach the XDP program.
     pub xdp_mode: XdpModeSetting,
+    /// DHCP and 4011 frames per second one client MAC may send before the XDP program drops
+    /// them (0: no limit).
+    pub xdp_rate_limit_pps: u32,
+    /// Frames a client may send in a burst above its rate.
+    pub xdp_rate_burst: u32,
     /// Time given to open transfers after a shutdown signal.
     pub drain_timeout: Duration,
     /// Log filter directives.
@@ -228,6 +250,8 @@ pub struct Config {
     pub timeline_max_machines: usize,
     /// Time in one stage after which a machine counts as stuck.
     pub timeline_stuck_after: Duration,
+    /// IPv6 router advertisements on the boot interface.
+    pub ipv6_ra: RouterAdvertisement,
 }
 
 /// Values given on the command line (or their environment variables); they win over the file.
@@ -249,6 +273,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--dhcp-mode`.
     pub dhcp_mode: Option<DhcpMode>,
+    /// `--ipv6-ra`.
+    pub ipv6_ra: Option<RouterAdvertisement>,
 }
 
 /// Why a configuration was refused. Displays as `file:line:column: reason`.
@@ -383,6 +409,7 @@ impl Config {
             group,
             profile,
             timeline,
+            ipv6,
         } = wire;
 
         let interface = match pick(overrides.interface, "--interface", server.interface, src) {
@@ -447,6 +474,17 @@ impl Config {
         let xdp_mode = pick(overrides.xdp_mode, "--xdp-mode", xdp.mode, src)
             .map(|(m, _)| m)
             .unwrap_or_default();
+        let xdp_rate_limit_pps = xdp
+            .rate_limit_pps
+            .map_or(XDP_RATE_LIMIT_PPS_DEFAULT, Spanned::into_inner);
+        let xdp_rate_burst = match (xdp.rate_burst, src) {
+            (Some(b), Some(src)) if *b.get_ref() > 1_000_000 => {
+                return Err(Origin::File(src, b.span())
+                    .error(format!("xdp.rate_burst {} is above 1000000", b.get_ref())))
+            }
+            (Some(b), _) => b.into_inner(),
+            (None, _) => XDP_RATE_BURST_DEFAULT,
+        };
 
         let drain_timeout_secs = match (server.drain_timeout_secs, src) {
             (Some(s), Some(src)) => {
@@ -474,6 +512,15 @@ impl Config {
             .map(|(f, _)| f)
             .unwrap_or_default();
 
+        let ipv6_ra = pick(
+            overrides.ipv6_ra,
+            "--ipv6-ra",
+            ipv6.router_advertisement,
+            src,
+        )
+        .map(|(ra, _)| ra)
+        .unwrap_or_default();
+
         let dhcp = build_dhcp(dhcp, src, overrides.dhcp_mode)?;
         let boot = build_boot(boot, group, src)?;
         if let Some(src) = src {
@@ -494,9 +541,12 @@ impl Config {
             tftp_ports,
             tftp: tftp_settings,
             xdp_mode,
+            xdp_rate_limit_pps,
+            xdp_rate_burst,
             drain_timeout: Duration::from_secs(drain_timeout_secs),
             log_level,
             log_format,
+            ipv6_ra,
         })
     }
 }
@@ -1165,6 +1215,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("--root: "), "{err}");
+    }
+
+    #[test]
+    fn router_advertisements_from_file_and_flag() {
+        let path = Path::new("/etc/pxe/pxe-daemon.toml");
+        let c = Config::from_toml(path, "", Overrides::default()).unwrap();
+        assert_eq!(c.ipv6_ra, RouterAdvertisement::Off);
+        let text = "[ipv6]\nrouter_advertisement = \"no-router\"\n";
+        let c = Config::from_toml(path, text, Overrides::default()).unwrap();
+        assert_eq!(c.ipv6_ra, RouterAdvertisement::NoRouter);
+        let flag = Overrides {
+            ipv6_ra: Some(RouterAdvertisement::Off),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::from_toml(path, text, flag).unwrap().ipv6_ra,
+            RouterAdvertisement::Off
+        );
+        let err = Config::from_toml(
+            path,
+            "[ipv6]\nrouter_advertisement = \"yes\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("/etc/pxe/pxe-daemon.toml:2:"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DhcpMode, LogFormat, XdpModeSetting};
+use super::{DhcpMode, LogFormat, RouterAdvertisement, XdpModeSetting};
 
 /// The whole TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +44,9 @@ pub struct WireConfig {
     /// `[timeline]`: following machines' boots.
     #[serde(default)]
     pub timeline: WireTimeline,
+    /// `[ipv6]`: router advertisements.
+    #[serde(default)]
+    pub ipv6: WireIpv6,
 }
 
 /// `[timeline]`.
@@ -54,6 +57,14 @@ pub struct WireTimeline {
     pub max_machines: Option<Spanned<usize>>,
     /// Seconds in one stage after which a machine counts as stuck.
     pub stuck_after_secs: Option<Spanned<u64>>,
+}
+
+/// `[ipv6]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireIpv6 {
+    /// `off` or `no-router`.
+    pub router_advertisement: Option<Spanned<RouterAdvertisement>>,
 }
 
 /// `[dhcp]`.
@@ -257,6 +268,10 @@ pub struct WireRewrite {
 pub struct WireXdp {
     /// How to attach the XDP program.
     pub mode: Option<Spanned<XdpModeSetting>>,
+    /// DHCP and 4011 frames per second one client MAC may send (0: no limit).
+    pub rate_limit_pps: Option<Spanned<u32>>,
+    /// Frames a client may send in a burst above its rate.
+    pub rate_burst: Option<Spanned<u32>>,
 }
 
 /// `[log]`.

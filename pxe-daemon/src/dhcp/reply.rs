@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::{
-    v4::{DhcpOption, Message, MessageType, Opcode},
+    v4::{DhcpOption, Message, MessageType, Opcode, UnknownOption},
     Encodable, Encoder,
 };
 
@@ -30,6 +30,10 @@ const RPI_OPT43: &[u8] = &[
     b'B', b'o', b'o', b't', // PXE_BOOT_MENU: type 0, "Raspberry Pi Boot"
     255,
 ];
+/// Option 175: iPXE's encapsulated options.
+const IPXE_ENCAPSULATED_OPTION: u8 = 175;
+/// In option 175: sub-option 176 (`no-pxedhcp`), length 1, value 1: "do not wait for ProxyDHCP".
+const IPXE_NO_PXEDHCP: &[u8] = &[176, 1, 1];
 /// OUIs of the Raspberry Pi Foundation / Raspberry Pi Trading.
 const RPI_OUIS: [[u8; 3]; 6] = [
     [0xb8, 0x27, 0xeb],
@@ -86,14 +90,18 @@ pub fn base_reply(req: &Request, kind: MessageType, server: Ipv4Addr) -> Message
     m
 }
 
-/// Adds what the firmware needs to boot `spec`: next-server, boot file (field and option 67),
-/// option 66, option 60 as the client kind expects, option 97 echoed, option 43 where needed.
-/// `proxy` says the reply is a proxy-DHCP one (no address).
+/// Adds what the firmware needs to boot `spec`: next-server (always), boot file (field and
+/// option 67), option 66 (TFTP targets), option 60 as the client kind expects, option 97
+/// echoed, option 43 where needed. `proxy` says the reply is a proxy-DHCP one (no address).
 pub fn add_boot(m: &mut Message, req: &Request, spec: &BootSpec, server: Ipv4Addr, proxy: bool) {
     let firmware = req.machine.firmware;
     let file = spec.target.as_boot_file();
+    // Next-server even when the boot file is a URL: iPXE takes a proxy offer (and a port-4011
+    // ACK) as carrying boot information only when siaddr is set AND a boot file is named
+    // (`dhcp_has_pxeopts`); without siaddr it asks on 4011 again and again, rejects every ACK
+    // and ends with "Nothing to boot". dnsmasq sets it on every PXE reply too.
+    m.set_siaddr(server);
     if let BootTarget::Tftp(_) = spec.target {
-        m.set_siaddr(server);
         m.opts_mut()
             .insert(DhcpOption::TFTPServerName(server.to_string().into_bytes()));
     }
@@ -128,6 +136,15 @@ pub fn add_boot(m: &mut Message, req: &Request, spec: &BootSpec, server: Ipv4Add
             m.opts_mut().insert(DhcpOption::VendorExtensions(
                 PXE_OPT43_USE_BOOT_FILE.to_vec(),
             ));
+        }
+        // A full server's offer to iPXE is the whole answer. Without this iPXE waits for
+        // ProxyDHCP offers (DHCP_DISC_PROXY_TIMEOUT_SEC: about 3 s under QEMU) before it asks
+        // for the address; 175.176 is iPXE's documented `ipxe.no-pxedhcp`.
+        Some(Firmware::Ipxe) if !proxy => {
+            m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+                IPXE_ENCAPSULATED_OPTION.into(),
+                IPXE_NO_PXEDHCP.to_vec(),
+            )));
         }
         _ => {}
     }

@@ -201,15 +201,13 @@ fn follow(
         Outcome::Reply(r, _) => Some(r),
         _ => None,
     };
-    // yiaddr of the reply (BOOTP offset 16), else the address the request came from.
+    // yiaddr of the reply (BOOTP offset 16), else the address a local client sent from (a
+    // relayed request's source is the relay).
     let given = reply
         .and_then(|r| r.bytes.get(16..20))
         .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]))
         .filter(|ip| !ip.is_unspecified());
-    let from = Some(*src.ip()).filter(|ip| {
-        !ip.is_unspecified()
-            && reply.is_some_and(|r| matches!(r.to, Destination::Unicast(a) if a == src))
-    });
+    let from = Some(*src.ip()).filter(|ip| !ip.is_unspecified() && machine.relay.is_none());
     let ip = given.or(from);
     let answered = reply.is_some_and(|r| {
         matches!(

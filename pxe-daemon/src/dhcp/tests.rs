@@ -221,6 +221,7 @@ fn uefi_http_boot_gets_an_http_url_and_httpclient() {
     let reply = reply_of(proxy_core().handle(&req, FROM_CLIENT, 67, NOW).0);
     let url = "http://198.18.0.1/ipxe.efi";
     let want = Raw {
+        siaddr: SERVER,
         file: url,
         ..Raw::reply(vec![
             opt(53, &[2]),
@@ -243,6 +244,9 @@ fn ipxe_gets_its_script_url_never_the_nbp() {
         let reply = reply_of(proxy_core().handle(&req, FROM_CLIENT, 67, NOW).0);
         let url = "http://198.18.0.1/boot.ipxe";
         let want = Raw {
+            // iPXE's `dhcp_has_pxeopts`: a proxy offer without siaddr carries no boot
+            // information for iPXE, however good its option 67 (found booting QEMU's iPXE ROM).
+            siaddr: SERVER,
             file: url,
             ..Raw::reply(vec![
                 opt(53, &[2]),
@@ -263,6 +267,30 @@ fn ipxe_gets_its_script_url_never_the_nbp() {
             .0,
     );
     let msg = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&reply.bytes)).unwrap();
+    assert_eq!(fname(&msg), b"http://198.18.0.1/boot.ipxe");
+}
+
+/// iPXE's ProxyDHCPREQUEST: after the site server's ACK it asks the proxy on port 4011 from its
+/// new address and port 68. It takes the ACK only from port 4011 with siaddr and a boot file
+/// (`dhcp_proxy_rx` and `dhcp_has_pxeopts` in iPXE's dhcp.c).
+#[test]
+fn ipxe_proxy_request_on_4011_gets_an_ack_with_next_server_and_script() {
+    let client = Ipv4Addr::new(198, 18, 0, 124);
+    let mut options = pxe_options(3, 0, BIOS_VENDOR);
+    options.push(opt(77, b"iPXE"));
+    options.push(opt(175, &[19, 1, 1]));
+    let req = Raw {
+        ciaddr: client,
+        flags: 0,
+        ..Raw::request(options)
+    }
+    .bytes();
+    let src = SocketAddrV4::new(client, 68);
+    let reply = reply_of(proxy_core().handle(&req, src, 4011, NOW).0);
+    assert_eq!(reply.to, Destination::Unicast(src));
+    let msg = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&reply.bytes)).unwrap();
+    assert_eq!(msg.opts().msg_type(), Some(dhcproto::v4::MessageType::Ack));
+    assert_eq!(msg.siaddr(), SERVER);
     assert_eq!(fname(&msg), b"http://198.18.0.1/boot.ipxe");
 }
 
@@ -597,6 +625,56 @@ mod full {
         // A second DISCOVER from the same machine gets the same address.
         let again = reply_of(core.handle(&discover(MAC), FROM_CLIENT, 67, NOW + 1900).0);
         assert_eq!(decode(&again).yiaddr(), ip);
+    }
+
+    /// Found booting QEMU: iPXE waited about 3 s for ProxyDHCP offers after every offer of the
+    /// full server. Its offer and ACK now carry 175.176 = 1 (`no-pxedhcp`); PXE ROMs get none.
+    #[test]
+    fn ipxe_is_told_not_to_wait_for_proxy_offers() {
+        let no_pxedhcp = |reply: &Reply| {
+            decode(reply)
+                .opts()
+                .get(dhcproto::v4::OptionCode::Unknown(175))
+                .map(|o| match o {
+                    dhcproto::v4::DhcpOption::Unknown(u) => u.data().to_vec(),
+                    other => panic!("option 175 decoded as {other:?}"),
+                })
+        };
+        let mut core = full_core((100, 110));
+        let mut options = pxe_options(1, 0, BIOS_VENDOR);
+        options.push(opt(77, b"iPXE"));
+        let ipxe = Raw::request(options).bytes();
+        let offer = reply_of(core.handle(&ipxe, FROM_CLIENT, 67, NOW).0);
+        assert_eq!(no_pxedhcp(&offer), Some(vec![176, 1, 1]));
+        assert_eq!(fname(&decode(&offer)), b"http://198.18.0.1/boot.ipxe");
+        let ip = decode(&offer).yiaddr();
+        let mut options = pxe_options(3, 0, BIOS_VENDOR);
+        options.push(opt(77, b"iPXE"));
+        options.push(opt(50, &ip.octets()));
+        options.push(opt(54, &SERVER.octets()));
+        let ack = reply_of(
+            core.handle(&Raw::request(options).bytes(), FROM_CLIENT, 67, NOW)
+                .0,
+        );
+        assert_eq!(
+            decode(&ack).opts().msg_type(),
+            Some(dhcproto::v4::MessageType::Ack)
+        );
+        assert_eq!(no_pxedhcp(&ack), Some(vec![176, 1, 1]));
+        // A PXE ROM's offer does not carry iPXE's options, nor does a proxy offer.
+        let rom = reply_of(
+            core.handle(&discover([2, 0, 0, 0, 0, 1]), FROM_CLIENT, 67, NOW)
+                .0,
+        );
+        assert_eq!(no_pxedhcp(&rom), None);
+        let mut options = pxe_options(1, 0, BIOS_VENDOR);
+        options.push(opt(77, b"iPXE"));
+        let proxied = reply_of(
+            proxy_core()
+                .handle(&Raw::request(options).bytes(), FROM_CLIENT, 67, NOW)
+                .0,
+        );
+        assert_eq!(no_pxedhcp(&proxied), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::metrics::{Refusal, TftpMetrics};
 use super::options::{negotiate, Limits};
 use super::packet::{write_data_header, ErrorCode, Opcode, Packet, WireError, DATA_HEADER_BYTES};
 use super::transfer::{FailReason, Outcome, Output, Retry, Send, Transfer};
-use super::uring::{FileBlock, SendRing};
+use super::uring::{FileBlock, SendRing, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use crate::config::TftpConfig;
 
 /// Datagrams in flight at once (each holds a buffer of up to 4 + blksize bytes).
@@ -326,6 +326,13 @@ impl Server {
             start_drain(&mut drain_until, self.live);
             let events = self.ring.take_events();
             self.metrics.send_errors.inc_by(events.send_errors);
+            if events.segmentation_refused > 0 {
+                warn!(
+                    refused = events.segmentation_refused,
+                    "the kernel refused segmented TFTP sends (UDP GSO): one datagram per send \
+                     from now on; the timeout resends what was lost"
+                );
+            }
             for token in events.read_failures {
                 self.read_failed(token);
             }
@@ -590,7 +597,24 @@ impl Server {
         let token = (u64::from(entry.generation) << 32) | u64::from(slot);
         metrics.retransmits.inc_by(u64::from(out.retransmits));
         metrics.duplicate_acks.inc_by(u64::from(out.duplicate_acks));
-        for send in out.sends.drain(..) {
+        let mut next = 0;
+        while next < out.sends.len() {
+            // Blocks of a cached file that follow each other in the output (a window) leave
+            // as one segmented send: one pass down the stack instead of one per block.
+            if let (Source::Cached(data), true) = (&entry.source, ring.segmentation()) {
+                let run = segment_run(&out.sends[next..], data.len());
+                if run > 1 {
+                    let sends = &out.sends[next..next + run];
+                    let queued = queue_segments(ring, fd, entry.client, data, sends, metrics);
+                    if let Err(e) = queued {
+                        warn!(error = %e, "queueing TFTP datagrams");
+                    }
+                    next += run;
+                    continue;
+                }
+            }
+            let send = std::mem::replace(&mut out.sends[next], Send::Packet(Vec::new()));
+            next += 1;
             let queued = match send {
                 Send::Packet(bytes) => ring.send(fd, entry.client, |b| b.extend_from_slice(&bytes)),
                 Send::Data { block, offset, len } => {
@@ -626,6 +650,7 @@ impl Server {
                 warn!(error = %e, "queueing a TFTP datagram");
             }
         }
+        out.sends.clear();
         out.retransmits = 0;
         out.duplicate_acks = 0;
         let deadline = entry.transfer.deadline();
@@ -780,6 +805,74 @@ impl Server {
     }
 }
 
+/// How many sends at the start of `sends` can leave as one segmented send: DATA blocks within
+/// the file (of `file_len` bytes), all as long as the first but the last, which may be
+/// shorter, at most [`MAX_GSO_SEGMENTS`] and [`MAX_GSO_BYTES`]. 0 if the first is no DATA.
+fn segment_run(sends: &[Send], file_len: usize) -> usize {
+    let in_file = |offset: u64, len: u32| {
+        offset
+            .checked_add(u64::from(len))
+            .is_some_and(|end| end <= file_len as u64)
+    };
+    let Some(&Send::Data {
+        offset, len: full, ..
+    }) = sends.first()
+    else {
+        return 0;
+    };
+    if !in_file(offset, full) {
+        return 0;
+    }
+    let segment = DATA_HEADER_BYTES + full as usize;
+    let max = MAX_GSO_SEGMENTS.min(MAX_GSO_BYTES / segment);
+    let mut count = 1;
+    for send in sends.iter().take(max).skip(1) {
+        match *send {
+            Send::Data { offset, len, .. } if len <= full && in_file(offset, len) => {
+                count += 1;
+                // Only the last segment may be shorter.
+                if len < full {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    count
+}
+
+/// Queues `run` (from [`segment_run`]) of a cached file as one segmented send.
+fn queue_segments(
+    ring: &mut SendRing,
+    fd: RawFd,
+    to: SocketAddr,
+    data: &[u8],
+    run: &[Send],
+    metrics: &TftpMetrics,
+) -> io::Result<()> {
+    let Some(Send::Data { len: first, .. }) = run.first() else {
+        return Ok(());
+    };
+    let segment = u16::try_from(DATA_HEADER_BYTES + *first as usize)
+        .map_err(|_| io::Error::other("block larger than a datagram"))?;
+    ring.send_segments(fd, to, segment, |b| {
+        for send in run {
+            let Send::Data { block, offset, len } = *send else {
+                continue;
+            };
+            metrics.data_bytes.inc_by(u64::from(len));
+            let mut header = [0u8; DATA_HEADER_BYTES];
+            write_data_header(block, &mut header);
+            b.extend_from_slice(&header);
+            // In the file: checked by segment_run, so every segment has its length.
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            if let Some(payload) = data.get(start..start.saturating_add(len as usize)) {
+                b.extend_from_slice(payload);
+            }
+        }
+    })
+}
+
 fn source_size(entry: &Option<Entry>) -> u64 {
     entry.as_ref().map_or(0, |e| e.source.size())
 }
@@ -904,6 +997,42 @@ mod tests {
             }
         }
         panic!("transfer did not end");
+    }
+
+    fn data(block: u16, len: u32) -> Send {
+        Send::Data {
+            block,
+            offset: u64::from(block - 1) * 1468,
+            len,
+        }
+    }
+
+    #[test]
+    fn windows_of_cached_blocks_are_cut_into_segment_runs() {
+        let file = 1468 * 10 + 100;
+        // A full window, then the next; a short last block ends a run.
+        let sends = [data(1, 1468), data(2, 1468), data(3, 1468), data(4, 1468)];
+        assert_eq!(segment_run(&sends, file), 4);
+        let last = [data(10, 1468), data(11, 100)];
+        assert_eq!(segment_run(&last, file), 2);
+        // Blocks as long as the first make a run (the first sets the segment size).
+        let equal = [data(11, 100), data(12, 100)];
+        assert_eq!(segment_run(&equal, 1 << 20), 2);
+        let short_then_full = [data(1, 1468), data(2, 100), data(3, 1468)];
+        assert_eq!(segment_run(&short_then_full, file), 2);
+        // An OACK or ERROR is not DATA; a block beyond the file is sent on its own.
+        assert_eq!(segment_run(&[Send::Packet(vec![0, 6])], file), 0);
+        assert_eq!(
+            segment_run(&[data(1, 1468), Send::Packet(vec![0, 5])], file),
+            1
+        );
+        assert_eq!(segment_run(&[data(1, 1468), data(12, 1468)], file), 1);
+        assert_eq!(segment_run(&[], file), 0);
+        // At most 64 segments and 65,000 bytes.
+        let many: Vec<Send> = (1..=100).map(|b| data(b, 512)).collect();
+        assert_eq!(segment_run(&many, 1 << 20), MAX_GSO_SEGMENTS);
+        let big: Vec<Send> = (1..=64).map(|b| data(b, 1468)).collect();
+        assert_eq!(segment_run(&big, 1468 * 64), 65_000 / 1472);
     }
 
     fn metric(r: &Running, line: &str) -> bool {

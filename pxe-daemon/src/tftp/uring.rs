@@ -83,7 +83,33 @@ impl RawAddr {
     }
 }
 
-/// One datagram in flight: its bytes and where it goes.
+/// `UDP_SEGMENT` (linux/udp.h): the control message that makes one send several datagrams.
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most datagrams in one segmented send: the kernel's `UDP_MAX_SEGMENTS` (64 since it began).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Most bytes in one segmented send: the whole goes down the stack as one IPv4 packet.
+pub const MAX_GSO_BYTES: usize = 65_000;
+
+/// The `sendmsg` header of a segmented send. Its pointers point into its own slot (buffer,
+/// address, `iov`, `control`), which never moves: slots are fixed at creation.
+struct MsgHeader {
+    msg: libc::msghdr,
+    iov: libc::iovec,
+    /// Room for one `cmsghdr` with a u16, aligned as `cmsghdr` needs.
+    control: [u64; 4],
+}
+
+// SAFETY: the raw pointers only ever point into the slot that holds the header; the ring and
+// its slots move between threads together and are used by one thread at a time.
+unsafe impl Send for MsgHeader {}
+
+impl std::fmt::Debug for MsgHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MsgHeader").finish_non_exhaustive()
+    }
+}
+
+/// One datagram (or one segmented send of several) in flight: its bytes and where it goes.
 #[derive(Debug)]
 struct Slot {
     buf: Vec<u8>,
@@ -94,6 +120,10 @@ struct Slot {
     read_len: u32,
     /// Whom to tell if the read fails.
     token: u64,
+    /// Set for a segmented send (`UDP_SEGMENT`).
+    header: Option<Box<MsgHeader>>,
+    /// Whether the send in flight is segmented.
+    segmented: bool,
 }
 
 /// A range of a file to send.
@@ -118,6 +148,9 @@ pub struct Events {
     pub read_failures: Vec<u64>,
     /// Sends the kernel refused (e.g. no route); the timeout retransmits.
     pub send_errors: u64,
+    /// Segmented sends the kernel refused for being segmented (the device cannot checksum
+    /// them, say): segmentation is then off for good, see [`SendRing::segmentation`].
+    pub segmentation_refused: u64,
 }
 
 /// The server's ring: socket readiness, sends, linked reads.
@@ -130,6 +163,8 @@ pub struct SendRing {
     watched: Vec<RawFd>,
     readable_seen: Vec<bool>,
     events: Events,
+    /// Whether segmented sends are used (until the kernel refuses one).
+    segmentation: bool,
 }
 
 impl std::fmt::Debug for SendRing {
@@ -155,6 +190,8 @@ impl SendRing {
                 file: None,
                 read_len: 0,
                 token: 0,
+                header: None,
+                segmented: false,
             })
             .collect();
         Ok(SendRing {
@@ -164,7 +201,14 @@ impl SendRing {
             watched: Vec::new(),
             readable_seen: Vec::new(),
             events: Events::default(),
+            segmentation: true,
         })
+    }
+
+    /// Whether [`SendRing::send_segments`] may be used: true until the kernel refuses a
+    /// segmented send.
+    pub fn segmentation(&self) -> bool {
+        self.segmentation
     }
 
     /// Watches `fd` for readability and arms it; returns its index in [`Events::readable`].
@@ -224,6 +268,72 @@ impl SendRing {
         fill(&mut slot.buf);
         slot.addr.set(to);
         let entry = self.send_entry(fd, i);
+        self.push(&[entry])
+    }
+
+    /// Queues several datagrams to `to` as one segmented send (UDP GSO): `fill` writes them one
+    /// after the other, each `segment` bytes long but the last, which may be shorter. The
+    /// kernel cuts the buffer into datagrams after one pass down the stack (or the NIC does),
+    /// instead of one pass per datagram. Buffers of at most [`MAX_GSO_SEGMENTS`] segments and
+    /// [`MAX_GSO_BYTES`] bytes, each datagram within the path MTU; a buffer of one segment or
+    /// less is sent as a plain datagram.
+    pub fn send_segments(
+        &mut self,
+        fd: RawFd,
+        to: SocketAddr,
+        segment: u16,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<()> {
+        let i = self.take_slot()?;
+        let slot = &mut self.slots[i];
+        slot.buf.clear();
+        fill(&mut slot.buf);
+        slot.addr.set(to);
+        if slot.buf.len() <= usize::from(segment) {
+            let entry = self.send_entry(fd, i);
+            return self.push(&[entry]);
+        }
+        debug_assert!(slot.buf.len() <= MAX_GSO_BYTES);
+        debug_assert!(slot.buf.len().div_ceil(usize::from(segment)) <= MAX_GSO_SEGMENTS);
+        slot.segmented = true;
+        let header = slot.header.get_or_insert_with(|| {
+            Box::new(MsgHeader {
+                // SAFETY: msghdr and iovec are plain data; zeroed is a valid empty value.
+                msg: unsafe { std::mem::zeroed() },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                control: [0; 4],
+            })
+        });
+        header.iov = libc::iovec {
+            iov_base: slot.buf.as_mut_ptr().cast(),
+            iov_len: slot.buf.len(),
+        };
+        let value = std::mem::size_of::<u16>() as libc::c_uint;
+        // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+        let (space, len) = unsafe { (libc::CMSG_SPACE(value), libc::CMSG_LEN(value)) };
+        debug_assert!(space as usize <= std::mem::size_of_val(&header.control));
+        header.msg.msg_name = (&mut slot.addr.storage as *mut libc::sockaddr_storage).cast();
+        header.msg.msg_namelen = slot.addr.len;
+        header.msg.msg_iov = &mut header.iov;
+        header.msg.msg_iovlen = 1;
+        header.msg.msg_control = header.control.as_mut_ptr().cast();
+        header.msg.msg_controllen = space as usize;
+        header.msg.msg_flags = 0;
+        // SAFETY: `control` is large and aligned enough for one cmsghdr and a u16 (checked
+        // above), and msg_control/msg_controllen describe it, so the first header is in it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&header.msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = len as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+        }
+        let entry = opcode::SendMsg::new(types::Fd(fd), &header.msg)
+            .build()
+            .user_data(user_data(KIND_SEND, i));
         self.push(&[entry])
     }
 
@@ -336,11 +446,21 @@ impl SendRing {
                     slot.file = None;
                 }
                 KIND_SEND => {
+                    let slot = &mut self.slots[index];
                     // -ECANCELED: the linked read failed, already reported.
                     if result < 0 && result != -libc::ECANCELED {
                         self.events.send_errors += 1;
+                        // What the kernel says when segmentation cannot be done on this path
+                        // (no checksum offload, a UDP-Lite or IPsec route, an old kernel).
+                        let refused =
+                            [libc::EIO, libc::EINVAL, libc::ENOPROTOOPT, libc::EOPNOTSUPP];
+                        if slot.segmented && refused.contains(&-result) {
+                            self.events.segmentation_refused += 1;
+                            self.segmentation = false;
+                        }
                     }
-                    self.slots[index].file = None;
+                    slot.segmented = false;
+                    slot.file = None;
                     self.free.push(index);
                 }
                 _ => {}
@@ -424,6 +544,38 @@ mod tests {
             .read_exact_at(&file, &mut more, data.len() as u64 - 5)
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_segmented_send_arrives_as_separate_datagrams() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let to = client.local_addr().unwrap();
+        let mut ring = SendRing::new(4).unwrap();
+        // Three segments of 5 bytes and a short last one; then one that fits a segment.
+        ring.send_segments(server.as_raw_fd(), to, 5, |b| {
+            b.extend_from_slice(b"aaaaabbbbbcccccdd")
+        })
+        .unwrap();
+        ring.send_segments(server.as_raw_fd(), to, 5, |b| b.extend_from_slice(b"eee"))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && ring.in_flight() > 0 {
+            ring.wait(Duration::from_millis(50)).unwrap();
+        }
+        let events = ring.take_events();
+        assert_eq!(events.send_errors, 0, "loopback takes segmented sends");
+        assert!(ring.segmentation());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        for _ in 0..5 {
+            let n = client.recv(&mut buf).unwrap();
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(got, ["aaaaa", "bbbbb", "ccccc", "dd", "eee"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use prometheus::{
     proto::MetricFamily,
     IntCounterVec, Opts,
 };
-use pxe_common::{PacketClass, CLASS_COUNTERS_MAP};
+use pxe_common::{PacketClass, Verdict, CLASS_COUNTERS_MAP, VERDICT_COUNT, VERDICT_COUNTERS_MAP};
 
 use super::{map_error, XdpLoadError};
 use crate::metrics::NAMESPACE;
@@ -22,6 +22,8 @@ use crate::metrics::NAMESPACE;
 pub struct XdpCounters {
     map: Arc<Mutex<PerCpuArray<MapData, u64>>>,
     exported: IntCounterVec,
+    verdict_map: Arc<Mutex<PerCpuArray<MapData, u64>>>,
+    verdicts: IntCounterVec,
 }
 
 impl std::fmt::Debug for XdpCounters {
@@ -47,9 +49,26 @@ impl XdpCounters {
             &["class"],
         )
         .expect("metric name and labels are valid constants");
+        let verdict_map: PerCpuArray<MapData, u64> = ebpf
+            .take_map(VERDICT_COUNTERS_MAP)
+            .ok_or_else(|| map_error(VERDICT_COUNTERS_MAP, "missing from the object"))?
+            .try_into()
+            .map_err(|e| map_error(VERDICT_COUNTERS_MAP, e))?;
+        let verdicts = IntCounterVec::new(
+            Opts::new(
+                "xdp_verdicts_total",
+                "Frames by class and what the XDP program did: pass (to the kernel), steer (to \
+                 AF_XDP, or passed when the queue has no socket), rate_limited (dropped).",
+            )
+            .namespace(NAMESPACE),
+            &["class", "verdict"],
+        )
+        .expect("metric name and labels are valid constants");
         Ok(XdpCounters {
             map: Arc::new(Mutex::new(map)),
             exported,
+            verdict_map: Arc::new(Mutex::new(verdict_map)),
+            verdicts,
         })
     }
 
@@ -66,9 +85,26 @@ impl XdpCounters {
     }
 }
 
+impl XdpCounters {
+    /// Frames of `class` that got `verdict`, summed over all CPUs.
+    pub fn verdict(&self, class: PacketClass, verdict: Verdict) -> u64 {
+        let map = self.verdict_map.lock().unwrap_or_else(|p| p.into_inner());
+        let index = class as u32 * VERDICT_COUNT + verdict as u32;
+        match map.get(&index, 0) {
+            Ok(values) => values.iter().sum(),
+            Err(e) => {
+                tracing::warn!(class = class.label(), error = %e, "reading XDP verdict counter");
+                0
+            }
+        }
+    }
+}
+
 impl Collector for XdpCounters {
     fn desc(&self) -> Vec<&Desc> {
-        self.exported.desc()
+        let mut d = self.exported.desc();
+        d.extend(self.verdicts.desc());
+        d
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -78,6 +114,17 @@ impl Collector for XdpCounters {
             let total = self.get(class);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
-        self.exported.collect()
+        for class in PacketClass::ALL {
+            for verdict in Verdict::ALL {
+                let counter = self
+                    .verdicts
+                    .with_label_values(&[class.label(), verdict.label()]);
+                let total = self.verdict(class, verdict);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
+        let mut families = self.exported.collect();
+        families.extend(self.verdicts.collect());
+        families
     }
 }

@@ -93,13 +93,14 @@ pub struct XdpAttachment {
 }
 
 impl XdpAttachment {
-    /// Loads the program with `tftp_ports` as its transfer range and attaches it to `interface`
+    /// Loads the program with `program_config` (transfer ports, server address, rate limit,
+    /// steering) and attaches it to `interface`
     /// as `setting` says. In `auto`, a failure to load or attach is a warning and the daemon goes
     /// on with [`AttachMode::None`]; in `driver` or `skb` it is an error.
     pub fn load(
         interface: &str,
         setting: XdpModeSetting,
-        tftp_ports: &RangeInclusive<u16>,
+        program_config: XdpConfig,
         debug_log: bool,
     ) -> Result<Option<XdpAttachment>, XdpLoadError> {
         let wanted: &[(XdpMode, AttachMode)] = match setting {
@@ -116,7 +117,7 @@ impl XdpAttachment {
         };
         let required = setting != XdpModeSetting::Auto;
 
-        let mut attachment = match Self::load_object(interface, tftp_ports, debug_log) {
+        let mut attachment = match Self::load_object(interface, program_config, debug_log) {
             Ok(a) => a,
             Err(e) if !required => {
                 warn!(interface, error = %e, "XDP program not loaded; running without XDP");
@@ -155,7 +156,7 @@ impl XdpAttachment {
 
     fn load_object(
         interface: &str,
-        tftp_ports: &RangeInclusive<u16>,
+        program_config: XdpConfig,
         debug_log: bool,
     ) -> Result<XdpAttachment, XdpLoadError> {
         // aya-log levels: 0 = off .. 4 = debug. The program logs only malformed frames, at debug.
@@ -172,19 +173,7 @@ impl XdpAttachment {
             }
         };
 
-        let config = XdpConfig {
-            tftp_port_min: *tftp_ports.start(),
-            tftp_port_max: *tftp_ports.end(),
-            flags: 0,
-        };
-        let mut config_map: Array<_, XdpConfig> = ebpf
-            .map_mut(CONFIG_MAP)
-            .ok_or_else(|| map_error(CONFIG_MAP, "missing from the object"))?
-            .try_into()
-            .map_err(|e| map_error(CONFIG_MAP, e))?;
-        config_map
-            .set(0, config, 0)
-            .map_err(|e| map_error(CONFIG_MAP, e))?;
+        write_config(&mut ebpf, program_config)?;
 
         let counters = XdpCounters::from_ebpf(&mut ebpf)?;
         let program: &mut Xdp = ebpf
@@ -213,6 +202,11 @@ impl XdpAttachment {
             .map_err(|e: ProgramError| XdpLoadError::Program(e.to_string()))
     }
 
+    /// Replaces the program's settings (they take effect with the next frame).
+    pub fn set_config(&mut self, program_config: XdpConfig) -> Result<(), XdpLoadError> {
+        write_config(&mut self.ebpf, program_config)
+    }
+
     /// The mode the program is attached in.
     pub fn mode(&self) -> AttachMode {
         self.mode
@@ -237,6 +231,43 @@ impl Drop for XdpAttachment {
         if let Some(task) = self.log_task.take() {
             task.abort();
         }
+    }
+}
+
+/// Writes the program's settings into its CONFIG map.
+fn write_config(ebpf: &mut Ebpf, program_config: XdpConfig) -> Result<(), XdpLoadError> {
+    let mut config_map: Array<_, XdpConfig> = ebpf
+        .map_mut(CONFIG_MAP)
+        .ok_or_else(|| map_error(CONFIG_MAP, "missing from the object"))?
+        .try_into()
+        .map_err(|e| map_error(CONFIG_MAP, e))?;
+    config_map
+        .set(0, program_config, 0)
+        .map_err(|e| map_error(CONFIG_MAP, e))
+}
+
+/// The program's settings for a daemon configuration: transfer ports, the server address,
+/// full-DHCP steering, the rate limit. Steering to AF_XDP stays off until the AF_XDP datapath
+/// serves the queues.
+pub fn program_config(
+    tftp_ports: &RangeInclusive<u16>,
+    server: Option<std::net::Ipv4Addr>,
+    full_dhcp: bool,
+    rate_per_sec: u32,
+    rate_burst: u32,
+) -> XdpConfig {
+    XdpConfig {
+        tftp_port_min: *tftp_ports.start(),
+        tftp_port_max: *tftp_ports.end(),
+        flags: if full_dhcp {
+            pxe_common::XDP_FLAG_FULL_DHCP
+        } else {
+            0
+        },
+        server_ip_be: server.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+        rate_per_sec,
+        rate_burst,
+        reserved: 0,
     }
 }
 

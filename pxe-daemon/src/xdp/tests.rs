@@ -2,11 +2,13 @@
 //! counted as, run through the kernel with BPF_PROG_TEST_RUN. Needs root (CAP_BPF).
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use pxe_common::PacketClass;
+use pxe_common::{PacketClass, Verdict, XdpConfig, XDP_FLAG_FULL_DHCP, XDP_FLAG_STEER};
 
 use super::XdpAttachment;
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const SERVER: [u8; 4] = [198, 18, 0, 1];
 const BROADCAST: [u8; 6] = [0xff; 6];
 const CLIENT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
@@ -20,7 +22,10 @@ struct Frame {
     frag: u16,
     proto: u8,
     dst_port: u16,
+    dst_ip: [u8; 4],
     payload: usize,
+    /// UDP payload bytes, instead of `payload` zeros.
+    data: Option<Vec<u8>>,
     truncate_to: Option<usize>,
 }
 
@@ -34,8 +39,32 @@ impl Frame {
             frag: 0,
             proto: 17,
             dst_port,
+            dst_ip: [255, 255, 255, 255],
             payload: 300,
+            data: None,
             truncate_to: None,
+        }
+    }
+
+    /// A DHCP request from `chaddr` with `options` (code, value) after the magic cookie.
+    fn dhcp(chaddr: [u8; 6], options: &[(u8, &[u8])]) -> Frame {
+        let mut d = vec![0u8; 236];
+        d[0] = 1;
+        d[1] = 1;
+        d[2] = 6;
+        d[28..34].copy_from_slice(&chaddr);
+        d.extend_from_slice(&[99, 130, 83, 99]);
+        d.extend_from_slice(&[53, 1, 1]);
+        for (code, value) in options {
+            d.push(*code);
+            d.push(value.len() as u8);
+            d.extend_from_slice(value);
+        }
+        d.push(255);
+        d.resize(d.len().max(300), 0);
+        Frame {
+            data: Some(d),
+            ..Frame::udp(67)
         }
     }
 
@@ -49,7 +78,8 @@ impl Frame {
         }
         f.extend_from_slice(&self.ethertype.to_be_bytes());
         let ihl = usize::from(self.ihl_words) * 4;
-        let total = (ihl.max(20) + 8 + self.payload) as u16;
+        let payload = self.data.as_ref().map_or(self.payload, Vec::len);
+        let total = (ihl.max(20) + 8 + payload) as u16;
         let mut ip = vec![0u8; ihl.max(20)];
         ip[0] = (self.version << 4) | self.ihl_words;
         ip[2..4].copy_from_slice(&total.to_be_bytes());
@@ -57,13 +87,16 @@ impl Frame {
         ip[8] = 64;
         ip[9] = self.proto;
         ip[12..16].copy_from_slice(&[0, 0, 0, 0]);
-        ip[16..20].copy_from_slice(&[255, 255, 255, 255]);
+        ip[16..20].copy_from_slice(&self.dst_ip);
         f.extend_from_slice(&ip);
         f.extend_from_slice(&68u16.to_be_bytes());
         f.extend_from_slice(&self.dst_port.to_be_bytes());
-        f.extend_from_slice(&((8 + self.payload) as u16).to_be_bytes());
+        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
         f.extend_from_slice(&[0, 0]);
-        f.extend(std::iter::repeat_n(0u8, self.payload));
+        match &self.data {
+            Some(d) => f.extend_from_slice(d),
+            None => f.extend(std::iter::repeat_n(0u8, payload)),
+        }
         if let Some(n) = self.truncate_to {
             f.truncate(n);
         }
@@ -262,7 +295,12 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>, PacketClass)> {
 
 #[tokio::test]
 async fn every_fixture_is_counted_in_its_class_and_passed() {
-    let mut xdp = XdpAttachment::load_object("test-run", &(40_000..=40_010), false)
+    let config = XdpConfig {
+        tftp_port_min: 40_000,
+        tftp_port_max: 40_010,
+        ..XdpConfig::DEFAULT
+    };
+    let mut xdp = XdpAttachment::load_object("test-run", config, false)
         .expect("loading the XDP program (these tests need root)");
     let counters = xdp.counters();
     let program = xdp.program().expect("program in object");
@@ -287,4 +325,241 @@ async fn every_fixture_is_counted_in_its_class_and_passed() {
             );
         }
     }
+}
+
+const PXE_BIOS: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
+const HTTP_BOOT: &[u8] = b"HTTPClient:Arch:00016:UNDI:003001";
+const ROM_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+
+/// Runs `frame` and returns the action and the verdict it was counted under.
+fn verdict_of(
+    xdp: &mut XdpAttachment,
+    description: &str,
+    frame: &[u8],
+    class: PacketClass,
+) -> (u32, Verdict) {
+    let counters = xdp.counters();
+    let before: Vec<u64> = Verdict::ALL
+        .iter()
+        .map(|v| counters.verdict(class, *v))
+        .collect();
+    let result = xdp
+        .program()
+        .expect("program in object")
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("{description}: BPF_PROG_TEST_RUN failed: {e}"));
+    let grown: Vec<Verdict> = Verdict::ALL
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| counters.verdict(class, **v) > before[*i])
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(
+        grown.len(),
+        1,
+        "{description}: verdict counters that grew: {grown:?} (class {class:?})"
+    );
+    (result.return_value, grown[0])
+}
+
+#[tokio::test]
+async fn pxe_dhcp_and_tftp_to_the_server_are_steered_the_rest_passes() {
+    let steer = XdpConfig {
+        flags: XDP_FLAG_STEER,
+        server_ip_be: u32::from_ne_bytes(SERVER),
+        ..XdpConfig::DEFAULT
+    };
+    let mut xdp = XdpAttachment::load_object("test-steer", steer, false)
+        .expect("loading the XDP program (these tests need root)");
+    let to_server = |f: Frame| Frame {
+        dst_ip: SERVER,
+        ..f
+    };
+    let elsewhere = |f: Frame| Frame {
+        dst_ip: [198, 18, 0, 9],
+        ..f
+    };
+    let cases: Vec<(&str, Vec<u8>, PacketClass, Verdict)> = vec![
+        (
+            "BIOS PXE DISCOVER, broadcast",
+            Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS), (93, &[0, 0])]).bytes(),
+            PacketClass::Dhcp,
+            Verdict::Steer,
+        ),
+        (
+            "UEFI HTTP Boot DISCOVER",
+            Frame::dhcp(ROM_MAC, &[(93, &[0, 16]), (60, HTTP_BOOT)]).bytes(),
+            PacketClass::Dhcp,
+            Verdict::Steer,
+        ),
+        (
+            "iPXE DISCOVER (option 77)",
+            Frame::dhcp(
+                ROM_MAC,
+                &[(57, &[5, 192]), (77, b"iPXE"), (175, &[19, 1, 1])],
+            )
+            .bytes(),
+            PacketClass::Dhcp,
+            Verdict::Steer,
+        ),
+        (
+            "PXE marker after padding",
+            Frame::dhcp(
+                ROM_MAC,
+                &[(0, &[]), (12, b"host-name-of-a-machine"), (60, PXE_BIOS)],
+            )
+            .bytes(),
+            PacketClass::Dhcp,
+            Verdict::Steer,
+        ),
+        (
+            "plain DHCP client",
+            Frame::dhcp(ROM_MAC, &[(60, b"MSFT 5.0"), (12, b"laptop")]).bytes(),
+            PacketClass::Dhcp,
+            Verdict::Pass,
+        ),
+        (
+            "DHCP without options",
+            Frame::dhcp(ROM_MAC, &[]).bytes(),
+            PacketClass::Dhcp,
+            Verdict::Pass,
+        ),
+        (
+            "PXE DHCP to another server",
+            elsewhere(Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS)])).bytes(),
+            PacketClass::Dhcp,
+            Verdict::Pass,
+        ),
+        (
+            "relayed PXE DHCP to the server",
+            to_server(Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS)])).bytes(),
+            PacketClass::Dhcp,
+            Verdict::Steer,
+        ),
+        (
+            "4011 to the server",
+            to_server(Frame {
+                dst_port: 4011,
+                ..Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS)])
+            })
+            .bytes(),
+            PacketClass::PxeDiscovery,
+            Verdict::Steer,
+        ),
+        (
+            "4011 elsewhere",
+            elsewhere(Frame {
+                dst_port: 4011,
+                ..Frame::dhcp(ROM_MAC, &[])
+            })
+            .bytes(),
+            PacketClass::PxeDiscovery,
+            Verdict::Pass,
+        ),
+        (
+            "TFTP RRQ to the server",
+            to_server(Frame::udp(69)).bytes(),
+            PacketClass::Tftp,
+            Verdict::Steer,
+        ),
+        (
+            "TFTP RRQ elsewhere",
+            elsewhere(Frame::udp(69)).bytes(),
+            PacketClass::Tftp,
+            Verdict::Pass,
+        ),
+        (
+            "TFTP ACK to a transfer port",
+            to_server(Frame::udp(30_500)).bytes(),
+            PacketClass::TftpTransfer,
+            Verdict::Steer,
+        ),
+        (
+            "DNS to the server",
+            to_server(Frame::udp(53)).bytes(),
+            PacketClass::Other,
+            Verdict::Pass,
+        ),
+        (
+            "TCP to the server",
+            to_server(Frame {
+                proto: 6,
+                ..Frame::udp(80)
+            })
+            .bytes(),
+            PacketClass::Other,
+            Verdict::Pass,
+        ),
+        (
+            "truncated DHCP options",
+            {
+                let mut b = Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS)]).bytes();
+                b.truncate(14 + 20 + 8 + 243);
+                b
+            },
+            PacketClass::Dhcp,
+            Verdict::Pass,
+        ),
+    ];
+    for (description, frame, class, want) in &cases {
+        let (action, verdict) = verdict_of(&mut xdp, description, frame, *class);
+        assert_eq!(verdict, *want, "{description}");
+        // No AF_XDP socket is bound in a test run: a steered frame falls back to XDP_PASS.
+        assert_eq!(action, XDP_PASS, "{description}: action");
+    }
+
+    // Full-DHCP mode steers every DHCP request to the server.
+    xdp.set_config(XdpConfig {
+        flags: XDP_FLAG_STEER | XDP_FLAG_FULL_DHCP,
+        ..steer
+    })
+    .unwrap();
+    let plain = Frame::dhcp(ROM_MAC, &[(60, b"MSFT 5.0")]).bytes();
+    assert_eq!(
+        verdict_of(&mut xdp, "plain DHCP, full mode", &plain, PacketClass::Dhcp).1,
+        Verdict::Steer
+    );
+}
+
+#[tokio::test]
+async fn one_mac_flooding_is_limited_others_pass() {
+    let limited = XdpConfig {
+        rate_per_sec: 1,
+        rate_burst: 2,
+        ..XdpConfig::DEFAULT
+    };
+    let mut xdp = XdpAttachment::load_object("test-rate", limited, false)
+        .expect("loading the XDP program (these tests need root)");
+    let flood = Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS)]).bytes();
+    // A fresh bucket holds the burst plus one: three frames go through, the fourth is dropped.
+    for i in 0..3 {
+        let (action, verdict) =
+            verdict_of(&mut xdp, &format!("frame {i}"), &flood, PacketClass::Dhcp);
+        assert_eq!((action, verdict), (XDP_PASS, Verdict::Pass), "frame {i}");
+    }
+    for i in 3..6 {
+        let (action, verdict) =
+            verdict_of(&mut xdp, &format!("frame {i}"), &flood, PacketClass::Dhcp);
+        assert_eq!(
+            (action, verdict),
+            (XDP_DROP, Verdict::RateLimited),
+            "frame {i}"
+        );
+    }
+    // Another client is not held back by the flood; relayed frames are keyed by chaddr, so
+    // the relay's own MAC does not matter.
+    let other = Frame::dhcp([0x52, 0x54, 0, 0, 0, 2], &[(60, PXE_BIOS)]).bytes();
+    assert_eq!(
+        verdict_of(&mut xdp, "other client", &other, PacketClass::Dhcp),
+        (XDP_PASS, Verdict::Pass)
+    );
+    // TFTP is not rate limited.
+    let tftp = Frame::udp(69).bytes();
+    assert_eq!(
+        verdict_of(&mut xdp, "tftp", &tftp, PacketClass::Tftp),
+        (XDP_PASS, Verdict::Pass)
+    );
 }

@@ -1,7 +1,19 @@
 //! `cargo xtask bench <what>`: benchmarks of pxe-daemon against its peers, each written to its
 //! own section of bench/RESULTS.md.
+//!
+//! The benchmarks live here rather than in the `pxe-bench` crate: they start real servers and
+//! real load generators (perfdhcp) in the test harness's namespaces and read `/proc`, which is
+//! std and the harness, like `cargo xtask demo`; `pxe-bench` is for load generators of our own
+//! (the rack-boot simulator) that such a benchmark may run.
 
+mod cpu;
+mod dhcp;
+pub mod http;
+mod perfdhcp;
 mod rack;
+mod results;
+mod snmp;
+pub mod tftp;
 
 use clap::Subcommand;
 
@@ -15,6 +27,14 @@ pub struct BenchArgs {
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
 enum What {
+    /// perfdhcp against pxe-daemon and dnsmasq, proxy and full DHCP: rate under 1% loss,
+    /// latency, CPU per answer.
+    Dhcp(dhcp::DhcpArgs),
+    /// pxe-daemon against nginx (sendfile): a 200 MiB file to 100 connections, and rendered
+    /// scripts against a static file with wrk.
+    Http(http::HttpArgs),
+    /// TFTP: our daemon, tftpd-hpa and dnsmasq under N concurrent clients (pxe-bench tftp-load).
+    Tftp(tftp::TftpArgs),
     /// The same simulated rack (pxe-bench rack) against pxe-daemon and against dnsmasq (proxy
     /// DHCP and TFTP) with nginx (HTTP), for N = 500, 2,000 and 5,000 machines.
     Rack(rack::RackArgs),
@@ -24,6 +44,9 @@ enum What {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     crate::setup::run()?;
     match &args.what {
+        What::Dhcp(args) => dhcp::run(args),
+        What::Http(args) => http::run(args),
+        What::Tftp(args) => tftp::run(args),
         What::Rack(args) => rack::run(args),
     }
 }

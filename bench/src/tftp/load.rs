@@ -1,0 +1,565 @@
+//! The load generator's datapath: one thread, one epoll set, one non-blocking UDP socket per
+//! client (a fresh one, so a fresh source port, for each transfer, as firmware does), read with
+//! `recvmmsg` so that a window costs one call. Timeouts are found by a scan every
+//! [`TIMER_TICK`]; every loop is bounded by the run's time limit.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::client::{Counters, Expected, Failure, Params, Send, Step, Transfer};
+use super::wire;
+
+/// How often deadlines are checked: the granularity of the clients' timeouts.
+const TIMER_TICK: Duration = Duration::from_millis(10);
+/// Datagrams read by one `recvmmsg`.
+const RECV_BATCH: usize = 16;
+/// Buffer per datagram: the largest UDP payload fits.
+const RECV_BUF_BYTES: usize = 65_536;
+/// `recvmmsg` calls per readable socket before the others get their turn.
+const READS_PER_EVENT: usize = 4;
+/// Events taken from epoll at once.
+const EPOLL_EVENTS: usize = 1024;
+/// Receive buffer each client socket asks for (a window of datagrams must fit).
+const CLIENT_RCVBUF_BYTES: usize = 1 << 20;
+
+/// What the run asks for.
+#[derive(Debug)]
+pub struct Plan {
+    /// The server's request address (port 69).
+    pub server: SocketAddr,
+    /// Address the client sockets bind (port 0).
+    pub bind: IpAddr,
+    /// The read request, built once.
+    pub rrq: Vec<u8>,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Transfers per client (`None`: until `stop_starting`).
+    pub rounds: Option<u32>,
+    /// No transfer starts after this long.
+    pub stop_starting_after: Option<Duration>,
+    /// Hard limit of the run: what still runs then fails with `deadline`.
+    pub max_duration: Duration,
+    /// Per-transfer behaviour.
+    pub params: Params,
+    /// What the file should be.
+    pub expected: Expected,
+}
+
+/// What the run measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Transfers started.
+    pub started: u64,
+    /// Transfers completed with the right length (and bytes, where compared).
+    pub completed: u64,
+    /// Completed transfers whose every byte was compared with the file.
+    pub verified: u64,
+    /// File bytes of completed transfers.
+    pub bytes: u64,
+    /// Duration of each completed transfer, request to last block.
+    pub durations: Vec<Duration>,
+    /// Failed transfers by reason: count and the first message.
+    pub failures: BTreeMap<&'static str, (u64, String)>,
+    /// (blksize, windowsize) in force, per completed transfer.
+    pub negotiated: BTreeMap<(usize, u16), u64>,
+    /// What all transfers saw.
+    pub counters: Counters,
+    /// First request to last transfer's end.
+    pub wall: Duration,
+    /// User and system CPU time of this process during the run.
+    pub cpu_user: Duration,
+    /// System CPU time.
+    pub cpu_sys: Duration,
+}
+
+impl Outcome {
+    /// Failed transfers, all reasons.
+    pub fn failed(&self) -> u64 {
+        self.failures.values().map(|(n, _)| n).sum()
+    }
+
+    fn fail(&mut self, failure: &Failure) {
+        let entry = self
+            .failures
+            .entry(failure.label())
+            .or_insert_with(|| (0, failure.to_string()));
+        entry.0 += 1;
+    }
+
+    fn add_counters(&mut self, c: Counters) {
+        let sum = &mut self.counters;
+        sum.retransmits += c.retransmits;
+        sum.gap_acks += c.gap_acks;
+        sum.duplicates += c.duplicates;
+        sum.stray += c.stray;
+        sum.malformed += c.malformed;
+    }
+}
+
+/// One client: at most one transfer (and socket) at a time.
+#[derive(Debug, Default)]
+struct Client {
+    socket: Option<UdpSocket>,
+    connected: bool,
+    transfer: Option<Transfer>,
+    started: Option<Instant>,
+    rounds_done: u32,
+    /// Gave up starting transfers (its socket could not be made).
+    stopped: bool,
+}
+
+/// Runs the plan to its end (every client's rounds done, or the time limits).
+pub fn run(plan: &Plan) -> io::Result<Outcome> {
+    raise_fd_limit();
+    let epoll = Epoll::new()?;
+    let mut load = Load {
+        plan,
+        epoll,
+        clients: (0..plan.clients).map(|_| Client::default()).collect(),
+        active: 0,
+        outcome: Outcome::default(),
+        t0: Instant::now(),
+        last_end: None,
+    };
+    let cpu_before = cpu_times();
+    let mut batch = RecvBatch::new();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
+    let t0 = Instant::now();
+    load.t0 = t0;
+    for index in 0..plan.clients {
+        load.start(index, t0);
+    }
+    let hard_deadline = t0 + plan.max_duration;
+    let mut next_scan = t0 + TIMER_TICK;
+    while load.active > 0 {
+        let now = Instant::now();
+        if now >= hard_deadline {
+            load.fail_all(now);
+            break;
+        }
+        let wait = next_scan
+            .min(hard_deadline)
+            .saturating_duration_since(now)
+            .as_millis();
+        let ready = load.epoll.wait(&mut events, (wait as i32).max(0))?;
+        for event in &events[..ready] {
+            let index = event.u64 as usize;
+            load.readable(index, &mut batch);
+        }
+        let now = Instant::now();
+        if now >= next_scan {
+            load.scan_timeouts(now);
+            next_scan = now + TIMER_TICK;
+        }
+    }
+    let (user, sys) = cpu_times();
+    load.outcome.cpu_user = user.saturating_sub(cpu_before.0);
+    load.outcome.cpu_sys = sys.saturating_sub(cpu_before.1);
+    load.outcome.wall = load.last_end.unwrap_or(t0).saturating_duration_since(t0);
+    Ok(load.outcome)
+}
+
+struct Load<'a> {
+    plan: &'a Plan,
+    epoll: Epoll,
+    clients: Vec<Client>,
+    active: usize,
+    outcome: Outcome,
+    t0: Instant,
+    last_end: Option<Instant>,
+}
+
+impl Load<'_> {
+    /// Starts client `index`'s next transfer if it has one: a fresh socket, the request.
+    fn start(&mut self, index: usize, now: Instant) {
+        let plan = self.plan;
+        let client = &mut self.clients[index];
+        let more_rounds = plan.rounds.is_none_or(|r| client.rounds_done < r);
+        let in_time = plan.stop_starting_after.is_none_or(|d| now < self.t0 + d);
+        if client.stopped || !more_rounds || !in_time {
+            return;
+        }
+        let socket = match open_socket(plan.bind, &self.epoll, index) {
+            Ok(socket) => socket,
+            Err(e) => {
+                client.stopped = true;
+                self.outcome.started += 1;
+                self.outcome
+                    .fail(&Failure::Socket(format!("opening a client socket: {e}")));
+                return;
+            }
+        };
+        // The first transfer of each client compares every byte with the file.
+        let verify = client.rounds_done == 0 && plan.expected.content.is_some();
+        self.outcome.started += 1;
+        if let Err(e) = socket.send_to(&plan.rrq, plan.server) {
+            // Not retried: a client that cannot send stops (and nothing recurses).
+            client.stopped = true;
+            self.outcome
+                .fail(&Failure::Socket(format!("sending the read request: {e}")));
+            return;
+        }
+        client.transfer = Some(Transfer::start(plan.params, verify, now));
+        client.socket = Some(socket);
+        client.connected = false;
+        client.started = Some(now);
+        self.active += 1;
+    }
+
+    /// Carries out what a transfer asked for; ends it and starts the next if it is over.
+    fn apply(&mut self, index: usize, mut step: Step, now: Instant) {
+        let plan = self.plan;
+        let client = &mut self.clients[index];
+        let Some(transfer) = client.transfer.as_mut() else {
+            return;
+        };
+        if step.learned_tid {
+            if let (Some(tid), Some(socket)) = (transfer.tid(), &client.socket) {
+                // Connected, the kernel drops strays and the route is looked up once.
+                client.connected = socket.connect(tid).is_ok();
+            }
+        }
+        if let Some(what) = step.send {
+            if let Err(e) = send(client, what, plan) {
+                // A full buffer loses the datagram like the network would: the timeout
+                // resends it. Anything else ends the transfer.
+                let transient = matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS));
+                if !transient && step.end.is_none() {
+                    let transfer = client.transfer.as_mut().expect("checked above");
+                    step = transfer.fail(Failure::Socket(format!("sending: {e}")));
+                }
+            }
+        }
+        if let Some(end) = step.end {
+            self.finish(index, end, now);
+            self.start(index, now);
+        }
+    }
+
+    fn finish(&mut self, index: usize, end: Result<u64, Failure>, now: Instant) {
+        let client = &mut self.clients[index];
+        let Some(transfer) = client.transfer.take() else {
+            return;
+        };
+        // Closing the socket also removes it from the epoll set.
+        client.socket = None;
+        client.rounds_done += 1;
+        self.active -= 1;
+        self.last_end = Some(now);
+        let out = &mut self.outcome;
+        out.add_counters(transfer.counters());
+        match end {
+            Ok(len) => {
+                out.completed += 1;
+                out.bytes += len;
+                if client.rounds_done == 1 && self.plan.expected.content.is_some() {
+                    out.verified += 1;
+                }
+                let started = client.started.unwrap_or(now);
+                out.durations.push(now.saturating_duration_since(started));
+                *out.negotiated.entry(transfer.negotiated()).or_default() += 1;
+            }
+            Err(failure) => out.fail(&failure),
+        }
+    }
+
+    /// Reads what client `index`'s socket holds (bounded), feeding its transfer.
+    fn readable(&mut self, index: usize, batch: &mut RecvBatch) {
+        for _ in 0..READS_PER_EVENT {
+            let Some(fd) = self.clients[index].socket.as_ref().map(|s| s.as_raw_fd()) else {
+                return;
+            };
+            let count = match batch.recv(fd) {
+                Ok(count) => count,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let failure = if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                        Failure::Socket("ICMP port unreachable from the server".into())
+                    } else {
+                        Failure::Socket(format!("receiving: {e}"))
+                    };
+                    if let Some(t) = self.clients[index].transfer.as_mut() {
+                        let step = t.fail(failure);
+                        self.apply(index, step, Instant::now());
+                    }
+                    return;
+                }
+            };
+            let now = Instant::now();
+            for i in 0..count {
+                let (from, bytes) = batch.get(i);
+                let Some(transfer) = self.clients[index].transfer.as_mut() else {
+                    return;
+                };
+                let step = transfer.on_datagram(from, bytes, now, &self.plan.expected);
+                let ends = step.end.is_some();
+                self.apply(index, step, now);
+                if ends {
+                    // The rest of the batch was for the closed socket.
+                    return;
+                }
+            }
+            if count < RECV_BATCH {
+                return;
+            }
+        }
+    }
+
+    fn scan_timeouts(&mut self, now: Instant) {
+        for index in 0..self.clients.len() {
+            let due = self.clients[index]
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.deadline() <= now);
+            if due {
+                let transfer = self.clients[index].transfer.as_mut().expect("checked");
+                let step = transfer.on_timeout(now);
+                self.apply(index, step, now);
+            }
+        }
+    }
+
+    /// The run's time limit: every transfer still running fails, none starts.
+    fn fail_all(&mut self, now: Instant) {
+        for index in 0..self.clients.len() {
+            self.clients[index].stopped = true;
+            if let Some(t) = self.clients[index].transfer.as_mut() {
+                let step = t.fail(Failure::Deadline);
+                self.apply(index, step, now);
+            }
+        }
+    }
+}
+
+/// Sends `what` from the client's socket.
+fn send(client: &Client, what: Send, plan: &Plan) -> io::Result<()> {
+    let socket = client
+        .socket
+        .as_ref()
+        .ok_or_else(|| io::Error::other("no socket"))?;
+    let tid = client.transfer.as_ref().and_then(Transfer::tid);
+    match what {
+        Send::Rrq => socket.send_to(&plan.rrq, plan.server).map(drop),
+        Send::Ack(block) => {
+            let ack = wire::ack(block);
+            match (client.connected, tid) {
+                (true, _) => socket.send(&ack).map(drop),
+                (false, Some(tid)) => socket.send_to(&ack, tid).map(drop),
+                (false, None) => Err(io::Error::other("ACK before the server answered")),
+            }
+        }
+        Send::UnknownTid(to) => {
+            // Unconnected only: a connected socket never hears strays.
+            socket
+                .send_to(&wire::error(5, "unknown transfer ID"), to)
+                .map(drop)
+        }
+    }
+}
+
+fn open_socket(bind: IpAddr, epoll: &Epoll, index: usize) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind((bind, 0))?;
+    socket.set_nonblocking(true)?;
+    set_rcvbuf(socket.as_raw_fd(), CLIENT_RCVBUF_BYTES);
+    epoll.add(socket.as_raw_fd(), index as u64)?;
+    Ok(socket)
+}
+
+fn set_rcvbuf(fd: RawFd, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads an int from a valid pointer of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        // FORCE needs CAP_NET_ADMIN; the plain one is capped at rmem_max.
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: one socket per client.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// User and system CPU time of this process so far.
+fn cpu_times() -> (Duration, Duration) {
+    let mut usage = MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct given; on failure it stays zeroed.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    (time(usage.ru_utime), time(usage.ru_stime))
+}
+
+/// An epoll set whose events carry a client's index.
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 has no memory effects; the fd is owned from here on.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new descriptor nobody else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for input, level-triggered.
+    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: the event is read during the call only.
+        let rc =
+            unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        let max = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the kernel writes at most `max` events into the slice.
+        let n =
+            unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Buffers for one `recvmmsg`.
+struct RecvBatch {
+    bufs: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl RecvBatch {
+    fn new() -> RecvBatch {
+        // SAFETY: these C structs are plain data; all zeros is valid for each.
+        let zeroed_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let zeroed_header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        RecvBatch {
+            bufs: vec![0u8; RECV_BATCH * RECV_BUF_BYTES],
+            addrs: vec![zeroed_addr; RECV_BATCH],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                };
+                RECV_BATCH
+            ],
+            headers: vec![zeroed_header; RECV_BATCH],
+        }
+    }
+
+    /// Reads up to [`RECV_BATCH`] datagrams from `fd` without blocking.
+    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let base = self.bufs.as_mut_ptr();
+        for i in 0..RECV_BATCH {
+            self.iovs[i] = libc::iovec {
+                // SAFETY: the offset stays inside `bufs`.
+                iov_base: unsafe { base.add(i * RECV_BUF_BYTES) }.cast(),
+                iov_len: RECV_BUF_BYTES,
+            };
+            let header = &mut self.headers[i];
+            header.msg_len = 0;
+            header.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            header.msg_hdr.msg_iov = &mut self.iovs[i];
+            header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_control = std::ptr::null_mut();
+            header.msg_hdr.msg_controllen = 0;
+            header.msg_hdr.msg_flags = 0;
+        }
+        // SAFETY: every header points at live buffers and addresses of the sizes given, which
+        // outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                RECV_BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Sender and bytes of datagram `i` of the last [`RecvBatch::recv`].
+    fn get(&self, i: usize) -> (SocketAddr, &[u8]) {
+        let len = (self.headers[i].msg_len as usize).min(RECV_BUF_BYTES);
+        let start = i * RECV_BUF_BYTES;
+        (sockaddr(&self.addrs[i]), &self.bufs[start..start + len])
+    }
+}
+
+/// The address the kernel wrote (unspecified for a family other than IPv4 and IPv6).
+fn sockaddr(storage: &libc::sockaddr_storage) -> SocketAddr {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in, which storage is large enough for.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            ))
+        }
+        _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+    }
+}

@@ -1,0 +1,154 @@
+//! Real firmware boots a real kernel from the daemon: a QEMU machine (software emulation) in the
+//! client namespace, on a tap bridged to the veth, boots with SeaBIOS + iPXE ROM, OVMF UEFI PXE
+//! or OVMF UEFI HTTP Boot, in proxy mode (dnsmasq as the site's DHCP server, addresses only)
+//! and in full-DHCP mode, into Debian's kernel and the project's busybox initramfs, whose
+//! /init prints `PXE-BOOT-OK mac=...` on the serial console and powers off. One QEMU at a
+//! time. Root only; the kernel and busybox come from `cargo xtask setup`'s boot cache.
+//!
+//! Each boot writes one line past the test harness's capture: the marker line and the time
+//! from QEMU's start; `--nocapture` shows each boot's timeline too.
+
+use std::io::Write;
+
+use pxe_tests::firmware::{boot_machine, BootCase, BootReport, DhcpSetup, Stage};
+use pxe_tests::qemu::Firmware;
+use pxe_tests::root_or_skip;
+
+/// Boots `firmware` with `dhcp` on a fresh test net `tag`, the daemon answering IPv6 router
+/// solicitations (`ipv6_ra`), and checks the whole chain.
+fn boot(tag: &str, firmware: Firmware, dhcp: DhcpSetup, ipv6_ra: bool, mac: &str) -> BootReport {
+    let case = BootCase {
+        firmware,
+        dhcp,
+        ipv6_ra,
+        mac: mac.to_owned(),
+    };
+    let report = boot_machine(tag, &case, &mut |_, _| {});
+    println!(
+        "firmware boot: {case}\n  kernel: {}\n  {}\n  marker after {:.1} s; boot timeline:\n{}",
+        report.kernel_package,
+        report.marker,
+        report.elapsed.as_secs_f64(),
+        report.timeline
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "firmware boot {}/{} (IPv6 RA {}): {:.1} s to `{}`",
+        firmware.label(),
+        dhcp.label(),
+        if ipv6_ra { "on" } else { "off" },
+        report.elapsed.as_secs_f64(),
+        report.marker
+    );
+    for stage in Stage::ALL {
+        assert_eq!(
+            report.timeline.at(stage).is_some(),
+            stage.expected_for(firmware),
+            "{stage:?}\n{}",
+            report.timeline
+        );
+    }
+    report
+}
+
+#[test]
+fn bios_ipxe_rom_boots_in_proxy_mode() {
+    if !root_or_skip("bios_ipxe_rom_boots_in_proxy_mode") {
+        return;
+    }
+    boot(
+        "fwbiosp",
+        Firmware::Bios,
+        DhcpSetup::Proxy,
+        true,
+        "52:54:00:fb:01:01",
+    );
+}
+
+#[test]
+fn bios_ipxe_rom_boots_in_full_mode() {
+    if !root_or_skip("bios_ipxe_rom_boots_in_full_mode") {
+        return;
+    }
+    boot(
+        "fwbiosf",
+        Firmware::Bios,
+        DhcpSetup::Full,
+        true,
+        "52:54:00:fb:01:02",
+    );
+}
+
+#[test]
+fn uefi_pxe_boots_in_proxy_mode() {
+    if !root_or_skip("uefi_pxe_boots_in_proxy_mode") {
+        return;
+    }
+    boot(
+        "fwuefip",
+        Firmware::Uefi,
+        DhcpSetup::Proxy,
+        true,
+        "52:54:00:fb:02:01",
+    );
+}
+
+#[test]
+fn uefi_pxe_boots_in_full_mode() {
+    if !root_or_skip("uefi_pxe_boots_in_full_mode") {
+        return;
+    }
+    boot(
+        "fwueff",
+        Firmware::Uefi,
+        DhcpSetup::Full,
+        true,
+        "52:54:00:fb:02:02",
+    );
+}
+
+#[test]
+fn uefi_http_boot_boots_in_proxy_mode() {
+    if !root_or_skip("uefi_http_boot_boots_in_proxy_mode") {
+        return;
+    }
+    boot(
+        "fwhttpp",
+        Firmware::UefiHttp,
+        DhcpSetup::Proxy,
+        true,
+        "52:54:00:fb:03:01",
+    );
+}
+
+#[test]
+fn uefi_http_boot_boots_in_full_mode() {
+    if !root_or_skip("uefi_http_boot_boots_in_full_mode") {
+        return;
+    }
+    boot(
+        "fwhttpf",
+        Firmware::UefiHttp,
+        DhcpSetup::Full,
+        true,
+        "52:54:00:fb:03:02",
+    );
+}
+
+/// The "before" of the IPv6 measurement: without router advertisements iPXE waits for IPv6
+/// autoconfiguration to time out (about 16 s with Debian 12's iPXE) before it boots. Not run
+/// by default (it only costs time); `cargo test -p pxe-tests --test firmware -- --ignored`.
+#[test]
+#[ignore = "measurement: iPXE's IPv6 wait without router advertisements, about 16 s"]
+fn bios_ipxe_rom_boots_in_proxy_mode_without_router_advertisements() {
+    if !root_or_skip("bios_ipxe_rom_boots_in_proxy_mode_without_router_advertisements") {
+        return;
+    }
+    boot(
+        "fwbiosn",
+        Firmware::Bios,
+        DhcpSetup::Proxy,
+        false,
+        "52:54:00:fb:01:03",
+    );
+}
