@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use pxe_tests::{run_bounded, NsChild, TestNet};
 
+use super::snmp::UdpCounters;
 use crate::{cmd, workspace};
 
 /// The namespace tag (`pxet-rack-s`, `pxet-rack-c`).
@@ -41,8 +42,6 @@ const GC_THRESH: [u32; 3] = [8192, 16384, 32768];
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Extra time the bench grants a rack run past the simulator's own deadline.
 const RUN_GRACE: Duration = Duration::from_secs(60);
-/// Linux's USER_HZ: `/proc/PID/stat` counts CPU time in hundredths of a second.
-const USER_HZ: f64 = 100.0;
 
 /// Options of `cargo xtask bench rack`.
 #[derive(Debug, clap::Args)]
@@ -371,7 +370,7 @@ fn run_one(
     let cpu_before = namespace_cpu(env.net.server_ns(), site_pid);
     let all_before = namespace_cpu(env.net.server_ns(), None);
     let machine_before = machine_busy_secs();
-    let client_drops_before = udp_rcvbuf_errors(env.net.client_ns());
+    let client_udp_before = UdpCounters::read(env.net, false)?;
     let report = out_dir.join(format!("rack-{tag}.json"));
     let mut sim = Command::new("ip");
     sim.args(["netns", "exec", env.net.client_ns()])
@@ -390,7 +389,7 @@ fn run_one(
     let cpu_after = namespace_cpu(env.net.server_ns(), site_pid);
     let all_after = namespace_cpu(env.net.server_ns(), None);
     let machine_busy = machine_busy_secs() - machine_before;
-    let client_drops_after = udp_rcvbuf_errors(env.net.client_ns());
+    let client_udp = UdpCounters::read(env.net, false)?.since(&client_udp_before);
     let drops = socket_drops(env);
     let site_drops: u64 = drops
         .iter()
@@ -452,7 +451,7 @@ fn run_one(
         others_cpu_secs,
         site_udp_drops: site_drops,
         target_udp_drops: target_drops,
-        client_udp_drops: client_drops_after.saturating_sub(client_drops_before),
+        client_udp_drops: client_udp.rcvbuf_errors,
         exit,
     })
 }
@@ -496,24 +495,9 @@ fn run_streaming(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String>
     }
 }
 
-/// CPU seconds the whole machine has been busy (every CPU: user, nice, system, irq, softirq,
-/// steal), from the first line of /proc/stat.
+/// CPU seconds the whole machine has been busy (every CPU), 0 when /proc/stat is unreadable.
 fn machine_busy_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().next() else {
-        return 0.0;
-    };
-    let ticks: Vec<f64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| ticks.get(i))
-        .sum::<f64>()
-        / USER_HZ
+    super::cpu::MachineTime::now().map_or(0.0, |t| t.busy.as_secs_f64())
 }
 
 /// CPU seconds (user + system) of every process in namespace `ns` but `except`.
@@ -526,15 +510,8 @@ fn namespace_cpu(ns: &str, except: Option<u32>) -> f64 {
         .split_whitespace()
         .filter_map(|p| p.parse::<u32>().ok())
         .filter(|p| Some(*p) != except)
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15; `rest` starts at field 3.
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / USER_HZ)
-        })
+        .filter_map(|pid| super::cpu::process_time(pid).ok())
+        .map(|t| t.as_secs_f64())
         .sum()
 }
 
@@ -571,26 +548,6 @@ fn socket_drops(env: &Env<'_>) -> Vec<(u32, u64)> {
         }
     }
     found
-}
-
-/// `RcvbufErrors` of the `Udp:` lines of /proc/net/snmp in namespace `ns`: datagrams the
-/// kernel dropped because a socket's receive buffer was full.
-fn udp_rcvbuf_errors(ns: &str) -> u64 {
-    let out = run_bounded(
-        Command::new("ip").args(["netns", "exec", ns, "cat", "/proc/net/snmp"]),
-        Duration::from_secs(10),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Polls until `addr` (`ip:port` or `:port`) is listened on in the server namespace over
