@@ -276,6 +276,33 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The date and time now, in UTC (`date -u`).
+fn utc_now() -> String {
+    let out = run_bounded(
+        Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]),
+        Duration::from_secs(5),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `git rev-parse --short HEAD`, with a note when the work tree has uncommitted changes.
+fn git_commit() -> String {
+    let root = workspace::root().to_string_lossy().into_owned();
+    let git = |args: &[&str]| {
+        let out = run_bounded(
+            Command::new("git").args(["-C", &root]).args(args),
+            Duration::from_secs(10),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"]);
+    if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        head
+    } else {
+        format!("{head} + uncommitted changes")
+    }
+}
+
 /// `full` or `proxy`.
 fn mode_name(full: bool) -> &'static str {
     if full {
@@ -771,6 +798,7 @@ fn results_section(
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}");
     let _ = writeln!(s, "## Rack boot: pxe-daemon against dnsmasq + nginx\n");
+    let _ = writeln!(s, "Run on {}, commit {}.\n", utc_now(), git_commit());
     let _ = writeln!(
         s,
         "`cargo xtask bench rack --machines {} --dhcp-mode {} --mix {} --spread-secs {}`: the same \
@@ -916,6 +944,19 @@ fn results_section(
         );
     }
     let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Reading the numbers: a machine that fails in `dhcp` or `ipxe_dhcp` (`no offer`, `no \
+         complete offer`, `no ack`) ran out of firmware retries (4 + 8 + 16 + 32 s, about a \
+         minute), as a real one would stop at PXE-E51; the drops column says whose socket lost \
+         the datagrams (the site DHCP server's, the tested servers', or the simulator's, which \
+         should stay 0). DHCP resends and a dhcp p99 of several seconds mean datagrams were lost \
+         and recovered by a retry. In proxy mode the site server's drops delay both server sets \
+         alike. Where both sets boot the rack in a few seconds, the run is bound by moving N \
+         kernels and initrds over the veth on 2 shared cores (both use sendfile), not by DHCP or \
+         TFTP. The last column is the rest of the machine's work during the run: a busy machine \
+         slows every server, so compare rows of one run, not runs of different days.\n"
+    );
     if !failures.is_empty() {
         let _ = writeln!(s, "Failures by stage and reason:\n\n{failures}");
     }
