@@ -150,11 +150,6 @@ impl Step {
         per(self.server_cpu, self.report.completed())
     }
 
-    /// perfdhcp's CPU time per completed exchange.
-    pub fn perfdhcp_cpu_per_exchange(&self) -> Option<Duration> {
-        per(self.perfdhcp_cpu, self.report.completed())
-    }
-
     /// Busy CPU time of everything but the server and perfdhcp (other engineers' work, kernel
     /// threads, softirq time charged to no process), as a share of one core.
     pub fn rest_of_machine(&self) -> f64 {
@@ -548,7 +543,16 @@ fn commit() -> String {
     let root = workspace::root().to_string_lossy().into_owned();
     let head = first_line(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]);
     let dirty = std::process::Command::new("git")
-        .args(["-C", &root, "status", "--porcelain", "--untracked-files=no"])
+        // The results file is what a run rewrites: it does not make the measured code differ.
+        .args([
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+        ])
+        .args([".", &format!(":!{}", results::RESULTS_FILE)])
         .output()
         .is_ok_and(|o| !o.stdout.is_empty());
     if dirty {

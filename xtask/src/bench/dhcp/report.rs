@@ -268,10 +268,12 @@ fn summary_rows(mode: Mode, steps: &[Step]) -> Vec<Vec<String>> {
             &|v| format!("{v:.1}"),
         );
     }
+    // perfdhcp polls: its CPU time hardly follows the rate, so a share of a core says more
+    // than a time per exchange.
     figure(
-        format!("perfdhcp CPU per exchange at {rate}/s, µs"),
-        &|s| us(s.perfdhcp_cpu_per_exchange()),
-        &|v| format!("{v:.1}"),
+        format!("perfdhcp CPU at {rate}/s, % of a core"),
+        &|s| Some(share(s.perfdhcp_cpu, s.wall)),
+        &|v| format!("{v:.0}"),
     );
     if mode == Mode::Full {
         let store = |s: Option<&Step>| s.map_or_else(|| String::from("—"), store_cell);
