@@ -45,7 +45,10 @@ pub use daemon::{
 };
 pub use dnsmasq::{Dnsmasq, DNSMASQ_READY_TIMEOUT};
 pub use metrics::{metric_sum, metric_value};
-pub use netns::{netns_exists, TestNet, CMD_TIMEOUT, MAX_TAG_LEN, NAME_PREFIX, PREFIX_LEN};
+pub use netns::{
+    name_prefix, netns_exists, TestNet, CMD_TIMEOUT, MAX_TAG_LEN, NAME_PREFIX, NAME_PREFIX_ENV,
+    PREFIX_LEN,
+};
 pub use process::{run_bounded, NsChild, STOP_TIMEOUT};
 
 /// The workspace's root directory (the parent of this crate's).

@@ -6,8 +6,32 @@ use std::time::Duration;
 
 use crate::process::{run_bounded, try_run_bounded, NsChild};
 
-/// Prefix of every namespace and interface name the harness makes.
+/// Prefix of every namespace and interface name the harness makes, unless
+/// [`NAME_PREFIX_ENV`] names another.
 pub const NAME_PREFIX: &str = "pxet-";
+/// Environment variable that replaces [`NAME_PREFIX`] with another 5-character prefix (`a-z`,
+/// `0-9`, ending in `-`), so that two checkouts can run the namespace tests on one machine at
+/// the same time without removing each other's namespaces.
+pub const NAME_PREFIX_ENV: &str = "PXE_TEST_NS_PREFIX";
+
+/// The prefix in use: [`NAME_PREFIX_ENV`] when it is a valid prefix, else [`NAME_PREFIX`].
+pub fn name_prefix() -> String {
+    match std::env::var(NAME_PREFIX_ENV) {
+        Ok(p) if valid_prefix(&p) => p,
+        Ok(p) => {
+            panic!("{NAME_PREFIX_ENV}={p:?}: must be 4 characters of a-z and 0-9 followed by '-'")
+        }
+        Err(_) => NAME_PREFIX.to_string(),
+    }
+}
+
+fn valid_prefix(p: &str) -> bool {
+    p.len() == NAME_PREFIX.len()
+        && p.ends_with('-')
+        && p[..p.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
 /// Longest tag: names are `pxet-<tag>-s`, and interface names have at most 15 bytes.
 pub const MAX_TAG_LEN: usize = 8;
 /// Prefix length of every test subnet (one /24 of 198.18.0.0/15 per tag).
@@ -49,8 +73,8 @@ impl TestNet {
         let subnet = subnet_for(tag);
         let [a, b, c, _] = subnet.octets();
         let net = TestNet {
-            server_ns: format!("{NAME_PREFIX}{tag}-s"),
-            client_ns: format!("{NAME_PREFIX}{tag}-c"),
+            server_ns: format!("{}{tag}-s", name_prefix()),
+            client_ns: format!("{}{tag}-c", name_prefix()),
             server_ip: Ipv4Addr::new(a, b, c, 1),
             client_ip: Ipv4Addr::new(a, b, c, 2),
         };
