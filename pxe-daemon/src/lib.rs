@@ -6,6 +6,7 @@
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod datapath;
 pub mod dhcp;
 pub mod http;
 pub mod metrics;

@@ -1,0 +1,94 @@
+//! What a protocol service offers a frame datapath (AF_XDP), and what the datapath offers it.
+//!
+//! The AF_XDP datapath receives whole Ethernet frames; it parses the Ethernet/IPv4/UDP headers
+//! and hands each UDP payload, with the addresses it came from, to the [`FrameService`] that
+//! wants its destination port (DHCP on 67 and 4011, TFTP on 69 and the transfer ports). A
+//! service answers through [`UdpTx`]: it says where a datagram goes and writes the payload; the
+//! datapath writes the headers (checksums included) around it in the frame buffer, so that a
+//! service never builds an Ethernet frame and a payload is written once, straight into the
+//! frame that leaves.
+//!
+//! The protocol cores stay sans-IO: a service is the thin layer that feeds a core (the same core
+//! the kernel-socket datapath feeds) and turns its output into [`UdpTx::send`] calls.
+
+use std::net::SocketAddrV4;
+use std::time::Instant;
+
+/// An Ethernet address.
+pub type Mac = [u8; 6];
+
+/// The Ethernet broadcast address.
+pub const BROADCAST_MAC: Mac = [0xff; 6];
+
+/// A UDP datagram as the datapath received it.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    /// Source Ethernet address: the client's, or the router's for a routed (relayed) request.
+    /// Replies go back to it, so the datapath needs no ARP.
+    pub src_mac: Mac,
+    /// Source address and port.
+    pub src: SocketAddrV4,
+    /// Destination address and port (the server's address, or 255.255.255.255).
+    pub dst: SocketAddrV4,
+    /// The UDP payload.
+    pub payload: &'a [u8],
+}
+
+/// Where a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Ethernet destination ([`BROADCAST_MAC`] for a broadcast).
+    pub mac: Mac,
+    /// IPv4 destination address and UDP port.
+    pub to: SocketAddrV4,
+    /// UDP source port (the server's port the client talks to).
+    pub from_port: u16,
+}
+
+/// Why a datagram was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// No free frame or no room in the transmit ring now; the service retries later (a TFTP
+    /// transfer resends on its timer) or drops the reply (a DHCP client asks again).
+    #[error("no free transmit frame")]
+    Full,
+    /// The payload does not fit in one frame.
+    #[error("payload of {0} bytes is larger than a frame holds")]
+    TooLarge(usize),
+}
+
+/// The sending half the datapath lends a service.
+pub trait UdpTx {
+    /// Largest UDP payload one frame carries (frame size less the Ethernet, IPv4 and UDP
+    /// headers, and not above the interface MTU).
+    fn max_payload(&self) -> usize;
+
+    /// Sends one datagram of `len` payload bytes along `route`. `fill` is called once with a
+    /// buffer of exactly `len` bytes inside the frame and must write the whole payload.
+    fn send(
+        &mut self,
+        route: Route,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), TxError>;
+}
+
+/// A protocol service driven by a frame datapath's thread. Calls come from that one thread;
+/// nothing here blocks (no file system waits for durable writes, no locks held for long).
+pub trait FrameService {
+    /// Name in logs and metric labels (`dhcp`, `tftp`).
+    fn name(&self) -> &'static str;
+
+    /// Whether datagrams to this UDP destination port are this service's.
+    fn wants(&self, dst_port: u16) -> bool;
+
+    /// Handles one received datagram, sending what it answers through `tx`.
+    fn on_datagram(&mut self, datagram: &Datagram<'_>, now: Instant, tx: &mut dyn UdpTx);
+
+    /// When [`FrameService::on_tick`] should next run (a resend timer, a delayed reply), if
+    /// ever. The datapath wakes no later than this.
+    fn next_deadline(&self) -> Option<Instant>;
+
+    /// Runs what is due at `now` (timers, replies that became ready), and sends through `tx`.
+    fn on_tick(&mut self, now: Instant, tx: &mut dyn UdpTx);
+}
