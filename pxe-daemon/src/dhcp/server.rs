@@ -163,7 +163,10 @@ pub async fn serve(
                 let mac = request.map(|(_, m)| m.mac);
                 let delay = options.reply_delay;
                 match (event, &commit) {
-                    (None, _) if delay.is_zero() => send(&socket, &reply, received, &metrics).await,
+                    // Nothing to make durable and no delay: answer from this loop, no task.
+                    (None, _) | (Some(_), None) if delay.is_zero() => {
+                        send(&socket, &reply, received, &metrics).await;
+                    }
                     (event, commit) => {
                         let (commit, metrics) = (commit.clone(), metrics.clone());
                         tokio::spawn(async move {
@@ -174,8 +177,12 @@ pub async fn serve(
                                     return;
                                 }
                             }
+                            // The timer is only armed for a delay: with none the ACK leaves as
+                            // soon as its lease is durable.
                             let latency_start = received + delay;
-                            tokio::time::sleep_until((received + delay).into()).await;
+                            if !delay.is_zero() {
+                                tokio::time::sleep_until(latency_start.into()).await;
+                            }
                             send(&socket, &reply, latency_start, &metrics).await;
                         });
                     }
