@@ -7,6 +7,7 @@
 //! | [`transfer`] | the sans-IO state machine of one transfer |
 //! | [`files`] | root-confined names, `openat2`, the shared hot-file cache |
 //! | [`uring`] | io_uring: batched sends, linked block reads, socket readiness |
+//! | [`recv`] | batched receive (`recvmmsg`) |
 //! | [`server`] | the kernel-socket datapath: the loop that ties them together |
 //! | [`metrics`] | `pxe_tftp_*` |
 //!
@@ -17,6 +18,7 @@ pub mod files;
 pub mod metrics;
 pub mod options;
 pub mod packet;
+pub mod recv;
 pub mod server;
 pub mod transfer;
 pub mod uring;

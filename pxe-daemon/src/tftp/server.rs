@@ -24,6 +24,7 @@ use super::files::{FileStore, PathMapper, Source};
 use super::metrics::{Refusal, TftpMetrics};
 use super::options::{negotiate, Limits};
 use super::packet::{write_data_header, ErrorCode, Opcode, Packet, WireError, DATA_HEADER_BYTES};
+use super::recv::{RecvBatch, SLOT_BYTES as RECV_SLOT_BYTES};
 use super::transfer::{FailReason, Outcome, Output, Retry, Send, Transfer};
 use super::uring::{FileBlock, SendRing, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use crate::config::TftpConfig;
@@ -132,7 +133,7 @@ pub struct Server {
     metrics: TftpMetrics,
     ring: SendRing,
     out: Output,
-    recv_buf: Box<[u8]>,
+    recv_batch: RecvBatch,
     cache_seen: super::files::CacheStats,
     /// Sockets not read to the end in their turn.
     carry: Vec<usize>,
@@ -251,7 +252,7 @@ impl Server {
             metrics,
             ring,
             out: Output::default(),
-            recv_buf: vec![0u8; 65_536].into_boxed_slice(),
+            recv_batch: RecvBatch::new(),
             cache_seen: Default::default(),
             carry: Vec::new(),
         })
@@ -360,28 +361,53 @@ impl Server {
         info!("TFTP stopped");
     }
 
-    /// Reads up to [`RECV_BUDGET`] datagrams from socket `index`, then re-arms its poll.
+    /// Reads up to [`RECV_BUDGET`] datagrams from socket `index`, a batch per call, then
+    /// re-arms its poll.
     fn read_socket(&mut self, index: usize) {
-        let mut buf = std::mem::take(&mut self.recv_buf);
+        let mut batch = std::mem::take(&mut self.recv_batch);
         let mut drained = false;
-        for _ in 0..RECV_BUDGET {
-            match self.sockets[index].recv_from(&mut buf) {
-                Ok((n, from)) => {
+        let mut read = 0;
+        while read < RECV_BUDGET {
+            match batch.recv(self.fds[index]) {
+                Ok(n) => {
                     let now = Instant::now();
-                    if index == LISTENER {
-                        self.on_request(from, &buf[..n], now);
-                    } else {
-                        self.on_transfer_datagram(index, from, &buf[..n], now);
+                    for i in 0..n {
+                        match batch.datagram(i) {
+                            Some((bytes, from)) if index == LISTENER => {
+                                self.on_request(from, bytes, now)
+                            }
+                            Some((bytes, from)) => {
+                                self.on_transfer_datagram(index, from, bytes, now)
+                            }
+                            None => {
+                                self.metrics.malformed.inc();
+                                debug!(
+                                    socket = index,
+                                    max_bytes = RECV_SLOT_BYTES,
+                                    "TFTP datagram too long (or from no IP address) dropped"
+                                );
+                            }
+                        }
+                    }
+                    read += n;
+                    // A short batch: the kernel met an empty socket.
+                    if n < batch.capacity() {
+                        drained = true;
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;
                 }
-                Err(e) => debug!(socket = index, error = %e, "TFTP receive failed"),
+                Err(e) => {
+                    debug!(socket = index, error = %e, "TFTP receive failed");
+                    drained = true;
+                    break;
+                }
             }
         }
-        self.recv_buf = buf;
+        self.recv_batch = batch;
         if drained {
             if let Err(e) = self.ring.arm(index) {
                 warn!(error = %e, "re-arming a TFTP socket poll");
