@@ -291,11 +291,17 @@ mod tests {
         assert_eq!(parse(&good[..30]).unwrap_err(), Malformed::Truncated);
         assert_eq!(with(&|f| f[12] = 0x86), Malformed::NotIpv4);
         assert_eq!(
-            with(&|f| f.splice(12..12, [0x81, 0, 0, 1, 0x81, 0, 0, 2]).for_each(drop)),
+            with(&|f| f
+                .splice(12..12, [0x81, 0, 0, 1, 0x81, 0, 0, 2])
+                .for_each(drop)),
             Malformed::NotIpv4,
             "two VLAN tags"
         );
-        assert_eq!(with(&|f| f[14] = 0x65), Malformed::BadIpHeader, "IPv6 version");
+        assert_eq!(
+            with(&|f| f[14] = 0x65),
+            Malformed::BadIpHeader,
+            "IPv6 version"
+        );
         assert_eq!(with(&|f| f[14] = 0x44), Malformed::BadIpHeader, "IHL 4");
         assert_eq!(with(&|f| f[25] ^= 1), Malformed::BadIpHeader, "checksum");
         assert_eq!(

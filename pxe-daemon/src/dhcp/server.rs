@@ -88,13 +88,10 @@ pub struct ServeOptions {
     pub timeline: Option<crate::timeline::Timeline>,
 }
 
-/// Serves DHCP on `sockets` until `shutdown` is cancelled.
+/// Serves DHCP on `sockets` with `handler` until `shutdown` is cancelled.
 pub async fn serve(
-    core: DhcpCore,
+    mut handler: RequestHandler,
     sockets: DhcpSockets,
-    metrics: DhcpMetrics,
-    commit: Option<LeaseCommit>,
-    options: ServeOptions,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let dhcp = Arc::new(UdpSocket::from_std(sockets.dhcp)?);
@@ -103,11 +100,10 @@ pub async fn serve(
     info!(
         dhcp_port,
         pxe_port,
-        full = core.full().is_some(),
+        full = handler.core.full().is_some(),
         datapath = "kernel",
         "DHCP serving"
     );
-    let mut handler = RequestHandler::new(core, metrics, commit, options);
     let mut buf_dhcp = vec![0u8; RECV_BUFFER_BYTES];
     let mut buf_pxe = vec![0u8; RECV_BUFFER_BYTES];
     let mut gauges = tokio::time::interval(POOL_GAUGE_INTERVAL);

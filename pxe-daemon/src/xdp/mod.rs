@@ -228,7 +228,11 @@ impl XdpAttachment {
     }
 
     /// Puts the AF_XDP socket `socket` in the XSKS map at receive queue `queue`.
-    pub fn register_socket(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), XdpLoadError> {
+    pub fn register_socket(
+        &mut self,
+        queue: u32,
+        socket: impl AsRawFd,
+    ) -> Result<(), XdpLoadError> {
         self.xsks()?
             .set(queue, socket, 0)
             .map_err(|e| map_error(XSKS_MAP, format!("queue {queue}: {e}")))
