@@ -151,7 +151,7 @@ impl XskSocket {
         let umem = Mmap::anonymous((FRAMES_PER_SOCKET * FRAME_BYTES) as usize)?;
         let reg = libc::xdp_umem_reg {
             addr: umem.ptr().as_ptr() as u64,
-            len: umem.len() as u64,
+            len: umem.bytes() as u64,
             chunk_size: FRAME_BYTES,
             headroom: 0,
             flags: 0,
@@ -262,7 +262,7 @@ fn make_ring<T: Copy>(
     let consumer = m.at(off.consumer).ok_or_else(bad)?;
     let flags = m.at(off.flags).ok_or_else(bad)?;
     let desc_end = off.desc + u64::from(RING_ENTRIES) * std::mem::size_of::<T>() as u64;
-    if desc_end > m.len() as u64 {
+    if desc_end > m.bytes() as u64 {
         return Err(bad());
     }
     let desc = m.at(off.desc).ok_or_else(bad)?;

@@ -61,8 +61,8 @@ impl Mmap {
         self.ptr
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
+    /// Length in bytes (never 0: mmap refuses empty mappings).
+    pub fn bytes(&self) -> usize {
         self.len
     }
 
@@ -74,7 +74,7 @@ impl Mmap {
         }
         // SAFETY: in bounds, checked above.
         let p = unsafe { self.ptr.as_ptr().add(offset) };
-        (p as usize % std::mem::align_of::<T>() == 0)
+        (p as usize).is_multiple_of(std::mem::align_of::<T>())
             .then(|| NonNull::new(p.cast::<T>()))
             .flatten()
     }
@@ -110,7 +110,7 @@ impl FrameArea {
     pub unsafe fn new(umem: &Mmap, first_frame: u32, frames: u32, frame_bytes: u32) -> FrameArea {
         let first = u64::from(first_frame) * u64::from(frame_bytes);
         let end = first + u64::from(frames) * u64::from(frame_bytes);
-        debug_assert!(end <= umem.len() as u64);
+        debug_assert!(end <= umem.bytes() as u64);
         FrameArea {
             base: umem.ptr(),
             first,

@@ -567,7 +567,8 @@ async fn each_steer_flag_steers_only_its_services_classes() {
         ),
     ];
     let dhcp_class = |c: PacketClass| matches!(c, PacketClass::Dhcp | PacketClass::PxeDiscovery);
-    let table: [(&str, u32, &dyn Fn(PacketClass) -> bool); 3] = [
+    type Steered<'a> = &'a dyn Fn(PacketClass) -> bool;
+    let table: [(&str, u32, Steered<'_>); 3] = [
         ("no flag", 0, &|_| false),
         ("DHCP flag", XDP_FLAG_STEER_DHCP, &dhcp_class),
         ("TFTP flag", XDP_FLAG_STEER_TFTP, &|c| !dhcp_class(c)),
