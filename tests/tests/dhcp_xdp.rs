@@ -15,6 +15,9 @@ use pxe_tests::{
     SITE_BRIDGE,
 };
 
+/// `dhcp.reply_delay_ms` of the proxy test.
+const REPLY_DELAY_MS: u32 = 400;
+
 /// The counters that show the path DHCP took, read from one metrics page.
 struct Path {
     datapath_xdp: f64,
@@ -100,7 +103,18 @@ fn proxy_over_af_xdp_beside_the_site_dhcp_server() {
     // steered PXE frames before the server's kernel (and anything listening there) sees them.
     let site_host = SiteHost::new(&net);
     let site = site_dhcp_on(&net, &site_host);
-    let daemon = Daemon::start(&net, &["--datapath", "xdp"]);
+    // The reply delay holds replies in the datapath thread's queue of pending replies.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("delay.toml");
+    std::fs::write(
+        &config,
+        format!("[dhcp]\nreply_delay_ms = {REPLY_DELAY_MS}\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(
+        &net,
+        &["--config", &config.to_string_lossy(), "--datapath", "xdp"],
+    );
     let server = net.server_ip().to_string();
 
     let offers = pxe_client_on(&net, SITE_BRIDGE, "bios");
@@ -109,6 +123,19 @@ fn proxy_over_af_xdp_beside_the_site_dhcp_server() {
     let site_offer = by_server(&offers, &site_host.ip().to_string())
         .unwrap_or_else(|| panic!("no offer from the site server: {offers:?}\n{}", site.log()));
     assert_ne!(site_offer["yiaddr"], "0.0.0.0", "{site_offer}");
+    let after = |o: &serde_json::Value| o["after_secs"].as_f64().unwrap_or(-1.0);
+    let delay_secs = f64::from(REPLY_DELAY_MS) / 1000.0;
+    assert!(
+        after(ours) >= delay_secs * 0.9,
+        "proxy offer came after {} s, before the {REPLY_DELAY_MS} ms delay",
+        after(ours)
+    );
+    assert!(
+        after(site_offer) < after(ours),
+        "the site's offer ({} s) should come before ours ({} s)",
+        after(site_offer),
+        after(ours)
+    );
     let proxy = offers
         .iter()
         .find(|o| o["yiaddr"] == "0.0.0.0")

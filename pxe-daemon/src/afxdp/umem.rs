@@ -74,7 +74,8 @@ impl Mmap {
         }
         // SAFETY: in bounds, checked above.
         let p = unsafe { self.ptr.as_ptr().add(offset) };
-        (p as usize).is_multiple_of(std::mem::align_of::<T>())
+        (p as usize)
+            .is_multiple_of(std::mem::align_of::<T>())
             .then(|| NonNull::new(p.cast::<T>()))
             .flatten()
     }
