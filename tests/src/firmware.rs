@@ -166,18 +166,21 @@ pub struct BootCase {
     pub ipv6_ra: bool,
     /// The NIC's MAC (`52:54:00:...`).
     pub mac: String,
+    /// The daemon's `--datapath` (`kernel`, `xdp`, `auto`).
+    pub datapath: &'static str,
 }
 
 impl fmt::Display for BootCase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} ({}), {} DHCP, IPv6 RA {}, MAC {}",
+            "{} ({}), {} DHCP, IPv6 RA {}, MAC {}, {} datapath",
             self.firmware.label(),
             self.firmware.describe(),
             self.dhcp.label(),
             if self.ipv6_ra { "on" } else { "off" },
-            self.mac
+            self.mac,
+            self.datapath
         )
     }
 }
@@ -400,7 +403,14 @@ pub fn boot_machine(
         enable_ipv6(&net);
     }
     let config_arg = config.to_string_lossy().into_owned();
-    let mut args = vec!["--config", &config_arg, "--dhcp-mode", case.dhcp.label()];
+    let mut args = vec![
+        "--config",
+        &config_arg,
+        "--dhcp-mode",
+        case.dhcp.label(),
+        "--datapath",
+        case.datapath,
+    ];
     if case.ipv6_ra {
         args.extend(["--ipv6-ra", "no-router"]);
     }

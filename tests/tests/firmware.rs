@@ -12,16 +12,29 @@ use std::io::Write;
 
 use pxe_tests::firmware::{boot_machine, BootCase, BootReport, DhcpSetup, Stage};
 use pxe_tests::qemu::Firmware;
-use pxe_tests::root_or_skip;
+use pxe_tests::{metric_sum, metric_value, root_or_skip};
 
 /// Boots `firmware` with `dhcp` on a fresh test net `tag`, the daemon answering IPv6 router
 /// solicitations (`ipv6_ra`), and checks the whole chain.
 fn boot(tag: &str, firmware: Firmware, dhcp: DhcpSetup, ipv6_ra: bool, mac: &str) -> BootReport {
+    boot_over(tag, firmware, dhcp, ipv6_ra, mac, "kernel")
+}
+
+/// [`boot`] with the daemon's `--datapath` set to `datapath`.
+fn boot_over(
+    tag: &str,
+    firmware: Firmware,
+    dhcp: DhcpSetup,
+    ipv6_ra: bool,
+    mac: &str,
+    datapath: &'static str,
+) -> BootReport {
     let case = BootCase {
         firmware,
         dhcp,
         ipv6_ra,
         mac: mac.to_owned(),
+        datapath,
     };
     let report = boot_machine(tag, &case, &mut |_, _| {});
     println!(
@@ -77,6 +90,42 @@ fn bios_ipxe_rom_boots_in_full_mode() {
         true,
         "52:54:00:fb:01:02",
     );
+}
+
+/// The same BIOS boot with the AF_XDP datapath forced: the firmware's and iPXE's DHCP went
+/// through the daemon's AF_XDP sockets, as its metrics show.
+#[test]
+fn bios_ipxe_rom_boots_over_the_xdp_datapath() {
+    if !root_or_skip("bios_ipxe_rom_boots_over_the_xdp_datapath") {
+        return;
+    }
+    let report = boot_over(
+        "fwbiosx",
+        Firmware::Bios,
+        DhcpSetup::Full,
+        true,
+        "52:54:00:fb:01:03",
+        "xdp",
+    );
+    let m = &report.metrics;
+    assert_eq!(
+        metric_value(m, "pxe_datapath_info", &[("datapath", "xdp")]),
+        Some(1.0),
+        "the daemon runs the xdp datapath"
+    );
+    // QEMU's ROM is iPXE itself: its DISCOVER and REQUEST in, the OFFER and ACK out, all
+    // through AF_XDP (a kernel socket never saw them).
+    for direction in ["rx", "tx"] {
+        let frames = metric_sum(
+            m,
+            "pxe_afxdp_frames_total",
+            &[("direction", direction), ("service", "dhcp")],
+        );
+        assert!(
+            frames >= 2.0,
+            "DHCP frames {direction} over AF_XDP: {frames}\n{m}"
+        );
+    }
 }
 
 #[test]

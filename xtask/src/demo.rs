@@ -80,6 +80,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         },
         ipv6_ra: !args.no_ipv6_ra,
         mac: MAC.to_owned(),
+        datapath: "kernel",
     };
     let assets = pxe_tests::firmware::BootAssets::locate().map_err(anyhow::Error::msg)?;
     println!("== a QEMU machine with real PXE firmware boots Linux from pxe-daemon");
