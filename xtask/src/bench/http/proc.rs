@@ -310,7 +310,9 @@ mod tests {
         assert!(MachineTime::now().unwrap().busy > Duration::ZERO);
         assert!(!softirq_threads().unwrap().is_empty());
         let times = thread_times().unwrap();
-        assert!(threads_of(me).iter().all(|t| times.contains_key(t)));
+        // Other test threads come and go between the two reads; the main thread stays.
+        assert!(threads_of(me).contains(&me));
+        assert!(times.contains_key(&me));
         assert!(times.values().any(|(name, _)| name == "ksoftirqd"));
     }
 }
