@@ -4,6 +4,7 @@
 mod http;
 mod sim;
 mod tftp;
+mod xdp_cost;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -50,6 +51,9 @@ enum Command {
     /// retransmits on timeout; lengths and bytes checked); reports throughput, per-transfer
     /// percentiles, failures and its own CPU time. Exit status 3 if any transfer failed.
     TftpLoad(tftp::LoadArgs),
+    /// The XDP program's cost per frame by class (BPF_PROG_TEST_RUN with repeat), set up as
+    /// `--datapath kernel` and `--datapath xdp` run it. Needs root.
+    XdpCost(xdp_cost::CostArgs),
     /// Downloads a URL once and compares the body with a file, byte for byte.
     HttpGet {
         /// `http://address:port/path` (no names).
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Rack(args) => exit_code(sim::run(&args)),
         Command::Plot(args) => exit_code(sim::plot::run(&args).map(|()| 0)),
+        Command::XdpCost(args) => exit_code(xdp_cost::run(&args).map(|()| 0)),
         Command::TftpLoad(args) => match tftp::run(&args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
