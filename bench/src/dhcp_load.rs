@@ -324,9 +324,9 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
     let received = std::thread::scope(|scope| {
         let receiver = scope.spawn(|| receive(args, &socket, &shared, tag, start));
         send(args, &socket, &template, &shared, tag, total, start);
-        receiver.join().unwrap_or_else(|_| {
-            Err(anyhow::anyhow!("the receiving thread panicked"))
-        })
+        receiver
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the receiving thread panicked")))
     })?;
     let wall = start.elapsed();
     let (user1, sys1, _) = sys::cpu_usage();
@@ -373,7 +373,10 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         },
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report).context("writing JSON")?);
+        println!(
+            "{}",
+            serde_json::to_string(&report).context("writing JSON")?
+        );
     } else {
         print_text(&report);
     }
