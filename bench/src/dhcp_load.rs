@@ -20,7 +20,7 @@ use anyhow::{ensure, Context as _};
 use serde::Serialize;
 
 use crate::sim::dhcp::{self, msg, Asker, Firmware, Request};
-use crate::sim::frame::{self, UdpFrame};
+use crate::sim::frame;
 use crate::sim::sys::{self, Interface, PacketSocket};
 use crate::tftp::report::quantile;
 
@@ -86,38 +86,33 @@ struct Template {
     xid_at: usize,
 }
 
-/// A BIOS PXE ROM's DISCOVER from `mac` with `xid`, broadcast, as the rack simulator sends it.
-fn discover_frame(mac: [u8; 6], xid: u32) -> Vec<u8> {
+/// `req` as the broadcast frame a client without an address sends.
+fn request_frame(req: &Request) -> Vec<u8> {
     let mut payload = Vec::new();
-    dhcp::encode(
-        &Request {
-            message_type: msg::DISCOVER,
-            asker: Asker::Rom(Firmware::Bios),
-            mac,
-            xid,
-            secs: 0,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            requested_ip: None,
-            server_id: None,
-            boot_item: None,
-        },
-        &mut payload,
-    );
+    dhcp::encode(req, &mut payload);
     let mut out = Vec::new();
-    frame::build(
-        &UdpFrame {
-            src_mac: mac,
-            dst_mac: frame::BROADCAST_MAC,
-            src_ip: Ipv4Addr::UNSPECIFIED,
-            dst_ip: Ipv4Addr::BROADCAST,
-            src_port: dhcp::CLIENT_PORT,
-            dst_port: dhcp::SERVER_PORT,
-            payload: &payload,
-        },
-        0,
-        &mut out,
-    );
+    frame::build(&dhcp::broadcast_frame(req.mac, &payload), 0, &mut out);
     out
+}
+
+/// A BIOS PXE ROM's request of `message_type` from `mac` with `xid`.
+fn rom_request(message_type: u8, mac: [u8; 6], xid: u32) -> Request {
+    Request {
+        message_type,
+        asker: Asker::Rom(Firmware::Bios),
+        mac,
+        xid,
+        secs: 0,
+        ciaddr: Ipv4Addr::UNSPECIFIED,
+        requested_ip: None,
+        server_id: None,
+        boot_item: None,
+    }
+}
+
+/// A BIOS PXE ROM's DISCOVER from `mac` with `xid`, as the rack simulator sends it.
+fn discover_frame(mac: [u8; 6], xid: u32) -> Vec<u8> {
+    request_frame(&rom_request(msg::DISCOVER, mac, xid))
 }
 
 impl Template {
@@ -190,15 +185,9 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// What the receiver counted.
-#[derive(Debug, Default)]
-struct Received {
-    /// Answers counted (first OFFER in proxy mode, first ACK in full mode).
-    answered: u64,
-    /// µs DISCOVER to answer, per answered exchange.
-    latency_us: Vec<u32>,
-    /// Full mode: µs DISCOVER to OFFER.
-    offer_latency_us: Vec<u32>,
+/// What the receiver counted besides the answers.
+#[derive(Debug, Default, Serialize)]
+struct Counts {
     offers: u64,
     acks: u64,
     naks: u64,
@@ -216,6 +205,18 @@ struct Received {
     malformed: u64,
     /// Frames the kernel dropped for a full socket buffer.
     socket_drops: u64,
+}
+
+/// What the receiver collected.
+#[derive(Debug, Default)]
+struct Received {
+    /// Answers counted (first OFFER in proxy mode, first ACK in full mode).
+    answered: u64,
+    /// µs DISCOVER to answer, per answered exchange.
+    latency_us: Vec<u32>,
+    /// Full mode: µs DISCOVER to OFFER.
+    offer_latency_us: Vec<u32>,
+    counts: Counts,
 }
 
 /// The report of a run.
@@ -237,16 +238,8 @@ struct Report {
     loss: f64,
     latency_ms: Quantiles,
     offer_latency_ms: Option<Quantiles>,
-    offers: u64,
-    acks: u64,
-    naks: u64,
-    requests_sent: u64,
-    duplicates: u64,
-    no_boot_info: u64,
-    no_address: u64,
-    unmatched: u64,
-    malformed: u64,
-    socket_drops: u64,
+    #[serde(flatten)]
+    counts: Counts,
     send_errors: u64,
     wall_secs: f64,
     generator_cpu: Cpu,
@@ -353,16 +346,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         latency_ms: quantiles(&mut received.latency_us),
         offer_latency_ms: (args.mode == Mode::Full)
             .then(|| quantiles(&mut received.offer_latency_us)),
-        offers: received.offers,
-        acks: received.acks,
-        naks: received.naks,
-        requests_sent: received.requests_sent,
-        duplicates: received.duplicates,
-        no_boot_info: received.no_boot_info,
-        no_address: received.no_address,
-        unmatched: received.unmatched,
-        malformed: received.malformed,
-        socket_drops: received.socket_drops,
+        counts: received.counts,
         send_errors: shared.send_errors.load(Ordering::Relaxed),
         wall_secs: wall.as_secs_f64(),
         generator_cpu: Cpu {
@@ -404,16 +388,16 @@ fn print_text(r: &Report) {
     println!(
         "  offers {}, acks {}, naks {}, requests {}, duplicates {}, no boot info {}, no address {}, \
          unmatched {}, malformed {}, socket drops {}, send errors {}",
-        r.offers,
-        r.acks,
-        r.naks,
-        r.requests_sent,
-        r.duplicates,
-        r.no_boot_info,
-        r.no_address,
-        r.unmatched,
-        r.malformed,
-        r.socket_drops,
+        r.counts.offers,
+        r.counts.acks,
+        r.counts.naks,
+        r.counts.requests_sent,
+        r.counts.duplicates,
+        r.counts.no_boot_info,
+        r.counts.no_address,
+        r.counts.unmatched,
+        r.counts.malformed,
+        r.counts.socket_drops,
         r.send_errors
     );
     println!(
@@ -503,7 +487,6 @@ fn receive(
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; FRAME_BUF]).collect();
     let mut lens = [0usize; BATCH];
     let mut requests: Vec<Vec<u8>> = Vec::new();
-    let mut payload = Vec::new();
     let wait = u64::try_from(Duration::from_millis(args.wait_ms).as_micros()).unwrap_or(u64::MAX);
     loop {
         let end = shared.send_end_us.load(Ordering::Relaxed);
@@ -525,94 +508,71 @@ fn receive(
         requests.clear();
         for (buf, &len) in bufs.iter().zip(&lens).take(n) {
             let Some(f) = frame::parse(&buf[..len.min(buf.len())]) else {
-                got.malformed += 1;
+                got.counts.malformed += 1;
                 continue;
             };
             let Ok(reply) = dhcp::parse_reply(f.payload) else {
-                got.malformed += 1;
+                got.counts.malformed += 1;
                 continue;
             };
             let seq = (reply.xid & 0x00ff_ffff) as usize;
             if reply.xid & 0xff00_0000 != tag || seq >= total {
-                got.unmatched += 1;
+                got.counts.unmatched += 1;
                 continue;
             }
             let index = u32::try_from(seq as u64 % u64::from(args.clients)).unwrap_or(0);
             let mac = client_mac(args.seed, index);
             let sent = shared.sent_us[seq].load(Ordering::Acquire);
             if reply.chaddr != mac || sent == 0 {
-                got.unmatched += 1;
+                got.counts.unmatched += 1;
                 continue;
             }
             let latency = now.saturating_sub(sent);
             match (args.mode, reply.message_type) {
                 (Mode::Proxy, msg::OFFER) => {
-                    got.offers += 1;
+                    got.counts.offers += 1;
                     if answered[seq] {
-                        got.duplicates += 1;
+                        got.counts.duplicates += 1;
                         continue;
                     }
                     if reply.boot_file.is_none() && !reply.has_vendor_options {
-                        got.no_boot_info += 1;
+                        got.counts.no_boot_info += 1;
                     }
                     answered[seq] = true;
                     got.answered += 1;
                     got.latency_us.push(latency);
                 }
                 (Mode::Full, msg::OFFER) => {
-                    got.offers += 1;
+                    got.counts.offers += 1;
                     if offered_us[seq] != 0 {
-                        got.duplicates += 1;
+                        got.counts.duplicates += 1;
                         continue;
                     }
                     if !reply.has_address() {
-                        got.no_address += 1;
+                        got.counts.no_address += 1;
                         continue;
                     }
                     offered_us[seq] = now;
                     got.offer_latency_us.push(latency);
-                    dhcp::encode(
-                        &Request {
-                            message_type: msg::REQUEST,
-                            asker: Asker::Rom(Firmware::Bios),
-                            mac,
-                            xid: reply.xid,
-                            secs: 0,
-                            ciaddr: Ipv4Addr::UNSPECIFIED,
-                            requested_ip: Some(reply.yiaddr),
-                            server_id: Some(reply.server(f.src_ip)),
-                            boot_item: None,
-                        },
-                        &mut payload,
-                    );
-                    let mut out = Vec::new();
-                    frame::build(
-                        &UdpFrame {
-                            src_mac: mac,
-                            dst_mac: frame::BROADCAST_MAC,
-                            src_ip: Ipv4Addr::UNSPECIFIED,
-                            dst_ip: Ipv4Addr::BROADCAST,
-                            src_port: dhcp::CLIENT_PORT,
-                            dst_port: dhcp::SERVER_PORT,
-                            payload: &payload,
-                        },
-                        0,
-                        &mut out,
-                    );
+                    let out = request_frame(&Request {
+                        requested_ip: Some(reply.yiaddr),
+                        server_id: Some(reply.server(f.src_ip)),
+                        ..rom_request(msg::REQUEST, mac, reply.xid)
+                    });
                     requests.push(out);
                 }
                 (Mode::Full, msg::ACK) => {
-                    got.acks += 1;
+                    got.counts.acks += 1;
                     if answered[seq] {
-                        got.duplicates += 1;
+                        got.counts.duplicates += 1;
                         continue;
                     }
                     answered[seq] = true;
                     got.answered += 1;
                     got.latency_us.push(latency);
                 }
-                (_, msg::NAK) => got.naks += 1,
-                _ => got.unmatched += 1,
+                (_, msg::NAK) => got.counts.naks += 1,
+                _ => got.counts.unmatched += 1,
             }
         }
         for chunk in requests.chunks(BATCH) {
@@ -635,10 +595,10 @@ fn receive(
                     break;
                 }
             }
-            got.requests_sent += from as u64;
+            got.counts.requests_sent += from as u64;
         }
     }
-    got.socket_drops = socket.drops();
+    got.counts.socket_drops = socket.drops();
     Ok(got)
 }
 

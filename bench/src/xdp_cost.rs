@@ -101,7 +101,10 @@ fn cases() -> Vec<Case> {
         dst_ip: SERVER,
         ..f
     };
-    let rrq = b"\0\x01undionly.kpxe\0octet\0tsize\00\0blksize\01468\0".to_vec();
+    let rrq = crate::tftp::wire::rrq(
+        "undionly.kpxe",
+        &[("tsize", "0".to_owned()), ("blksize", "1468".to_owned())],
+    );
     vec![
         Case {
             name: "TCP segment to the server's HTTP port",

@@ -199,6 +199,22 @@ impl PacketSocket {
     }
 }
 
+/// One `mmsghdr` per iovec, each pointing to its iovec (valid while `iovs` lives unmoved).
+fn mmsghdrs(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovs.iter_mut()
+        .map(|iov| {
+            // SAFETY: msghdr is plain data; zeroed is a valid start.
+            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+            hdr.msg_iov = std::ptr::from_mut(iov);
+            hdr.msg_iovlen = 1;
+            libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            }
+        })
+        .collect()
+}
+
 impl PacketSocket {
     /// Hands frames straight to the driver, past the interface's queueing discipline
     /// (PACKET_QDISC_BYPASS): a load generator's frames need no traffic control. Best effort.
@@ -221,19 +237,7 @@ impl PacketSocket {
                 iov_len: f.len(),
             })
             .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: msghdr is plain data; zeroed is a valid start.
-                let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-                hdr.msg_iov = std::ptr::from_mut(iov);
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: hdr,
-                    msg_len: 0,
-                }
-            })
-            .collect();
+        let mut msgs = mmsghdrs(&mut iovs);
         let count = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
         // SAFETY: every mmsghdr points to one live iovec over a live frame; the socket is bound.
         let n = unsafe {
@@ -257,19 +261,7 @@ impl PacketSocket {
                 iov_len: b.len(),
             })
             .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: msghdr is plain data; zeroed is a valid start.
-                let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-                hdr.msg_iov = std::ptr::from_mut(iov);
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: hdr,
-                    msg_len: 0,
-                }
-            })
-            .collect();
+        let mut msgs = mmsghdrs(&mut iovs);
         let count = libc::c_uint::try_from(msgs.len().min(lens.len())).unwrap_or(0);
         // SAFETY: every mmsghdr points to one live iovec over a live, writable buffer.
         let n = unsafe {

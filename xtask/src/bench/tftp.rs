@@ -22,7 +22,7 @@ use pxe_tests::tftp::{pattern, BootRoot};
 use pxe_tests::{NsChild, TestNet};
 use serde_json::Value;
 
-use crate::{cmd, setup, workspace};
+use crate::{setup, workspace};
 
 /// Name of the file every client reads.
 const FILE_NAME: &str = "bench-1m.bin";
@@ -272,6 +272,9 @@ pub fn run(args: &TftpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each server's command line, as shown in the results.
+pub type Commands = Vec<(Server, String)>;
+
 /// The binaries run.
 #[derive(Debug)]
 pub struct Bins {
@@ -286,16 +289,7 @@ pub struct Bins {
 impl Bins {
     /// Builds the release daemon and generator and finds the peers.
     pub fn build() -> anyhow::Result<Bins> {
-        cmd::run(workspace::cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "pxe-daemon",
-            "-p",
-            "pxe-bench",
-        ]))
-        .context("building pxe-daemon and pxe-bench (release) for the benchmark")?;
-        let release = workspace::target_dir()?.join("release");
+        let release = workspace::build_release_bins()?;
         Ok(Bins {
             daemon: release.join("pxe-daemon"),
             generator: release.join("pxe-bench"),
@@ -386,7 +380,7 @@ impl Bench<'_> {
         &self,
         servers: &[Server],
         cells: &[(u32, u16)],
-    ) -> anyhow::Result<(Vec<Row>, Vec<(Server, String)>)> {
+    ) -> anyhow::Result<(Vec<Row>, Commands)> {
         let mut rows = Vec::new();
         let mut commands = Vec::new();
         for &server in servers {

@@ -160,6 +160,22 @@ pub struct Outcome {
     pub addressing: Option<Addressing>,
 }
 
+impl Outcome {
+    /// Records (and prints) that `server` could not be measured in `mode`.
+    fn not_available(&mut self, mode: Mode, server: Contender, reason: String) {
+        println!(
+            "   {:<5} {}: not available: {reason}",
+            mode.label(),
+            server.label()
+        );
+        self.unavailable.push(Unavailable {
+            mode,
+            server,
+            reason,
+        });
+    }
+}
+
 /// How part b runs.
 #[derive(Debug)]
 pub struct Plan<'a> {
@@ -197,16 +213,7 @@ pub fn run(plan: &Plan<'_>) -> anyhow::Result<Outcome> {
                 Contender::Xdp => match plan.datapaths.xdp_args() {
                     Ok(args) => args,
                     Err(reason) => {
-                        println!(
-                            "   {:<5} {}: not available: {reason}",
-                            mode.label(),
-                            server.label()
-                        );
-                        out.unavailable.push(Unavailable {
-                            mode,
-                            server,
-                            reason,
-                        });
+                        out.not_available(mode, server, reason);
                         continue;
                     }
                 },
@@ -219,20 +226,8 @@ pub fn run(plan: &Plan<'_>) -> anyhow::Result<Outcome> {
                 xdp_mode: "auto",
                 daemon_args: &daemon_args,
             };
-            match run_server(plan, &setting, mode, server, &mut out.steps)? {
-                None => {}
-                Some(reason) => {
-                    println!(
-                        "   {:<5} {}: not available: {reason}",
-                        mode.label(),
-                        server.label()
-                    );
-                    out.unavailable.push(Unavailable {
-                        mode,
-                        server,
-                        reason,
-                    });
-                }
+            if let Some(reason) = run_server(plan, &setting, mode, server, &mut out.steps)? {
+                out.not_available(mode, server, reason);
             }
         }
     }

@@ -307,7 +307,7 @@ fn us(v: f64) -> String {
 }
 
 /// The highest sustained step of `server` in `mode`.
-fn best<'a>(steps: &'a [Step], mode: Mode, server: Contender) -> Option<&'a Step> {
+fn best(steps: &[Step], mode: Mode, server: Contender) -> Option<&Step> {
     steps
         .iter()
         .filter(|s| s.mode == mode && s.server == server && s.sustained())
