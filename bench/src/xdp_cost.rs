@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use pxe_common::{PacketClass, Verdict, XdpConfig, XDP_FLAG_STEER};
+use pxe_common::{PacketClass, Verdict, XdpConfig, XDP_FLAG_STEER_DHCP, XDP_FLAG_STEER_TFTP};
 use pxe_daemon::xdp::frames::{Frame, CLIENT_MAC, PXE_BIOS};
 use pxe_daemon::xdp::XdpAttachment;
 use serde::Serialize;
@@ -21,6 +21,8 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 /// The server's address in the frames addressed to it.
 const SERVER: [u8; 4] = [198, 18, 0, 1];
+/// Steering as `--datapath xdp` sets it: DHCP, 4011 and TFTP to AF_XDP.
+const STEER_ALL: u32 = XDP_FLAG_STEER_DHCP | XDP_FLAG_STEER_TFTP;
 /// A storm-shedding rate no frame of a run reaches: the token bucket is looked up and
 /// refilled as in production, and never empties (the default of 20/s would drop all but the
 /// first 41 of a million repeats from one MAC). Kept below 1e9 so that the program's refill
@@ -246,18 +248,14 @@ fn cases() -> Vec<Case> {
 fn config(setup: Setup) -> XdpConfig {
     match setup {
         Setup::Kernel | Setup::Xdp => XdpConfig {
-            flags: if setup == Setup::Xdp {
-                XDP_FLAG_STEER
-            } else {
-                0
-            },
+            flags: if setup == Setup::Xdp { STEER_ALL } else { 0 },
             server_ip_be: u32::from_ne_bytes(SERVER),
             rate_per_sec: UNREACHED_RATE_PER_SEC,
             rate_burst: UNREACHED_BURST,
             ..XdpConfig::DEFAULT
         },
         Setup::Storm => XdpConfig {
-            flags: XDP_FLAG_STEER,
+            flags: STEER_ALL,
             server_ip_be: u32::from_ne_bytes(SERVER),
             rate_per_sec: 1,
             rate_burst: 0,

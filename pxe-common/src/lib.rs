@@ -107,10 +107,13 @@ pub const RATE_MAP: &str = "RATE";
 /// Entries of the rate map: senders tracked at once (the least recently seen are forgotten).
 pub const RATE_MAP_ENTRIES: u32 = 65_536;
 
-/// [`XdpConfig::flags`]: steer PXE DHCP, 4011 and TFTP to the AF_XDP sockets.
-pub const XDP_FLAG_STEER: u32 = 1;
+/// [`XdpConfig::flags`]: steer DHCP (port 67, PXE requests only unless
+/// [`XDP_FLAG_FULL_DHCP`]) and port 4011 to the AF_XDP sockets.
+pub const XDP_FLAG_STEER_DHCP: u32 = 1;
 /// [`XdpConfig::flags`]: full-DHCP mode, steer every DHCP request (not only PXE ones).
 pub const XDP_FLAG_FULL_DHCP: u32 = 2;
+/// [`XdpConfig::flags`]: steer TFTP (port 69 and the transfer port range) to the AF_XDP sockets.
+pub const XDP_FLAG_STEER_TFTP: u32 = 4;
 
 /// A per-MAC token bucket (value of [`RATE_MAP`]).
 #[repr(C)]
@@ -137,7 +140,8 @@ pub struct XdpConfig {
     pub tftp_port_min: u16,
     /// Last UDP port of the TFTP transfer range, inclusive (host byte order).
     pub tftp_port_max: u16,
-    /// [`XDP_FLAG_STEER`], [`XDP_FLAG_FULL_DHCP`] (u32, not bools: no padding).
+    /// [`XDP_FLAG_STEER_DHCP`], [`XDP_FLAG_STEER_TFTP`], [`XDP_FLAG_FULL_DHCP`] (u32, not
+    /// bools: no padding).
     pub flags: u32,
     /// The server's IPv4 address, network byte order as in the header (0: any).
     pub server_ip_be: u32,

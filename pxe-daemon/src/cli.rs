@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{builder::BoolishValueParser, Args, Parser, Subcommand};
 
-use crate::config::{DhcpMode, LogFormat, Overrides, RouterAdvertisement, XdpModeSetting};
+use crate::config::{
+    DatapathSetting, DhcpMode, LogFormat, Overrides, RouterAdvertisement, XdpModeSetting,
+};
 use crate::probe::{FirmwareKind, ProbeOptions, PROBE_TIMEOUT_MS_DEFAULT, PROBE_TIMEOUT_MS_MAX};
 
 /// XDP-accelerated network boot server: PXE DHCP, TFTP and HTTP.
@@ -72,6 +74,10 @@ pub struct RunArgs {
     /// How to attach the XDP program [default: auto].
     #[arg(long, env = "PXE_XDP_MODE", value_enum)]
     pub xdp_mode: Option<XdpModeSetting>,
+    /// Datapath of DHCP: `xdp` (AF_XDP, or refuse to start), `auto` (AF_XDP where it works, else
+    /// kernel sockets) or `kernel` [default: kernel].
+    #[arg(long, env = "PXE_DATAPATH", value_enum)]
+    pub datapath: Option<DatapathSetting>,
     /// Log level or tracing directives, e.g. `debug` or `pxe_daemon=debug,info` [default: info].
     #[arg(long, env = "PXE_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -96,6 +102,7 @@ impl RunArgs {
             http_listen: self.http_listen,
             tftp_listen: self.tftp_listen,
             xdp_mode: self.xdp_mode,
+            datapath: self.datapath,
             log_level: self.log_level.clone(),
             log_format: self.log_format,
             dhcp_mode: self.dhcp_mode,

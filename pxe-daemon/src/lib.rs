@@ -3,6 +3,7 @@
 //! The library owns serving; `main` owns binding and signals (mini-redis style): [`run`] takes
 //! already-bound [`Listeners`] and a shutdown future, so tests can bind where they like.
 
+pub mod afxdp;
 pub mod boot;
 pub mod cli;
 pub mod config;
@@ -66,6 +67,9 @@ pub enum RunError {
     /// The XDP program could not be loaded or attached in the required mode.
     #[error(transparent)]
     Xdp(#[from] xdp::XdpLoadError),
+    /// The AF_XDP datapath was required (`--datapath xdp`) and could not start.
+    #[error("AF_XDP datapath: {0}")]
+    Datapath(String),
     /// The TFTP server could not start.
     #[error(transparent)]
     Tftp(#[from] tftp::ServerError),
@@ -120,7 +124,7 @@ pub async fn run(
         config.xdp_rate_limit_pps,
         config.xdp_rate_burst,
     );
-    let xdp = xdp::XdpAttachment::load(&interface, config.xdp_mode, program_config, debug_log)?;
+    let mut xdp = xdp::XdpAttachment::load(&interface, config.xdp_mode, program_config, debug_log)?;
     if let Some(xdp) = &xdp {
         metrics.set_xdp_attach_mode(xdp.mode());
         metrics.register(Box::new(xdp.counters()))?;
@@ -141,6 +145,7 @@ pub async fn run(
         config.timeline_stuck_after,
     );
     metrics.register(Box::new(timeline::CensusCollector::new(timeline.clone())?))?;
+    let mut afxdp = None;
     let dhcp_task = match listeners.dhcp {
         Some(sockets) => {
             let server = config
@@ -172,14 +177,20 @@ pub async fn run(
                 timeline: Some(timeline.clone()),
             };
             info!(%server, mode = ?config.dhcp.mode, "DHCP server address");
-            Some(tokio::spawn(dhcp::server::serve(
-                core,
-                sockets,
-                dhcp_metrics,
-                commit,
-                options,
-                token.child_token(),
-            )))
+            let handler = dhcp::server::RequestHandler::new(core, dhcp_metrics, commit, options);
+            match start_afxdp(&config, &interface, server, xdp.as_mut(), handler, &metrics)? {
+                Ok(datapath) => {
+                    // The kernel sockets are not needed: DHCP frames are steered to AF_XDP.
+                    drop(sockets);
+                    afxdp = Some(datapath);
+                    None
+                }
+                Err(handler) => Some(tokio::spawn(dhcp::server::serve(
+                    handler,
+                    sockets,
+                    token.child_token(),
+                ))),
+            }
         }
         None => None,
     };
@@ -243,6 +254,15 @@ pub async fn run(
     );
     shutdown.await;
     info!(drain = ?config.drain_timeout, "shutting down");
+    if let Some(datapath) = afxdp {
+        // Steering off first: no frame may be steered to a socket that is closing.
+        if let Some(xdp) = xdp.as_mut() {
+            if let Err(e) = xdp.set_steering(0) {
+                tracing::error!(error = %e, "clearing XDP steering");
+            }
+        }
+        datapath.stop(xdp.as_mut(), AFXDP_STOP_TIMEOUT).await;
+    }
     token.cancel();
     if let Err(e) = http_task.await {
         tracing::error!(error = %e, "HTTP task failed");
@@ -268,6 +288,71 @@ pub async fn run(
     drop(xdp);
     info!("pxe-daemon stopped");
     Ok(())
+}
+
+/// Longest wait for the AF_XDP thread to stop (it polls with a 50 ms timeout).
+const AFXDP_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts DHCP on the AF_XDP datapath when `config.datapath` asks for it: sockets on every
+/// queue, the DHCP service on the datapath thread, then DHCP steering on. Returns the handler
+/// back (`Ok(Err(handler))`) when DHCP stays on kernel sockets: `kernel`, or `auto` where
+/// AF_XDP does not work (with a warning). With `xdp`, a failure is an error.
+fn start_afxdp(
+    config: &Config,
+    interface: &str,
+    server: std::net::Ipv4Addr,
+    xdp: Option<&mut xdp::XdpAttachment>,
+    handler: dhcp::server::RequestHandler,
+    metrics: &metrics::Metrics,
+) -> Result<Result<afxdp::AfXdp, dhcp::server::RequestHandler>, RunError> {
+    let required = match config.datapath {
+        config::DatapathSetting::Kernel => return Ok(Err(handler)),
+        config::DatapathSetting::Xdp => true,
+        config::DatapathSetting::Auto => false,
+    };
+    let fail = |handler, reason: String| {
+        if required {
+            Err(RunError::Datapath(reason))
+        } else {
+            tracing::warn!(
+                interface,
+                reason,
+                "AF_XDP datapath not available; DHCP on kernel sockets"
+            );
+            metrics.set_datapath(metrics::Datapath::Kernel);
+            Ok(Err(handler))
+        }
+    };
+    let Some(xdp) = xdp else {
+        return fail(
+            handler,
+            format!("the XDP program is not attached to {interface} (xdp.mode = off, or attaching failed)"),
+        );
+    };
+    let waker = match afxdp::Waker::new() {
+        Ok(w) => w,
+        Err(e) => return fail(handler, format!("eventfd: {e}")),
+    };
+    let afxdp_metrics = afxdp::AfxdpMetrics::new(metrics.registry())?;
+    let settings = afxdp::Settings {
+        interface: interface.to_owned(),
+        address: server,
+        mtu: interface_mtu(interface),
+        bind: config.xsk_bind,
+    };
+    // Sockets first: if they do not bind, the handler is still here for the kernel path.
+    let bound = match afxdp::BoundSockets::bind(&settings, xdp) {
+        Ok(b) => b,
+        Err(e) => return fail(handler, e.to_string()),
+    };
+    let service = dhcp::frames::DhcpFrameService::new(handler, waker.clone());
+    let datapath = bound
+        .serve(vec![Box::new(service)], waker, afxdp_metrics)
+        .map_err(|e| RunError::Datapath(e.to_string()))?;
+    xdp.set_steering(pxe_common::XDP_FLAG_STEER_DHCP)?;
+    metrics.set_datapath(metrics::Datapath::Xdp);
+    info!(interface, "DHCP on the AF_XDP datapath");
+    Ok(Ok(datapath))
 }
 
 /// Opens the lease journal of full mode and rebuilds the lease table from it.

@@ -14,7 +14,9 @@ mod rate;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use pxe_common::{PacketClass, Verdict, XdpConfig, XDP_FLAG_FULL_DHCP, XDP_FLAG_STEER};
+use pxe_common::{
+    PacketClass, Verdict, XdpConfig, XDP_FLAG_FULL_DHCP, XDP_FLAG_STEER_DHCP, XDP_FLAG_STEER_TFTP,
+};
 
 /// 255.255.255.255, the address DHCP clients without one send to.
 const BROADCAST_BE: u32 = u32::MAX;
@@ -48,17 +50,22 @@ fn decide(ctx: &XdpContext, config: &XdpConfig, frame: &parse::Frame) -> (Verdic
             }
         }
     }
-    if config.flags & XDP_FLAG_STEER == 0 {
+    // Each service is steered only once its AF_XDP service runs: the flags say which.
+    let steer_dhcp = config.flags & XDP_FLAG_STEER_DHCP != 0;
+    let steer_tftp = config.flags & XDP_FLAG_STEER_TFTP != 0;
+    if !steer_dhcp && !steer_tftp {
         return pass;
     }
     let to_us = config.server_ip_be == 0 || frame.dst_ip_be == config.server_ip_be;
     let steer = match frame.class {
         PacketClass::Dhcp => {
-            (to_us || frame.dst_ip_be == BROADCAST_BE)
+            steer_dhcp
+                && (to_us || frame.dst_ip_be == BROADCAST_BE)
                 && (config.flags & XDP_FLAG_FULL_DHCP != 0
                     || parse::dhcp_is_pxe(ctx, frame.payload))
         }
-        PacketClass::PxeDiscovery | PacketClass::Tftp | PacketClass::TftpTransfer => to_us,
+        PacketClass::PxeDiscovery => steer_dhcp && to_us,
+        PacketClass::Tftp | PacketClass::TftpTransfer => steer_tftp && to_us,
         PacketClass::Other | PacketClass::Malformed => false,
     };
     if !steer {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::netns::TestNet;
+use crate::netns::{SiteHost, TestNet};
 use crate::process::NsChild;
 
 /// How long [`Dnsmasq::start`] waits for dnsmasq to listen on UDP port 67.
@@ -34,6 +34,30 @@ impl Dnsmasq {
     /// (e.g. `dhcp-range=198.18.5.0,proxy`). Waits until it listens on UDP port 67; panics
     /// with its log if it exits or does not within [`DNSMASQ_READY_TIMEOUT`].
     pub fn start(net: &TestNet, config: &[&str]) -> Dnsmasq {
+        Dnsmasq::start_with(
+            net.server_if(),
+            &|argv| net.spawn_server(argv),
+            &|argv| net.server(argv),
+            config,
+        )
+    }
+
+    /// Like [`Dnsmasq::start`], on the third host of the client's segment ([`SiteHost`]).
+    pub fn start_on_site(site: &SiteHost, config: &[&str]) -> Dnsmasq {
+        Dnsmasq::start_with(
+            site.ns(),
+            &|argv| site.spawn(argv),
+            &|argv| site.run(argv),
+            config,
+        )
+    }
+
+    fn start_with(
+        interface: &str,
+        spawn: &dyn Fn(&[&str]) -> NsChild,
+        run: &dyn Fn(&[&str]) -> std::process::Output,
+        config: &[&str],
+    ) -> Dnsmasq {
         let dir = tempfile::Builder::new()
             .prefix("pxe-tests-dnsmasq-")
             .tempdir()
@@ -41,7 +65,7 @@ impl Dnsmasq {
         let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
         let mut lines = vec![
             "port=0".to_owned(),
-            format!("interface={}", net.server_if()),
+            format!("interface={interface}"),
             "bind-interfaces".to_owned(),
             "no-ping".to_owned(),
             "log-dhcp".to_owned(),
@@ -57,18 +81,18 @@ impl Dnsmasq {
 
         let bin = dnsmasq_bin();
         let conf_arg = format!("--conf-file={conf_path}");
-        let child = net.spawn_server(&[&bin.to_string_lossy(), "--no-daemon", &conf_arg]);
+        let child = spawn(&[&bin.to_string_lossy(), "--no-daemon", &conf_arg]);
         let mut dnsmasq = Dnsmasq {
             child,
             config,
             _dir: dir,
         };
-        dnsmasq.wait_ready(net);
+        dnsmasq.wait_ready(run);
         dnsmasq
     }
 
-    /// Polls `ss` in the server namespace until UDP port 67 is bound.
-    fn wait_ready(&mut self, net: &TestNet) {
+    /// Polls `ss` in dnsmasq's namespace (through `run`) until UDP port 67 is bound.
+    fn wait_ready(&mut self, run: &dyn Fn(&[&str]) -> std::process::Output) {
         let deadline = Instant::now() + DNSMASQ_READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait() {
@@ -77,7 +101,7 @@ impl Dnsmasq {
                     self.report()
                 );
             }
-            let out = net.server(&["ss", "-H", "-l", "-u", "-n", "sport = :67"]);
+            let out = run(&["ss", "-H", "-l", "-u", "-n", "sport = :67"]);
             if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
                 return;
             }

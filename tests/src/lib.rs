@@ -25,6 +25,7 @@
 mod clients;
 mod configs;
 mod daemon;
+mod dhcp_clients;
 mod dnsmasq;
 pub mod firmware;
 pub mod initramfs;
@@ -43,11 +44,15 @@ pub use daemon::{
     daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT, READY_TIMEOUT,
     ROOT_TEST_FILE, TEST_LOG_LEVEL,
 };
+pub use dhcp_clients::{
+    by_server, full_mode_clients, pxe_client, pxe_client_on, request_4011, site_dhcp, site_dhcp_on,
+    OFFER_WAIT_SECS,
+};
 pub use dnsmasq::{Dnsmasq, DNSMASQ_READY_TIMEOUT};
 pub use metrics::{metric_sum, metric_value};
 pub use netns::{
-    name_prefix, netns_exists, TestNet, CMD_TIMEOUT, MAX_TAG_LEN, NAME_PREFIX, NAME_PREFIX_ENV,
-    PREFIX_LEN,
+    name_prefix, netns_exists, SiteHost, TestNet, CMD_TIMEOUT, MAX_TAG_LEN, NAME_PREFIX,
+    NAME_PREFIX_ENV, PREFIX_LEN, SITE_BRIDGE,
 };
 pub use process::{run_bounded, NsChild, STOP_TIMEOUT};
 

@@ -218,6 +218,107 @@ impl Drop for TestNet {
     }
 }
 
+/// Name of the bridge [`SiteHost`] makes in the client namespace.
+pub const SITE_BRIDGE: &str = "brsite";
+
+/// A third host on the client's Ethernet segment, in a namespace of its own: the client's
+/// veth and a veth to this host are joined by a bridge ([`SITE_BRIDGE`]) in the client
+/// namespace, which takes over the client's address. A client that sends on the bridge
+/// reaches both the server and this host, and this host sees the frames before anything on
+/// the server side does (a site DHCP server beside a server whose XDP program takes PXE
+/// frames off the kernel's path).
+///
+/// Dropping it kills what runs in its namespace and deletes it; the bridge goes with the
+/// client namespace.
+#[derive(Debug)]
+pub struct SiteHost {
+    ns: String,
+    ip: Ipv4Addr,
+}
+
+impl SiteHost {
+    /// Adds the host to `net`, at address .3 of its subnet.
+    pub fn new(net: &TestNet) -> SiteHost {
+        let ns = format!("{}d", net.server_ns.trim_end_matches('s'));
+        let [a, b, c, _] = net.server_ip.octets();
+        let site = SiteHost {
+            ns,
+            ip: Ipv4Addr::new(a, b, c, 3),
+        };
+        site.remove();
+        site.setup(net);
+        site
+    }
+
+    fn setup(&self, net: &TestNet) {
+        let c = net.client_ns.as_str();
+        ip(&["netns", "add", &self.ns]);
+        ip(&["-n", &self.ns, "link", "set", "lo", "up"]);
+        ip(&[
+            "link", "add", &self.ns, "netns", &self.ns, "type", "veth", "peer", "name", "sitep",
+            "netns", c,
+        ]);
+        ip(&[
+            "-n",
+            c,
+            "link",
+            "add",
+            SITE_BRIDGE,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ]);
+        let client_cidr = format!("{}/{PREFIX_LEN}", net.client_ip);
+        ip(&["-n", c, "addr", "del", &client_cidr, "dev", c]);
+        for port in [c, "sitep"] {
+            ip(&["-n", c, "link", "set", port, "master", SITE_BRIDGE]);
+            ip(&["-n", c, "link", "set", port, "up"]);
+        }
+        ip(&["-n", c, "addr", "add", &client_cidr, "dev", SITE_BRIDGE]);
+        ip(&["-n", c, "link", "set", SITE_BRIDGE, "up"]);
+        let site_cidr = format!("{}/{PREFIX_LEN}", self.ip);
+        ip(&["-n", &self.ns, "addr", "add", &site_cidr, "dev", &self.ns]);
+        ip(&["-n", &self.ns, "link", "set", &self.ns, "up"]);
+    }
+
+    fn remove(&self) {
+        kill_processes_in(&self.ns);
+        let _ = try_run_bounded(
+            Command::new("ip").args(["netns", "delete", &self.ns]),
+            SETUP_CMD_TIMEOUT,
+        );
+    }
+
+    /// The host's namespace; its interface has the same name.
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// The host's address.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// Starts `argv` in the host's namespace; the guard kills it when dropped.
+    pub fn spawn(&self, argv: &[&str]) -> NsChild {
+        NsChild::spawn(ns_command(&self.ns, argv))
+    }
+
+    /// Runs `argv` in the host's namespace, killed after [`CMD_TIMEOUT`].
+    pub fn run(&self, argv: &[&str]) -> Output {
+        ns_run(&self.ns, argv, CMD_TIMEOUT)
+    }
+}
+
+impl Drop for SiteHost {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// Whether a network namespace called `name` exists (`ip netns list`).
 pub fn netns_exists(name: &str) -> bool {
     let out = run_bounded(

@@ -5,48 +5,10 @@
 //! - full mode: nmap's broadcast-dhcp-discover shows the TFTP server and boot file, dhclient and
 //!   udhcpc get leases.
 
-use std::time::Duration;
-
 use pxe_tests::{
-    full_dhcp_config, metric_value, root_or_skip, workspace_root, Daemon, Dnsmasq, TestNet,
+    by_server, full_dhcp_config, full_mode_clients, metric_value, pxe_client, request_4011,
+    root_or_skip, site_dhcp, Daemon, TestNet,
 };
-
-/// How long the scapy client listens for offers.
-const OFFER_WAIT_SECS: &str = "2";
-
-fn pxe_client(net: &TestNet, kind: &str) -> Vec<serde_json::Value> {
-    let script = workspace_root().join("tests/scripts/pxe_client.py");
-    let out = net.client(&[
-        "python3",
-        &script.to_string_lossy(),
-        net.client_if(),
-        kind,
-        OFFER_WAIT_SECS,
-    ]);
-    assert!(
-        out.status.success(),
-        "pxe_client.py {kind} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
-        .collect()
-}
-
-/// dnsmasq as the site's DHCP server: addresses only, no boot options, in the server
-/// namespace on the test veth.
-fn site_dhcp(net: &TestNet) -> Dnsmasq {
-    let [a, b, c, _] = net.server_ip().octets();
-    Dnsmasq::start(
-        net,
-        &[&format!("dhcp-range={a}.{b}.{c}.100,{a}.{b}.{c}.150,5m")],
-    )
-}
-
-fn by_server<'a>(offers: &'a [serde_json::Value], src: &str) -> Option<&'a serde_json::Value> {
-    offers.iter().find(|o| o["src"] == src)
-}
 
 #[test]
 fn proxy_answers_each_firmware_beside_the_site_dhcp_server() {
@@ -166,32 +128,6 @@ fn reply_delay_holds_the_proxy_offer_back() {
     assert!(daemon.stop().success());
 }
 
-/// The boot-server discovery step UEFI firmware takes: a DHCPREQUEST to the proxy's port 4011
-/// from the client's new address, answered with a DHCPACK carrying the boot file.
-const REQUEST_4011_PY: &str = r#"
-import socket, struct, sys
-client, server = sys.argv[1], sys.argv[2]
-vendor = b"PXEClient:Arch:00007:UNDI:003016"
-chaddr = bytes.fromhex("525400aa0007") + bytes(10)
-bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, 0x4011, 0, 0,
-                    socket.inet_aton(client), bytes(4), bytes(4), bytes(4), chaddr, bytes(64), bytes(128))
-opts = bytes([53, 1, 3, 60, len(vendor)]) + vendor + bytes([93, 2, 0, 7, 255])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((client, 68))
-s.settimeout(3)
-s.sendto(bootp + bytes([99, 130, 83, 99]) + opts, (server, 4011))
-data, src = s.recvfrom(2048)
-i, msg_type = 240, None
-while i < len(data) and data[i] != 255:
-    if data[i] == 0:
-        i += 1
-        continue
-    if data[i] == 53:
-        msg_type = data[i + 2]
-    i += 2 + data[i + 1]
-print(src[0], src[1], msg_type, data[108:236].rstrip(b"\0").decode())
-"#;
-
 #[test]
 fn port_4011_request_is_acked_with_the_boot_file() {
     if !root_or_skip("port_4011_request_is_acked_with_the_boot_file") {
@@ -200,16 +136,7 @@ fn port_4011_request_is_acked_with_the_boot_file() {
     let net = TestNet::new("dhcp4011");
     let daemon = Daemon::start(&net, &[]);
     let server = net.server_ip().to_string();
-    let out = net.client_timeout(
-        &[
-            "python3",
-            "-c",
-            REQUEST_4011_PY,
-            &net.client_ip().to_string(),
-            &server,
-        ],
-        Duration::from_secs(10),
-    );
+    let out = request_4011(&net);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -230,108 +157,7 @@ fn full_mode_serves_nmap_dhclient_and_udhcpc() {
     let dir = tempfile::tempdir().unwrap();
     let config = full_dhcp_config(&net, dir.path(), (100, 199), 600, "");
     let daemon = Daemon::start(&net, &["--config", &config.to_string_lossy()]);
-    let server = net.server_ip().to_string();
-    let [a, b, c, _] = net.server_ip().octets();
-    // Every address of the range .100-.199 starts so.
-    let pool = format!("{a}.{b}.{c}.1");
-
-    // The check operators are told to run.
-    let out = net.client_timeout(
-        &[
-            "nmap",
-            "-e",
-            net.client_if(),
-            "--script",
-            "broadcast-dhcp-discover",
-            "--script-args",
-            "broadcast-dhcp-discover.timeout=3",
-        ],
-        Duration::from_secs(30),
-    );
-    let nmap = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        nmap.contains(&format!("Server Identifier: {server}")),
-        "nmap:\n{nmap}\n{}",
-        daemon.log()
-    );
-    assert!(
-        nmap.contains(&format!("TFTP Server Name: {server}")),
-        "nmap:\n{nmap}"
-    );
-    assert!(
-        nmap.contains("Bootfile Name: undionly.kpxe"),
-        "nmap:\n{nmap}"
-    );
-    assert!(
-        nmap.contains(&format!("IP Offered: {a}.{b}.{c}.1")),
-        "nmap:\n{nmap}"
-    );
-
-    // dhclient: a whole DORA exchange; -sf /bin/true keeps it from reconfiguring the link.
-    let lease_file = dir.path().join("dhclient.leases");
-    let out = net.client_timeout(
-        &[
-            "dhclient",
-            "-1",
-            "-v",
-            "-sf",
-            "/bin/true",
-            "-lf",
-            &lease_file.to_string_lossy(),
-            "-pf",
-            &dir.path().join("dhclient.pid").to_string_lossy(),
-            net.client_if(),
-        ],
-        Duration::from_secs(30),
-    );
-    let dhclient = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "dhclient failed:\n{dhclient}\n{}",
-        daemon.log()
-    );
-    assert!(
-        dhclient.contains(&format!("bound to {pool}")),
-        "dhclient:\n{dhclient}"
-    );
-    let _ = net.client(&[
-        "dhclient",
-        "-x",
-        "-pf",
-        &dir.path().join("dhclient.pid").to_string_lossy(),
-    ]);
-
-    // busybox udhcpc: the same machine asks again, and keeps its address.
-    let out = net.client_timeout(
-        &[
-            "busybox",
-            "udhcpc",
-            "-i",
-            net.client_if(),
-            "-n",
-            "-q",
-            "-f",
-            "-s",
-            "/bin/true",
-            "-x",
-            "hostname:udhcpc-test",
-        ],
-        Duration::from_secs(30),
-    );
-    let udhcpc = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "udhcpc failed:\n{udhcpc}\n{}",
-        daemon.log()
-    );
-    assert!(
-        udhcpc.contains(&format!("lease of {pool}")),
-        "udhcpc:\n{udhcpc}"
-    );
+    full_mode_clients(&net, &daemon, dir.path());
 
     let metrics = daemon.metrics();
     let acks = metric_value(&metrics, "pxe_dhcp_replies_total", &[("type", "ack")]).unwrap_or(0.0);

@@ -4,6 +4,8 @@ use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use ipnet::Ipv4Net;
@@ -20,6 +22,25 @@ const EFI_IA32_NBPS: &[&str] = &["ipxe-i386.efi", "i386/ipxe.efi"];
 const EFI_ARM64_NBPS: &[&str] = &["ipxe-arm64.efi", "arm64/ipxe.efi", "snp-arm64.efi"];
 const EFI_ARM32_NBPS: &[&str] = &["ipxe-arm32.efi", "arm32/ipxe.efi"];
 const EFI_RISCV64_NBPS: &[&str] = &["ipxe-riscv64.efi", "riscv64/ipxe.efi"];
+/// Every candidate list, indexed as [`NbpCache`] keeps them.
+const NBP_FAMILIES: [&[&str]; 6] = [
+    BIOS_NBPS,
+    EFI_X64_NBPS,
+    EFI_IA32_NBPS,
+    EFI_ARM64_NBPS,
+    EFI_ARM32_NBPS,
+    EFI_RISCV64_NBPS,
+];
+/// How long a look into the root for a family's NBP is trusted. A storm of DISCOVERs then costs
+/// one `stat` per family per interval instead of one per request, and an NBP the operator adds
+/// or removes is still seen within this time.
+const NBP_LOOKUP_TTL: Duration = Duration::from_secs(2);
+
+/// Which candidate of each family the root held at the last look, and when that was.
+#[derive(Debug, Default)]
+struct NbpCache {
+    looked: Mutex<[Option<(Instant, usize)>; NBP_FAMILIES.len()]>,
+}
 
 /// What a group matches on. Empty lists match everything; every non-empty list must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -107,6 +128,7 @@ pub struct BootPolicy {
     groups: Vec<Group>,
     http_base_url: Option<String>,
     http_port: u16,
+    nbp_cache: Arc<NbpCache>,
 }
 
 impl BootPolicy {
@@ -126,6 +148,7 @@ impl BootPolicy {
             groups,
             http_base_url: http_base_url.map(|u| u.trim_end_matches('/').to_owned()),
             http_port,
+            nbp_cache: Arc::default(),
         }
     }
 
@@ -190,20 +213,40 @@ impl BootPolicy {
         if let Some(file) = self.arch_defaults.get(&arch.0) {
             return file.clone();
         }
-        let candidates = match arch.family() {
-            "x64" => EFI_X64_NBPS,
-            "x86" if arch == Arch::BIOS => BIOS_NBPS,
-            "x86" => EFI_IA32_NBPS,
-            "arm64" => EFI_ARM64_NBPS,
-            "arm32" => EFI_ARM32_NBPS,
-            "riscv64" => EFI_RISCV64_NBPS,
-            _ => BIOS_NBPS,
+        let family = match arch.family() {
+            "x64" => 1,
+            "x86" if arch == Arch::BIOS => 0,
+            "x86" => 2,
+            "arm64" => 3,
+            "arm32" => 4,
+            "riscv64" => 5,
+            _ => 0,
         };
-        let present = self
-            .root
-            .as_ref()
-            .and_then(|root| candidates.iter().find(|c| root.join(c).is_file()));
-        present.unwrap_or(&candidates[0]).to_string()
+        let candidates = NBP_FAMILIES[family];
+        candidates[self.present_candidate(family, Instant::now())].to_string()
+    }
+
+    /// Index of the first candidate of `family` the root holds (0 when none, or no root),
+    /// looked up at most once per [`NBP_LOOKUP_TTL`].
+    fn present_candidate(&self, family: usize, now: Instant) -> usize {
+        let Some(root) = &self.root else { return 0 };
+        // A poisoned lock only means another thread panicked mid-update of plain data.
+        let mut looked = self
+            .nbp_cache
+            .looked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, index)) = looked[family] {
+            if now.saturating_duration_since(at) < NBP_LOOKUP_TTL {
+                return index;
+            }
+        }
+        let index = NBP_FAMILIES[family]
+            .iter()
+            .position(|c| root.join(c).is_file())
+            .unwrap_or(0);
+        looked[family] = Some((now, index));
+        index
     }
 
     /// A full URL for `path_or_url` on our HTTP server (kept as is when it is already a URL).
@@ -292,6 +335,25 @@ mod tests {
         assert_eq!(
             target(&p, &machine(Firmware::Ipxe, 0)),
             "http://boot.example:81/boot.ipxe"
+        );
+    }
+
+    #[test]
+    fn an_nbp_added_to_the_root_is_seen_once_the_last_look_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = BootPolicy::new(Some(dir.path()), BTreeMap::new(), vec![], None, 8080);
+        let t0 = Instant::now();
+        let x64 = 1;
+        assert_eq!(EFI_X64_NBPS[p.present_candidate(x64, t0)], "ipxe.efi");
+        std::fs::write(dir.path().join("snponly.efi"), b"x").unwrap();
+        // Within the interval the last look stands; after it the root is looked at again.
+        assert_eq!(EFI_X64_NBPS[p.present_candidate(x64, t0)], "ipxe.efi");
+        let later = t0 + NBP_LOOKUP_TTL;
+        assert_eq!(EFI_X64_NBPS[p.present_candidate(x64, later)], "snponly.efi");
+        // Clones share what was looked up.
+        assert_eq!(
+            EFI_X64_NBPS[p.clone().present_candidate(x64, later)],
+            "snponly.efi"
         );
     }
 

@@ -78,6 +78,33 @@ pub enum XdpModeSetting {
     Off,
 }
 
+/// Which datapath serves DHCP (and, once its service exists, TFTP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathSetting {
+    /// AF_XDP where the XDP program attaches and the sockets bind, else kernel sockets with a
+    /// warning.
+    Auto,
+    /// AF_XDP or refuse to start.
+    Xdp,
+    /// Ordinary kernel sockets.
+    #[default]
+    Kernel,
+}
+
+/// How an AF_XDP socket binds to its queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XskBindSetting {
+    /// Zero-copy where the driver supports it, else copy mode.
+    #[default]
+    Auto,
+    /// Zero-copy or refuse to start.
+    Zerocopy,
+    /// Copy mode (frames copied between the driver's buffers and ours).
+    Copy,
+}
+
 /// What the DHCP server does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -229,6 +256,10 @@ pub struct Config {
     pub tftp: TftpConfig,
     /// How to attach the XDP program.
     pub xdp_mode: XdpModeSetting,
+    /// Which datapath serves DHCP.
+    pub datapath: DatapathSetting,
+    /// How AF_XDP sockets bind (zero-copy or copy).
+    pub xsk_bind: XskBindSetting,
     /// DHCP and 4011 frames per second one client MAC may send before the XDP program drops
     /// them (0: no limit).
     pub xdp_rate_limit_pps: u32,
@@ -267,6 +298,8 @@ pub struct Overrides {
     pub tftp_listen: Option<SocketAddr>,
     /// `--xdp-mode`.
     pub xdp_mode: Option<XdpModeSetting>,
+    /// `--datapath`.
+    pub datapath: Option<DatapathSetting>,
     /// `--log-level`.
     pub log_level: Option<String>,
     /// `--log-format`.
@@ -474,6 +507,10 @@ impl Config {
         let xdp_mode = pick(overrides.xdp_mode, "--xdp-mode", xdp.mode, src)
             .map(|(m, _)| m)
             .unwrap_or_default();
+        let datapath = pick(overrides.datapath, "--datapath", server.datapath, src)
+            .map(|(d, _)| d)
+            .unwrap_or_default();
+        let xsk_bind = xdp.bind.map(Spanned::into_inner).unwrap_or_default();
         let xdp_rate_limit_pps = xdp
             .rate_limit_pps
             .map_or(XDP_RATE_LIMIT_PPS_DEFAULT, Spanned::into_inner);
@@ -541,6 +578,8 @@ impl Config {
             tftp_ports,
             tftp: tftp_settings,
             xdp_mode,
+            datapath,
+            xsk_bind,
             xdp_rate_limit_pps,
             xdp_rate_burst,
             drain_timeout: Duration::from_secs(drain_timeout_secs),

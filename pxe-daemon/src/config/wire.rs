@@ -8,7 +8,9 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DhcpMode, LogFormat, RouterAdvertisement, XdpModeSetting};
+use super::{
+    DatapathSetting, DhcpMode, LogFormat, RouterAdvertisement, XdpModeSetting, XskBindSetting,
+};
 
 /// The whole TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +177,8 @@ pub struct WireServer {
     pub root: Option<Spanned<PathBuf>>,
     /// Seconds to let transfers finish after SIGTERM before they are cut.
     pub drain_timeout_secs: Option<Spanned<u64>>,
+    /// `auto`, `xdp` or `kernel`: which datapath serves DHCP.
+    pub datapath: Option<Spanned<DatapathSetting>>,
 }
 
 /// `[http]`.
@@ -268,6 +272,8 @@ pub struct WireRewrite {
 pub struct WireXdp {
     /// How to attach the XDP program.
     pub mode: Option<Spanned<XdpModeSetting>>,
+    /// How AF_XDP sockets bind: `auto`, `zerocopy` or `copy`.
+    pub bind: Option<Spanned<XskBindSetting>>,
     /// DHCP and 4011 frames per second one client MAC may send (0: no limit).
     pub rate_limit_pps: Option<Spanned<u32>>,
     /// Frames a client may send in a burst above its rate.

@@ -6,6 +6,7 @@
 //! gives addresses; full DHCP serves address pools too. The [`crate::boot::BootPolicy`] decides
 //! what every machine boots in both.
 
+pub mod frames;
 pub mod full;
 pub mod leases;
 pub mod metrics;

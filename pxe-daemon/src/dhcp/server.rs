@@ -88,13 +88,10 @@ pub struct ServeOptions {
     pub timeline: Option<crate::timeline::Timeline>,
 }
 
-/// Serves DHCP on `sockets` until `shutdown` is cancelled.
+/// Serves DHCP on `sockets` with `handler` until `shutdown` is cancelled.
 pub async fn serve(
-    mut core: DhcpCore,
+    mut handler: RequestHandler,
     sockets: DhcpSockets,
-    metrics: DhcpMetrics,
-    commit: Option<LeaseCommit>,
-    options: ServeOptions,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let dhcp = Arc::new(UdpSocket::from_std(sockets.dhcp)?);
@@ -103,7 +100,8 @@ pub async fn serve(
     info!(
         dhcp_port,
         pxe_port,
-        full = core.full().is_some(),
+        full = handler.core.full().is_some(),
+        datapath = "kernel",
         "DHCP serving"
     );
     let mut buf_dhcp = vec![0u8; RECV_BUFFER_BYTES];
@@ -120,71 +118,211 @@ pub async fn serve(
                 Err(e) => { warn!(error = %e, "PXE 4011 receive"); continue; }
             },
             _ = gauges.tick() => {
-                if let Some(full) = core.full() { metrics.pools(full); }
+                handler.refresh_gauges();
                 continue;
             }
             () = shutdown.cancelled() => break,
         };
         let received = Instant::now();
         let SocketAddr::V4(src) = src else { continue };
+        match handler.handle(&buf[..len], src, local_port, received) {
+            Action::None => {}
+            Action::Send(reply) => send(socket, &reply, received, handler.metrics()).await,
+            Action::Later(later) => {
+                let (socket, metrics) = (socket.clone(), handler.metrics().clone());
+                tokio::spawn(async move {
+                    let Some(reply) = later.commit(&metrics).await else {
+                        return;
+                    };
+                    // The timer is only armed for a delay: with none the ACK leaves as soon
+                    // as its lease is durable.
+                    if later.ready_at > Instant::now() {
+                        tokio::time::sleep_until(later.ready_at.into()).await;
+                    }
+                    send(&socket, &reply, later.ready_at, &metrics).await;
+                });
+            }
+        }
+    }
+    info!("DHCP stopped");
+    Ok(())
+}
+
+/// The per-datagram handling every DHCP datapath shares: the core, request metrics, the
+/// timeline, dropped and ignored requests, and lease changes that need no reply. What is left
+/// to the datapath is sending, now or once a lease change is durable.
+pub struct RequestHandler {
+    core: DhcpCore,
+    metrics: DhcpMetrics,
+    commit: Option<LeaseCommit>,
+    options: ServeOptions,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What the datapath does with a request's outcome.
+#[derive(Debug)]
+pub enum Action {
+    /// Nothing to send.
+    None,
+    /// Send this reply now.
+    Send(Reply),
+    /// Send this reply once its lease change is durable ([`Later::commit`]) and not before
+    /// [`Later::ready_at`] (the reply delay).
+    Later(Later),
+}
+
+/// A reply that waits for a lease commit, a reply delay, or both.
+pub struct Later {
+    reply: Reply,
+    commit: Option<(LeaseEvent, LeaseCommit)>,
+    mac: Option<crate::boot::MacAddr>,
+    /// When the reply may leave: the request's arrival plus the reply delay. Reply latency is
+    /// measured from here.
+    pub ready_at: Instant,
+}
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Later")
+            .field("reply", &self.reply)
+            .field("commit", &self.commit.as_ref().map(|(e, _)| e))
+            .field("ready_at", &self.ready_at)
+            .finish()
+    }
+}
+
+impl Later {
+    /// Makes the lease change durable, if there is one; returns the reply to send, or `None`
+    /// (logged and counted) when the change could not be recorded: the ACK is withheld.
+    pub async fn commit(&self, metrics: &DhcpMetrics) -> Option<Reply> {
+        if let Some((event, commit)) = &self.commit {
+            if let Err(e) = commit(event.clone()).await {
+                warn!(mac = ?self.mac.map(|m| m.to_string()), error = %e, "lease not recorded; ACK withheld");
+                metrics.commit_error();
+                return None;
+            }
+        }
+        Some(self.reply.clone())
+    }
+
+    /// Whether a lease change must be made durable before the reply leaves.
+    pub fn needs_commit(&self) -> bool {
+        self.commit.is_some()
+    }
+
+    /// The reply (to send once [`Later::commit`] succeeded, or at once when there is nothing
+    /// to commit).
+    pub fn reply(&self) -> &Reply {
+        &self.reply
+    }
+}
+
+impl std::fmt::Debug for RequestHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestHandler")
+            .field("core", &self.core)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestHandler {
+    /// A handler over `core`. Call from within the tokio runtime: lease changes are made
+    /// durable on it, also when the handler runs on a datapath thread.
+    pub fn new(
+        core: DhcpCore,
+        metrics: DhcpMetrics,
+        commit: Option<LeaseCommit>,
+        options: ServeOptions,
+    ) -> RequestHandler {
+        RequestHandler {
+            core,
+            metrics,
+            commit,
+            options,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// The DHCP metrics.
+    pub fn metrics(&self) -> &DhcpMetrics {
+        &self.metrics
+    }
+
+    /// The runtime lease commits run on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Refreshes the pool gauges (full mode).
+    pub fn refresh_gauges(&self) {
+        if let Some(full) = self.core.full() {
+            self.metrics.pools(full);
+        }
+    }
+
+    /// Handles one datagram that arrived on `local_port` from `src` at `received`.
+    pub fn handle(
+        &mut self,
+        bytes: &[u8],
+        src: SocketAddrV4,
+        local_port: u16,
+        received: Instant,
+    ) -> Action {
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let (outcome, request) = core.handle(&buf[..len], src, local_port, now_unix);
+        let (outcome, request) = self.core.handle(bytes, src, local_port, now_unix);
         if let Some((kind, machine)) = &request {
-            metrics.request(*kind, machine);
-            if let Some(timeline) = &options.timeline {
+            self.metrics.request(*kind, machine);
+            if let Some(timeline) = &self.options.timeline {
                 follow(timeline, *kind, machine, &outcome, src);
             }
         }
         match outcome {
             Outcome::Dropped(reason) => {
-                debug!(%src, len, reason = reason.label(), "malformed DHCP datagram dropped");
-                metrics.dropped(reason);
+                debug!(%src, len = bytes.len(), reason = reason.label(), "malformed DHCP datagram dropped");
+                self.metrics.dropped(reason);
+                Action::None
             }
             Outcome::Ignored(reason) => {
                 let mac = request.as_ref().map(|(_, m)| m.mac.to_string());
                 debug!(%src, mac, reason = reason.label(), "DHCP request not answered");
-                metrics.ignored(reason);
+                self.metrics.ignored(reason);
+                Action::None
             }
             Outcome::NoReply(event) => {
-                if let (Some(event), Some(commit)) = (event, &commit) {
-                    let (commit, metrics) = (commit.clone(), metrics.clone());
-                    tokio::spawn(async move {
+                if let (Some(event), Some(commit)) = (event, &self.commit) {
+                    let (commit, metrics) = (commit.clone(), self.metrics.clone());
+                    self.runtime.spawn(async move {
                         if let Err(e) = commit(event).await {
                             warn!(error = %e, "recording a lease change");
                             metrics.commit_error();
                         }
                     });
                 }
+                Action::None
             }
             Outcome::Reply(reply, event) => {
-                let socket = socket.clone();
-                let mac = request.map(|(_, m)| m.mac);
-                let delay = options.reply_delay;
-                match (event, &commit) {
-                    (None, _) if delay.is_zero() => send(&socket, &reply, received, &metrics).await,
-                    (event, commit) => {
-                        let (commit, metrics) = (commit.clone(), metrics.clone());
-                        tokio::spawn(async move {
-                            if let (Some(event), Some(commit)) = (event, commit) {
-                                if let Err(e) = commit(event).await {
-                                    warn!(mac = ?mac.map(|m| m.to_string()), error = %e, "lease not recorded; ACK withheld");
-                                    metrics.commit_error();
-                                    return;
-                                }
-                            }
-                            let latency_start = received + delay;
-                            tokio::time::sleep_until((received + delay).into()).await;
-                            send(&socket, &reply, latency_start, &metrics).await;
-                        });
-                    }
+                let commit = match (event, &self.commit) {
+                    (Some(event), Some(commit)) => Some((event, commit.clone())),
+                    _ => None,
+                };
+                let delay = self.options.reply_delay;
+                if commit.is_none() && delay.is_zero() {
+                    // Nothing to make durable and no delay: answer at once.
+                    Action::Send(reply)
+                } else {
+                    Action::Later(Later {
+                        reply,
+                        commit,
+                        mac: request.map(|(_, m)| m.mac),
+                        ready_at: received + delay,
+                    })
                 }
             }
         }
     }
-    info!("DHCP stopped");
-    Ok(())
 }
 
 /// Tells the timeline about a request: a DISCOVER starts (or restarts) a boot, an answer moves
@@ -236,21 +374,39 @@ fn follow(
     }
 }
 
-async fn send(socket: &UdpSocket, reply: &Reply, since: Instant, metrics: &DhcpMetrics) {
-    let to = match reply.to {
+/// The address and port a reply goes to.
+pub fn reply_address(to: Destination) -> SocketAddrV4 {
+    match to {
         Destination::Unicast(addr) => addr,
         Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
-    };
-    match socket.send_to(&reply.bytes, to).await {
-        Ok(_) => metrics.replied(
+    }
+}
+
+/// Counts a reply that left (with its latency since `since`), or one that could not be sent.
+pub fn record_send<E: std::fmt::Display>(
+    metrics: &DhcpMetrics,
+    reply: &Reply,
+    since: Instant,
+    result: Result<(), E>,
+) {
+    match result {
+        Ok(()) => metrics.replied(
             message_type_label(reply.kind),
             since.elapsed().as_secs_f64(),
         ),
         Err(e) => {
-            debug!(%to, error = %e, "sending DHCP reply");
+            debug!(to = ?reply.to, error = %e, "sending DHCP reply");
             metrics.send_error();
         }
     }
+}
+
+async fn send(socket: &UdpSocket, reply: &Reply, since: Instant, metrics: &DhcpMetrics) {
+    let result = socket
+        .send_to(&reply.bytes, reply_address(reply.to))
+        .await
+        .map(drop);
+    record_send(metrics, reply, since, result);
 }
 
 fn message_type_label(kind: dhcproto::v4::MessageType) -> &'static str {

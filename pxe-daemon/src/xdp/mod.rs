@@ -10,12 +10,14 @@ pub mod frames;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
+
 use aya::{
-    maps::Array,
+    maps::{Array, XskMap},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
-use pxe_common::{XdpConfig, CONFIG_MAP, XDP_PROGRAM};
+use pxe_common::{XdpConfig, CONFIG_MAP, XDP_PROGRAM, XSKS_MAP};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
@@ -105,6 +107,8 @@ pub struct XdpAttachment {
     mode: AttachMode,
     counters: XdpCounters,
     log_task: Option<tokio::task::JoinHandle<()>>,
+    /// The settings last written to the CONFIG map (steering flags are changed in place).
+    config: XdpConfig,
 }
 
 impl XdpAttachment {
@@ -230,6 +234,7 @@ impl XdpAttachment {
             mode: AttachMode::None,
             counters,
             log_task,
+            config: program_config,
         })
     }
 
@@ -243,7 +248,48 @@ impl XdpAttachment {
 
     /// Replaces the program's settings (they take effect with the next frame).
     pub fn set_config(&mut self, program_config: XdpConfig) -> Result<(), XdpLoadError> {
-        write_config(&mut self.ebpf, program_config)
+        write_config(&mut self.ebpf, program_config)?;
+        self.config = program_config;
+        Ok(())
+    }
+
+    /// Sets which services' frames are steered to the AF_XDP sockets
+    /// (`pxe_common::XDP_FLAG_STEER_*`; other flags are kept).
+    pub fn set_steering(&mut self, steer_flags: u32) -> Result<(), XdpLoadError> {
+        let mask = pxe_common::XDP_FLAG_STEER_DHCP | pxe_common::XDP_FLAG_STEER_TFTP;
+        let config = XdpConfig {
+            flags: (self.config.flags & !mask) | (steer_flags & mask),
+            ..self.config
+        };
+        self.set_config(config)?;
+        info!(interface = self.interface, steer_flags, "XDP steering set");
+        Ok(())
+    }
+
+    /// Puts the AF_XDP socket `socket` in the XSKS map at receive queue `queue`.
+    pub fn register_socket(
+        &mut self,
+        queue: u32,
+        socket: impl AsRawFd,
+    ) -> Result<(), XdpLoadError> {
+        self.xsks()?
+            .set(queue, socket, 0)
+            .map_err(|e| map_error(XSKS_MAP, format!("queue {queue}: {e}")))
+    }
+
+    /// Removes the socket of receive queue `queue` from the XSKS map.
+    pub fn unregister_socket(&mut self, queue: u32) -> Result<(), XdpLoadError> {
+        self.xsks()?
+            .unset(queue)
+            .map_err(|e| map_error(XSKS_MAP, format!("queue {queue}: {e}")))
+    }
+
+    fn xsks(&mut self) -> Result<XskMap<&mut aya::maps::MapData>, XdpLoadError> {
+        self.ebpf
+            .map_mut(XSKS_MAP)
+            .ok_or_else(|| map_error(XSKS_MAP, "missing from the object"))?
+            .try_into()
+            .map_err(|e| map_error(XSKS_MAP, e))
     }
 
     /// The mode the program is attached in.
@@ -286,8 +332,8 @@ fn write_config(ebpf: &mut Ebpf, program_config: XdpConfig) -> Result<(), XdpLoa
 }
 
 /// The program's settings for a daemon configuration: transfer ports, the server address,
-/// full-DHCP steering, the rate limit. Steering to AF_XDP stays off until the AF_XDP datapath
-/// serves the queues.
+/// full-DHCP steering, the rate limit. Steering to AF_XDP starts off: the AF_XDP datapath sets
+/// it ([`XdpAttachment::set_steering`]) once every queue has its socket.
 pub fn program_config(
     tftp_ports: &RangeInclusive<u16>,
     server: Option<std::net::Ipv4Addr>,

@@ -1,7 +1,9 @@
 //! The XDP program as data, katran style: each fixture is a frame and the class it must be
 //! counted as, run through the kernel with BPF_PROG_TEST_RUN. Needs root (CAP_BPF).
 
-use pxe_common::{PacketClass, Verdict, XdpConfig, XDP_FLAG_FULL_DHCP, XDP_FLAG_STEER};
+use pxe_common::{
+    PacketClass, Verdict, XdpConfig, XDP_FLAG_FULL_DHCP, XDP_FLAG_STEER_DHCP, XDP_FLAG_STEER_TFTP,
+};
 
 use super::frames::{Frame, HTTP_BOOT, PXE_BIOS};
 use super::XdpAttachment;
@@ -263,7 +265,7 @@ fn verdict_of(
 #[tokio::test]
 async fn pxe_dhcp_and_tftp_to_the_server_are_steered_the_rest_passes() {
     let steer = XdpConfig {
-        flags: XDP_FLAG_STEER,
+        flags: XDP_FLAG_STEER_DHCP | XDP_FLAG_STEER_TFTP,
         server_ip_be: u32::from_ne_bytes(SERVER),
         ..XdpConfig::DEFAULT
     };
@@ -408,7 +410,7 @@ async fn pxe_dhcp_and_tftp_to_the_server_are_steered_the_rest_passes() {
 
     // Full-DHCP mode steers every DHCP request to the server.
     xdp.set_config(XdpConfig {
-        flags: XDP_FLAG_STEER | XDP_FLAG_FULL_DHCP,
+        flags: XDP_FLAG_STEER_DHCP | XDP_FLAG_STEER_TFTP | XDP_FLAG_FULL_DHCP,
         ..steer
     })
     .unwrap();
@@ -417,6 +419,68 @@ async fn pxe_dhcp_and_tftp_to_the_server_are_steered_the_rest_passes() {
         verdict_of(&mut xdp, "plain DHCP, full mode", &plain, PacketClass::Dhcp).1,
         Verdict::Steer
     );
+}
+
+/// Each steering flag steers its own service's classes and nothing else, so DHCP can run over
+/// AF_XDP while TFTP stays on kernel sockets (and the other way round).
+#[tokio::test]
+async fn each_steer_flag_steers_only_its_services_classes() {
+    let base = XdpConfig {
+        server_ip_be: u32::from_ne_bytes(SERVER),
+        ..XdpConfig::DEFAULT
+    };
+    let mut xdp = XdpAttachment::load_object("test-flags", base, false)
+        .expect("loading the XDP program (these tests need root)");
+    let to_server = |f: Frame| Frame {
+        dst_ip: SERVER,
+        ..f
+    };
+    let frames: Vec<(&str, Vec<u8>, PacketClass)> = vec![
+        (
+            "PXE DISCOVER",
+            Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS)]).bytes(),
+            PacketClass::Dhcp,
+        ),
+        (
+            "4011 request",
+            to_server(Frame {
+                dst_port: 4011,
+                ..Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS)])
+            })
+            .bytes(),
+            PacketClass::PxeDiscovery,
+        ),
+        (
+            "TFTP RRQ",
+            to_server(Frame::udp(69)).bytes(),
+            PacketClass::Tftp,
+        ),
+        (
+            "TFTP ACK",
+            to_server(Frame::udp(30_500)).bytes(),
+            PacketClass::TftpTransfer,
+        ),
+    ];
+    let dhcp_class = |c: PacketClass| matches!(c, PacketClass::Dhcp | PacketClass::PxeDiscovery);
+    type Steered<'a> = &'a dyn Fn(PacketClass) -> bool;
+    let table: [(&str, u32, Steered<'_>); 3] = [
+        ("no flag", 0, &|_| false),
+        ("DHCP flag", XDP_FLAG_STEER_DHCP, &dhcp_class),
+        ("TFTP flag", XDP_FLAG_STEER_TFTP, &|c| !dhcp_class(c)),
+    ];
+    for (flag_name, flags, steered) in table {
+        xdp.set_config(XdpConfig { flags, ..base }).unwrap();
+        for (description, frame, class) in &frames {
+            let what = format!("{flag_name}: {description}");
+            let (_, verdict) = verdict_of(&mut xdp, &what, frame, *class);
+            let want = if steered(*class) {
+                Verdict::Steer
+            } else {
+                Verdict::Pass
+            };
+            assert_eq!(verdict, want, "{what}");
+        }
+    }
 }
 
 #[tokio::test]

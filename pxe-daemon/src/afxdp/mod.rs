@@ -1,0 +1,267 @@
+//! The AF_XDP datapath: one AF_XDP socket per receive queue of the boot interface, fed by the
+//! XDP program's steering, driven by one std thread that hands datagrams to
+//! [`FrameService`](crate::datapath::FrameService)s and sends their replies as whole frames.
+//!
+//! Split by concern: [`umem`] (shared memory), [`ring`] (the four kernel rings), [`socket`]
+//! (one bound socket), [`frame`] (the Ethernet/IPv4/UDP codec), [`worker`] (the thread's loop),
+//! [`metrics`].
+
+pub mod frame;
+pub mod metrics;
+pub mod ring;
+pub mod socket;
+pub mod umem;
+pub mod worker;
+
+use std::{
+    io,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    sync::Arc,
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use metrics::AfxdpMetrics;
+pub use socket::{XskError, XskSocket};
+pub use worker::BoxedService;
+
+use crate::config::XskBindSetting;
+use crate::xdp::{XdpAttachment, XdpLoadError};
+
+/// Why the AF_XDP datapath could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AfXdpError {
+    /// The interface does not exist.
+    #[error("interface {0}: no such interface")]
+    NoInterface(String),
+    /// The interface has no address to send from, or no MAC.
+    #[error("interface {interface}: {what}")]
+    Interface {
+        /// The interface.
+        interface: String,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// A socket could not be made or bound.
+    #[error(transparent)]
+    Socket(#[from] XskError),
+    /// The XSKS map could not be written.
+    #[error(transparent)]
+    Map(#[from] XdpLoadError),
+    /// The wake eventfd or the thread could not be made.
+    #[error("AF_XDP datapath: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// An eventfd that wakes the datapath thread: services that finish work on other threads
+/// (a lease commit on the tokio runtime) call [`Waker::wake`] after queueing their result.
+#[derive(Clone, Debug)]
+pub struct Waker {
+    fd: Arc<OwnedFd>,
+}
+
+impl Waker {
+    /// A new non-blocking eventfd.
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: plain eventfd(2); the fd is owned at once.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Waker { fd: Arc::new(fd) })
+    }
+
+    /// Wakes the thread (never blocks: a saturated counter is already a wakeup).
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(self.fd.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
+    }
+
+    /// Clears pending wakeups.
+    fn drain(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                std::ptr::from_mut(&mut count).cast(),
+                8,
+            )
+        };
+    }
+}
+
+impl AsRawFd for Waker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Receive queues of `interface`: the `queues/rx-*` entries in sysfs (at least 1, at most
+/// the XSKS map's size).
+pub fn rx_queue_count(interface: &str) -> u32 {
+    let dir = format!("/sys/class/net/{interface}/queues");
+    let n = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(1);
+    u32::try_from(n)
+        .unwrap_or(u32::MAX)
+        .clamp(1, pxe_common::XSKS_MAX_QUEUES)
+}
+
+/// Settings of the datapath.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The boot interface.
+    pub interface: String,
+    /// Source address of sent frames.
+    pub address: Ipv4Addr,
+    /// The interface's MTU (bounds the payload of a frame).
+    pub mtu: u32,
+    /// Zero-copy or copy.
+    pub bind: XskBindSetting,
+}
+
+/// A running datapath: its thread and the queues whose sockets are in the XSKS map.
+#[derive(Debug)]
+pub struct AfXdp {
+    thread: Option<JoinHandle<()>>,
+    stop: CancellationToken,
+    queues: Vec<u32>,
+}
+
+/// Sockets bound on every receive queue and registered in the XSKS map, not yet served.
+#[derive(Debug)]
+pub struct BoundSockets {
+    sockets: Vec<XskSocket>,
+    queues: Vec<u32>,
+    sender: frame::Sender,
+    max_payload: usize,
+}
+
+impl BoundSockets {
+    /// Opens a socket on every receive queue and registers each in the XSKS map of `xdp`.
+    pub fn bind(settings: &Settings, xdp: &mut XdpAttachment) -> Result<BoundSockets, AfXdpError> {
+        let interface = settings.interface.as_str();
+        let name = std::ffi::CString::new(interface)
+            .map_err(|_| AfXdpError::NoInterface(interface.to_owned()))?;
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(AfXdpError::NoInterface(interface.to_owned()));
+        }
+        let mac = crate::netif::mac_of(interface).ok_or_else(|| AfXdpError::Interface {
+            interface: interface.to_owned(),
+            what: "no MAC address",
+        })?;
+        let queues = rx_queue_count(interface);
+        let mut sockets = Vec::with_capacity(queues as usize);
+        for queue in 0..queues {
+            sockets.push(XskSocket::open(interface, ifindex, queue, settings.bind)?);
+        }
+        let mut registered = Vec::new();
+        for socket in &sockets {
+            if let Err(e) = xdp.register_socket(socket.queue(), socket.as_raw_fd()) {
+                for q in registered {
+                    let _ = xdp.unregister_socket(q);
+                }
+                return Err(e.into());
+            }
+            registered.push(socket.queue());
+        }
+        let zero_copy = sockets.iter().filter(|s| s.zero_copy()).count();
+        info!(
+            interface,
+            queues,
+            zero_copy = zero_copy == sockets.len(),
+            "AF_XDP sockets bound"
+        );
+        let max_payload = (socket::FRAME_BYTES as usize - frame::REPLY_HEADER_BYTES).min(
+            (settings.mtu as usize)
+                .saturating_sub(frame::IPV4_HEADER_BYTES + frame::UDP_HEADER_BYTES),
+        );
+        Ok(BoundSockets {
+            sockets,
+            queues: registered,
+            sender: frame::Sender {
+                mac,
+                ip: settings.address,
+            },
+            max_payload,
+        })
+    }
+
+    /// Starts the thread that serves the sockets with `services`. Steering is the caller's
+    /// to turn on once this returns (every queue has its socket).
+    pub fn serve(
+        self,
+        services: Vec<BoxedService>,
+        waker: Waker,
+        metrics: AfxdpMetrics,
+    ) -> Result<AfXdp, AfXdpError> {
+        let zero_copy = self.sockets.iter().filter(|s| s.zero_copy()).count();
+        metrics.set_sockets(self.sockets.len() - zero_copy, zero_copy);
+        let worker = worker::Worker {
+            sockets: self.sockets,
+            services,
+            sender: self.sender,
+            max_payload: self.max_payload,
+            metrics,
+            waker,
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("afxdp".into())
+            .spawn(move || worker.run(token))?;
+        Ok(AfXdp {
+            thread: Some(thread),
+            stop,
+            queues: self.queues,
+        })
+    }
+}
+
+impl AfXdp {
+    /// Stops the thread (waiting at most `timeout`) and takes the sockets out of the XSKS
+    /// map. Clear the steering flags before: frames steered to a closed socket are lost.
+    pub async fn stop(mut self, xdp: Option<&mut XdpAttachment>, timeout: Duration) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let joined =
+                tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || thread.join()))
+                    .await;
+            match joined {
+                Ok(Ok(Ok(()))) => {}
+                Ok(_) => warn!("AF_XDP datapath thread failed"),
+                Err(_) => warn!(?timeout, "AF_XDP datapath thread did not stop in time"),
+            }
+        }
+        if let Some(xdp) = xdp {
+            for &q in &self.queues {
+                if let Err(e) = xdp.unregister_socket(q) {
+                    tracing::debug!(queue = q, error = %e, "removing AF_XDP socket from XSKS");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AfXdp {
+    fn drop(&mut self) {
+        // Stopping without `stop` (an error path): the thread ends on its own within a poll.
+        self.stop.cancel();
+    }
+}
