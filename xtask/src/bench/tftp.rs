@@ -494,7 +494,12 @@ impl Bench<'_> {
         println!("== {}: {command}", server.name());
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut child = self.net.spawn_server(&args);
-        let meter = CpuMeter::attach(child.id(), server.name());
+        let tag: String = server
+            .name()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let meter = CpuMeter::attach(child.id(), &tag);
         let deadline = Instant::now() + SERVER_READY_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait() {
