@@ -73,6 +73,14 @@ pub enum RunError {
     /// The TFTP server could not start.
     #[error(transparent)]
     Tftp(#[from] tftp::ServerError),
+    /// A server's thread could not start.
+    #[error("starting the {name} thread: {source}")]
+    Thread {
+        /// The thread.
+        name: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
 }
 
 /// MTU assumed when the interface's cannot be read.
@@ -185,11 +193,16 @@ pub async fn run(
                     afxdp = Some(datapath);
                     None
                 }
-                Err(handler) => Some(tokio::spawn(dhcp::server::serve(
-                    handler,
-                    sockets,
-                    token.child_token(),
-                ))),
+                Err(handler) => Some(
+                    spawn_on_own_thread(
+                        "pxe-dhcp",
+                        dhcp::server::serve(handler, sockets, token.child_token()),
+                    )
+                    .map_err(|source| RunError::Thread {
+                        name: "pxe-dhcp",
+                        source,
+                    })?,
+                ),
             }
         }
         None => None,
@@ -401,6 +414,31 @@ async fn open_full_dhcp(
 }
 
 /// Makes the core's lease changes durable in `store`.
+/// Runs `serve` on a thread of its own under a single-threaded runtime, and returns a task of
+/// the caller's runtime that ends with it. DHCP under a storm is a stream of small tasks (a
+/// reply, an ACK waiting for its lease to be durable): on one thread they never wake workers of
+/// another, and they do not queue behind HTTP transfers.
+fn spawn_on_own_thread(
+    name: &str,
+    serve: impl Future<Output = std::io::Result<()>> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = done.send(runtime.block_on(serve));
+        })?;
+    let name = name.to_owned();
+    Ok(tokio::spawn(async move {
+        finished
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other(format!("thread {name} panicked"))))
+    }))
+}
+
 fn lease_commit(store: dhcp::leases::LeaseStore) -> dhcp::server::LeaseCommit {
     use dhcp::leases::{Lease, LeaseRecord};
     Arc::new(move |event: dhcp::LeaseEvent| {

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pxe_tests::{netns_exists, root_or_skip, run_bounded, TestNet};
+use pxe_tests::{name_prefix, netns_exists, root_or_skip, run_bounded, TestNet};
 
 #[test]
 fn testnet_connects_client_and_server_then_cleans_up() {
@@ -12,8 +12,9 @@ fn testnet_connects_client_and_server_then_cleans_up() {
     }
     let (server_ns, client_ns) = {
         let net = TestNet::new("harness");
-        assert_eq!(net.server_ns(), "pxet-harness-s");
-        assert_eq!(net.client_if(), "pxet-harness-c");
+        // PXE_TEST_NS_PREFIX (default "pxet-") renames them, so checkouts can run side by side.
+        assert_eq!(net.server_ns(), format!("{}harness-s", name_prefix()));
+        assert_eq!(net.client_if(), format!("{}harness-c", name_prefix()));
         assert!(net.server_if().len() <= 15);
         assert!(netns_exists(net.server_ns()) && netns_exists(net.client_ns()));
         let [a, b, c, d] = net.server_ip().octets();
@@ -40,7 +41,9 @@ fn testnet_connects_client_and_server_then_cleans_up() {
             Command::new("ip").args(["-o", "link"]),
             Duration::from_secs(5),
         );
-        assert!(!String::from_utf8_lossy(&host.stdout).contains("pxet-harness"));
+        assert!(
+            !String::from_utf8_lossy(&host.stdout).contains(&format!("{}harness", name_prefix()))
+        );
 
         // A spawned process is killed with its guard, a bounded command when its time is up.
         let mut sleeper = net.spawn_server(&["sleep", "30"]);
@@ -82,7 +85,10 @@ fn testnet_replaces_namespaces_left_by_a_killed_run() {
         "the process left in the stale namespace should have been killed"
     );
     drop(net);
-    assert!(!netns_exists("pxet-stale-s") && !netns_exists("pxet-stale-c"));
+    let prefix = name_prefix();
+    assert!(
+        !netns_exists(&format!("{prefix}stale-s")) && !netns_exists(&format!("{prefix}stale-c"))
+    );
     drop(leftover);
 }
 

@@ -97,6 +97,9 @@ pub async fn serve(
     let dhcp = Arc::new(UdpSocket::from_std(sockets.dhcp)?);
     let pxe = Arc::new(UdpSocket::from_std(sockets.pxe)?);
     let (dhcp_port, pxe_port) = (dhcp.local_addr()?.port(), pxe.local_addr()?.port());
+    // Lease changes without a reply are recorded on the runtime this loop runs on (its own
+    // thread's), like the ACKs' commits.
+    handler.runtime = tokio::runtime::Handle::current();
     info!(
         dhcp_port,
         pxe_port,

@@ -851,6 +851,120 @@ mod full {
         let offer = reply_of(core.handle(&discover(owner.0), FROM_CLIENT, 67, NOW).0);
         assert_eq!(decode(&offer).yiaddr(), Ipv4Addr::new(198, 18, 0, 100));
     }
+
+    /// Sends of a frame service, recorded.
+    #[derive(Default)]
+    struct RecordingTx {
+        sent: Vec<(crate::datapath::Route, Vec<u8>)>,
+    }
+
+    impl crate::datapath::UdpTx for RecordingTx {
+        fn max_payload(&self) -> usize {
+            1472
+        }
+
+        fn send(
+            &mut self,
+            route: crate::datapath::Route,
+            len: usize,
+            fill: &mut dyn FnMut(&mut [u8]),
+        ) -> Result<(), crate::datapath::TxError> {
+            let mut buf = vec![0; len];
+            fill(&mut buf);
+            self.sent.push((route, buf));
+            Ok(())
+        }
+    }
+
+    /// Over AF_XDP, the ACK of a lease leaves only once the lease is durable, and nothing on the
+    /// datapath thread waits for that: the commit runs on the runtime and the reply comes back
+    /// through the service's channel on a later tick.
+    #[tokio::test]
+    async fn frame_service_sends_the_ack_only_after_its_commit() {
+        use crate::datapath::{Datagram, FrameService as _, BROADCAST_MAC};
+        use crate::dhcp::{
+            frames::DhcpFrameService,
+            metrics::DhcpMetrics,
+            server::{LeaseCommit, RequestHandler, ServeOptions},
+        };
+
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let commit_gate = gate.clone();
+        let commit: LeaseCommit = Arc::new(move |_event| {
+            let gate = commit_gate.clone();
+            Box::pin(async move {
+                gate.acquire()
+                    .await
+                    .map(|p| p.forget())
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let handler = RequestHandler::new(
+            full_core((100, 110)),
+            DhcpMetrics::new(&prometheus::Registry::new()).unwrap(),
+            Some(commit),
+            ServeOptions {
+                reply_delay: std::time::Duration::ZERO,
+                timeline: None,
+            },
+        );
+        let mut service = DhcpFrameService::new(handler, crate::afxdp::Waker::new().unwrap());
+        let mut tx = RecordingTx::default();
+        /// A broadcast request to port 67 from the test client.
+        fn datagram(payload: &[u8]) -> Datagram<'_> {
+            Datagram {
+                src_mac: MAC,
+                src: FROM_CLIENT,
+                dst: SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+                payload,
+            }
+        }
+
+        let now = std::time::Instant::now();
+        let discover = discover(MAC);
+        service.on_datagram(&datagram(&discover), now, &mut tx);
+        assert_eq!(tx.sent.len(), 1, "the OFFER leaves at once");
+        assert_eq!(tx.sent[0].0.mac, BROADCAST_MAC);
+        assert_eq!(tx.sent[0].0.from_port, 67);
+        let offer = Reply {
+            bytes: tx.sent[0].1.clone(),
+            to: Destination::Broadcast,
+            kind: dhcproto::v4::MessageType::Offer,
+        };
+        let ip = decode(&offer).yiaddr();
+
+        let request = select(MAC, ip, SERVER);
+        service.on_datagram(&datagram(&request), now, &mut tx);
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+            service.on_tick(std::time::Instant::now(), &mut tx);
+        }
+        assert_eq!(
+            tx.sent.len(),
+            1,
+            "the ACK left before its lease was durable"
+        );
+
+        gate.add_permits(1);
+        for _ in 0..200 {
+            if tx.sent.len() > 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            service.on_tick(std::time::Instant::now(), &mut tx);
+        }
+        assert_eq!(tx.sent.len(), 2, "the ACK did not leave after the commit");
+        let ack = Reply {
+            bytes: tx.sent[1].1.clone(),
+            to: Destination::Broadcast,
+            kind: dhcproto::v4::MessageType::Ack,
+        };
+        assert_eq!(
+            decode(&ack).opts().msg_type(),
+            Some(dhcproto::v4::MessageType::Ack)
+        );
+        assert_eq!(decode(&ack).yiaddr(), ip);
+    }
 }
 
 use dhcproto::Decodable as _;

@@ -179,6 +179,63 @@ struct Pace {
     quiet_wait: Duration,
 }
 
+/// Receive buffer wanted for sockets that do not ask for one: perfdhcp's. With the default
+/// (208 KiB) perfdhcp's own socket overflows whenever the busy machine keeps it off the CPU for a
+/// few milliseconds, and those drops would be counted as the server's loss.
+const CLIENT_RCVBUF_BYTES: u64 = 4 << 20;
+
+/// `net.core.rmem_default` raised for the run (it is not per network namespace on this kernel)
+/// and put back when dropped, also when the run fails.
+struct RmemDefault {
+    before: Option<u64>,
+    now: u64,
+}
+
+impl RmemDefault {
+    const PATH: &'static str = "/proc/sys/net/core/rmem_default";
+    const MAX_PATH: &'static str = "/proc/sys/net/core/rmem_max";
+
+    fn read(path: &str) -> Option<u64> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    /// Raises the default to `want` (no higher than `rmem_max`), never lowers it.
+    fn raise(want: u64) -> RmemDefault {
+        let before = Self::read(Self::PATH);
+        let target = want.min(Self::read(Self::MAX_PATH).unwrap_or(want));
+        match before {
+            Some(b) if b < target => {
+                if std::fs::write(Self::PATH, target.to_string()).is_ok() {
+                    return RmemDefault {
+                        before,
+                        now: target,
+                    };
+                }
+                RmemDefault {
+                    before: None,
+                    now: b,
+                }
+            }
+            b => RmemDefault {
+                before: None,
+                now: b.unwrap_or(0),
+            },
+        }
+    }
+
+    fn in_effect(&self) -> u64 {
+        self.now
+    }
+}
+
+impl Drop for RmemDefault {
+    fn drop(&mut self) {
+        if let Some(before) = self.before {
+            let _ = std::fs::write(Self::PATH, before.to_string());
+        }
+    }
+}
+
 /// What the run was, for the report.
 #[derive(Debug)]
 pub struct RunInfo {
@@ -198,6 +255,8 @@ pub struct RunInfo {
     pub xdp_attach_mode: String,
     /// Filesystem of the lease files (`stat -f`).
     pub lease_fs: String,
+    /// `net.core.rmem_default` during the run, bytes.
+    pub rcvbuf_default: u64,
     /// Load average at the start.
     pub loadavg: String,
     /// When it started, UTC.
@@ -270,6 +329,7 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temporary directory for configs and lease files")?;
     let net = TestNet::new(NET_TAG);
+    let rmem = RmemDefault::raise(CLIENT_RCVBUF_BYTES);
     let addressing = Addressing::beside(&net);
     addressing.add_to(&net)?;
     let setting = Setting {
@@ -288,6 +348,7 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
         addressing,
         xdp_attach_mode: String::from("?"),
         lease_fs: lease_fs(dir.path()),
+        rcvbuf_default: rmem.in_effect(),
         loadavg: std::fs::read_to_string("/proc/loadavg")
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_default(),

@@ -64,7 +64,10 @@ pub fn render(info: &RunInfo, steps: &[Step]) -> String {
          step that loses {:.0}% or more is run once more, and a server that fails it twice is not \
          driven faster. Before each step the benchmark waits up to {} s for the rest of \
          the machine to fall under half a core busy. Lease files are on {} (a temporary \
-         directory).\n\n",
+         directory).\n\
+         - `net.core.rmem_default` is {} KiB during the run (put back after), so that \
+         perfdhcp's socket, which asks for no size, does not overflow whenever the busy machine \
+         keeps perfdhcp off the CPU (pxe-daemon sets 8 MiB on its own DHCP sockets).\n\n",
         info.machine,
         info.loadavg,
         info.peers,
@@ -78,6 +81,7 @@ pub fn render(info: &RunInfo, steps: &[Step]) -> String {
         LOSS_LIMIT * 100.0,
         info.quiet_wait_secs,
         info.lease_fs,
+        info.rcvbuf_default / 1024,
     ));
 
     let modes: Vec<Mode> = Mode::ALL
@@ -473,6 +477,7 @@ mod tests {
             },
             xdp_attach_mode: String::from("driver"),
             lease_fs: String::from("ext2/ext3"),
+            rcvbuf_default: 4 << 20,
             loadavg: String::from("0.1 0.2 0.3"),
             date: String::from("2026-01-01 00:00 UTC"),
             commit: String::from("abc1234"),

@@ -143,8 +143,11 @@ http {{
     }
 }
 
-/// pxe-daemon's config: the root as artifact root, and a group whose profile `/ipxe` renders.
+/// pxe-daemon's config: the root as boot root (TFTP, idle here) and artifact root, and a group whose profile `/ipxe` renders.
 const OURS_CONFIG: &str = r#"# Written by cargo xtask bench http.
+[server]
+root = "root"
+
 [http]
 artifact_root = "root"
 
