@@ -1,9 +1,11 @@
 //! `pxe-bench`: the rack-boot simulator (`rack`, `plot`), and load generators of our own for
 //! the benchmarks (`cargo xtask bench ...` runs them).
 
+mod dhcp_load;
 mod http;
 mod sim;
 mod tftp;
+mod xdp_cost;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -50,6 +52,13 @@ enum Command {
     /// retransmits on timeout; lengths and bytes checked); reports throughput, per-transfer
     /// percentiles, failures and its own CPU time. Exit status 3 if any transfer failed.
     TftpLoad(tftp::LoadArgs),
+    /// PXE DHCP at a fixed rate of new exchanges (proxy: DISCOVER-OFFER; full: through the
+    /// ACK) from distinct clients in raw frames (AF_PACKET, sendmmsg); reports answers, loss,
+    /// latency and its own CPU time. Needs root.
+    DhcpLoad(dhcp_load::LoadArgs),
+    /// The XDP program's cost per frame by class (BPF_PROG_TEST_RUN with repeat), set up as
+    /// `--datapath kernel` and `--datapath xdp` run it. Needs root.
+    XdpCost(xdp_cost::CostArgs),
     /// Downloads a URL once and compares the body with a file, byte for byte.
     HttpGet {
         /// `http://address:port/path` (no names).
@@ -68,6 +77,8 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Rack(args) => exit_code(sim::run(&args)),
         Command::Plot(args) => exit_code(sim::plot::run(&args).map(|()| 0)),
+        Command::DhcpLoad(args) => exit_code(dhcp_load::run(&args).map(|()| 0)),
+        Command::XdpCost(args) => exit_code(xdp_cost::run(&args).map(|()| 0)),
         Command::TftpLoad(args) => match tftp::run(&args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {

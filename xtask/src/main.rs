@@ -35,7 +35,7 @@ enum Task {
     /// Setup, build pxe-daemon, then boot a QEMU machine (SeaBIOS + iPXE, proxy DHCP beside
     /// dnsmasq) from it and print its boot timeline.
     Demo(demo::DemoArgs),
-    /// Setup, release build, then a benchmark against peer servers: `bench dhcp|http|tftp|rack [--quick]`.
+    /// Setup, release build, then a benchmark against peer servers: `bench dhcp|http|tftp|rack|xdp [--quick]`.
     Bench(bench::BenchArgs),
 }
 

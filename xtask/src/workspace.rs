@@ -47,6 +47,14 @@ pub fn release_daemon_bin(target_dir: &Path) -> PathBuf {
     target_dir.join("release").join("pxe-daemon")
 }
 
+/// Builds the release daemon and `pxe-bench`, what the benchmarks run; returns cargo's
+/// `release` directory that holds them.
+pub fn build_release_bins() -> anyhow::Result<PathBuf> {
+    cmd::run(cargo().args(["build", "--release", "-p", "pxe-daemon", "-p", "pxe-bench"]))
+        .context("building the release pxe-daemon and pxe-bench for the benchmark")?;
+    Ok(target_dir()?.join("release"))
+}
+
 /// The value of the first `"key": "..."` string field in `json`.
 ///
 /// A hand search rather than serde_json keeps xtask quick to build; the key is unique in

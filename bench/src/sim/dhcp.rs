@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::frame::{self, UdpFrame};
+
 /// DHCP server port.
 pub const SERVER_PORT: u16 = 67;
 /// DHCP client port.
@@ -233,6 +235,20 @@ pub fn encode(req: &Request, out: &mut Vec<u8>) {
     out.push(255);
     if out.len() < MIN_MESSAGE_LEN {
         out.resize(MIN_MESSAGE_LEN, 0);
+    }
+}
+
+/// A client's broadcast of `payload` from `mac`: 0.0.0.0:68 to 255.255.255.255:67, as a
+/// client without an address sends its DISCOVER and REQUEST.
+pub fn broadcast_frame(mac: [u8; 6], payload: &[u8]) -> UdpFrame<'_> {
+    UdpFrame {
+        src_mac: mac,
+        dst_mac: frame::BROADCAST_MAC,
+        src_ip: Ipv4Addr::UNSPECIFIED,
+        dst_ip: Ipv4Addr::BROADCAST,
+        src_port: CLIENT_PORT,
+        dst_port: SERVER_PORT,
+        payload,
     }
 }
 

@@ -61,17 +61,31 @@ pub fn build(frame: &UdpFrame<'_>, ip_id: u16, out: &mut Vec<u8>) {
     out.extend_from_slice(&udp_len16.to_be_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(frame.payload);
+    debug_assert_eq!(udp_at, UDP_AT);
+    refresh_udp_checksum(out);
+}
+
+/// Where the UDP header starts in a frame [`build`] wrote (untagged, IPv4 without options).
+const UDP_AT: usize = ETH_HEADER_LEN + IPV4_HEADER_LEN;
+
+/// Recomputes the UDP checksum of a frame [`build`] wrote, after its payload was changed in
+/// place (the load generator patches MACs and transaction ids into a template).
+pub fn refresh_udp_checksum(frame: &mut [u8]) {
+    if frame.len() < UDP_AT + UDP_HEADER_LEN {
+        return;
+    }
+    let ip = &frame[ETH_HEADER_LEN..UDP_AT];
     let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&frame.src_ip.octets());
-    pseudo[4..8].copy_from_slice(&frame.dst_ip.octets());
+    pseudo[0..8].copy_from_slice(&ip[12..20]);
     pseudo[9] = IPPROTO_UDP;
-    pseudo[10..12].copy_from_slice(&udp_len16.to_be_bytes());
-    let mut sum = checksum(&[&pseudo, &out[udp_at..]]);
+    pseudo[10..12].copy_from_slice(&frame[UDP_AT + 4..UDP_AT + 6]);
+    frame[UDP_AT + 6..UDP_AT + 8].copy_from_slice(&[0, 0]);
+    let mut sum = checksum(&[&pseudo, &frame[UDP_AT..]]);
     if sum == 0 {
         // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
         sum = 0xffff;
     }
-    out[udp_at + 6..udp_at + 8].copy_from_slice(&sum.to_be_bytes());
+    frame[UDP_AT + 6..UDP_AT + 8].copy_from_slice(&sum.to_be_bytes());
 }
 
 /// Reads an Ethernet frame carrying IPv4/UDP (not a fragment); `None` for anything else or a
@@ -196,6 +210,27 @@ mod tests {
         pseudo[10..12].copy_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
         assert_eq!(checksum(&[&pseudo, &out[34..]]), 0, "UDP checksum");
         assert_eq!(parse(&out), Some(frame));
+    }
+
+    #[test]
+    fn a_patched_payload_gets_its_checksum_refreshed() {
+        let mut frame = UdpFrame {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: BROADCAST_MAC,
+            src_ip: Ipv4Addr::UNSPECIFIED,
+            dst_ip: Ipv4Addr::BROADCAST,
+            src_port: 68,
+            dst_port: 67,
+            payload: b"first payload",
+        };
+        let mut patched = Vec::new();
+        build(&frame, 7, &mut patched);
+        patched[UDP_AT + 8..].copy_from_slice(b"other payload");
+        refresh_udp_checksum(&mut patched);
+        let mut fresh = Vec::new();
+        frame.payload = b"other payload";
+        build(&frame, 7, &mut fresh);
+        assert_eq!(patched, fresh);
     }
 
     #[test]

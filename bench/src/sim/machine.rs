@@ -658,15 +658,7 @@ impl Boot<'_> {
         let mut payload = Vec::with_capacity(400);
         dhcp::encode(req, &mut payload);
         self.shard
-            .send_frame(&UdpFrame {
-                src_mac: self.spec.mac,
-                dst_mac: frame::BROADCAST_MAC,
-                src_ip: Ipv4Addr::UNSPECIFIED,
-                dst_ip: Ipv4Addr::BROADCAST,
-                src_port: dhcp::CLIENT_PORT,
-                dst_port: dhcp::SERVER_PORT,
-                payload: &payload,
-            })
+            .send_frame(&dhcp::broadcast_frame(self.spec.mac, &payload))
             .await;
     }
 

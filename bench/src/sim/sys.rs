@@ -199,7 +199,108 @@ impl PacketSocket {
     }
 }
 
+/// One `mmsghdr` per iovec, each pointing to its iovec (valid while `iovs` lives unmoved).
+fn mmsghdrs(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovs.iter_mut()
+        .map(|iov| {
+            // SAFETY: msghdr is plain data; zeroed is a valid start.
+            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+            hdr.msg_iov = std::ptr::from_mut(iov);
+            hdr.msg_iovlen = 1;
+            libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            }
+        })
+        .collect()
+}
+
 impl PacketSocket {
+    /// Hands frames straight to the driver, past the interface's queueing discipline
+    /// (PACKET_QDISC_BYPASS): a load generator's frames need no traffic control. Best effort.
+    pub fn bypass_qdisc(&self) {
+        let _ = setsockopt(
+            self.fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_QDISC_BYPASS,
+            &1 as &libc::c_int,
+        );
+    }
+
+    /// Sends `frames` with one sendmmsg(2); returns how many the kernel took (`WouldBlock` when
+    /// none: the socket's send buffer is full).
+    pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr().cast_mut().cast(),
+                iov_len: f.len(),
+            })
+            .collect();
+        let mut msgs = mmsghdrs(&mut iovs);
+        let count = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: every mmsghdr points to one live iovec over a live frame; the socket is bound.
+        let n = unsafe {
+            libc::sendmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// Receives up to `bufs.len()` frames with one recvmmsg(2), each into its buffer, and
+    /// writes their lengths into `lens`; `WouldBlock` when none is queued.
+    pub fn recv_batch(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs = mmsghdrs(&mut iovs);
+        let count = libc::c_uint::try_from(msgs.len().min(lens.len())).unwrap_or(0);
+        // SAFETY: every mmsghdr points to one live iovec over a live, writable buffer.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        for (len, msg) in lens.iter_mut().zip(&msgs).take(n) {
+            *len = msg.msg_len as usize;
+        }
+        Ok(n)
+    }
+
+    /// Waits until a frame is queued or `timeout` passes; whether one is.
+    pub fn wait_readable(&self, timeout: Duration) -> bool {
+        self.wait(libc::POLLIN, timeout)
+    }
+
+    /// Waits until the socket takes frames again or `timeout` passes.
+    pub fn wait_writable(&self, timeout: Duration) -> bool {
+        self.wait(libc::POLLOUT, timeout)
+    }
+
+    fn wait(&self, events: libc::c_short, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    }
+
     /// Frames the kernel dropped because this socket's buffer was full, since the last call
     /// (PACKET_STATISTICS resets on read).
     pub fn drops(&self) -> u64 {

@@ -5,14 +5,16 @@
 //! [`XdpAttachment`] is dropped, so a daemon that stops leaves the interface as it found it.
 
 mod counters;
+pub mod frames;
 
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use std::os::fd::AsRawFd;
 
 use aya::{
     maps::{Array, XskMap},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
 use pxe_common::{XdpConfig, CONFIG_MAP, XDP_PROGRAM, XSKS_MAP};
@@ -71,6 +73,9 @@ pub enum XdpLoadError {
         /// What failed.
         reason: String,
     },
+    /// BPF_PROG_TEST_RUN refused to run the program on a frame.
+    #[error("running XDP program {XDP_PROGRAM} on a frame (BPF_PROG_TEST_RUN): {0}")]
+    TestRun(#[source] ProgramError),
     /// Attaching in the required mode failed.
     #[error("attaching XDP program to {interface} in {mode} mode: {source}")]
     Attach {
@@ -81,6 +86,16 @@ pub enum XdpLoadError {
         /// What the kernel said.
         source: ProgramError,
     },
+}
+
+/// What one BPF_PROG_TEST_RUN call measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The XDP action of the last run (1 drop, 2 pass, 3 tx, 4 redirect).
+    pub action: u32,
+    /// The kernel's mean time per run: its `duration` is the time of all repeats divided by
+    /// their number.
+    pub per_run: Duration,
 }
 
 /// A loaded XDP program and, when attached, its link on the interface.
@@ -156,6 +171,30 @@ impl XdpAttachment {
             "XDP program could not be attached in any mode; running without XDP"
         );
         Ok(None)
+    }
+
+    /// Loads the program with `program_config` without attaching it anywhere, to run it on
+    /// frames given with [`XdpAttachment::test_run`] (the tests, `pxe-bench xdp-cost`). Needs
+    /// root (CAP_BPF) and a tokio runtime (the program's log reader).
+    pub fn load_unattached(program_config: XdpConfig) -> Result<XdpAttachment, XdpLoadError> {
+        Self::load_object("test-run", program_config, false)
+    }
+
+    /// Runs the program on `frame` `repeat` times in the kernel (BPF_PROG_TEST_RUN; the frame
+    /// goes nowhere, the maps and counters change as for a received frame).
+    pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, XdpLoadError> {
+        let result = self
+            .program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(XdpLoadError::TestRun)?;
+        Ok(TestRunOutcome {
+            action: result.return_value,
+            per_run: result.duration,
+        })
     }
 
     fn load_object(

@@ -1,110 +1,16 @@
 //! The XDP program as data, katran style: each fixture is a frame and the class it must be
 //! counted as, run through the kernel with BPF_PROG_TEST_RUN. Needs root (CAP_BPF).
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use pxe_common::{
     PacketClass, Verdict, XdpConfig, XDP_FLAG_FULL_DHCP, XDP_FLAG_STEER_DHCP, XDP_FLAG_STEER_TFTP,
 };
 
+use super::frames::{Frame, HTTP_BOOT, PXE_BIOS};
 use super::XdpAttachment;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const SERVER: [u8; 4] = [198, 18, 0, 1];
-const BROADCAST: [u8; 6] = [0xff; 6];
-const CLIENT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-
-/// Builds Ethernet (optional 802.1Q tag) / IPv4 / UDP frames for the fixtures.
-#[derive(Clone)]
-struct Frame {
-    vlan: Option<u16>,
-    ethertype: u16,
-    version: u8,
-    ihl_words: u8,
-    frag: u16,
-    proto: u8,
-    dst_port: u16,
-    dst_ip: [u8; 4],
-    payload: usize,
-    /// UDP payload bytes, instead of `payload` zeros.
-    data: Option<Vec<u8>>,
-    truncate_to: Option<usize>,
-}
-
-impl Frame {
-    fn udp(dst_port: u16) -> Frame {
-        Frame {
-            vlan: None,
-            ethertype: 0x0800,
-            version: 4,
-            ihl_words: 5,
-            frag: 0,
-            proto: 17,
-            dst_port,
-            dst_ip: [255, 255, 255, 255],
-            payload: 300,
-            data: None,
-            truncate_to: None,
-        }
-    }
-
-    /// A DHCP request from `chaddr` with `options` (code, value) after the magic cookie.
-    fn dhcp(chaddr: [u8; 6], options: &[(u8, &[u8])]) -> Frame {
-        let mut d = vec![0u8; 236];
-        d[0] = 1;
-        d[1] = 1;
-        d[2] = 6;
-        d[28..34].copy_from_slice(&chaddr);
-        d.extend_from_slice(&[99, 130, 83, 99]);
-        d.extend_from_slice(&[53, 1, 1]);
-        for (code, value) in options {
-            d.push(*code);
-            d.push(value.len() as u8);
-            d.extend_from_slice(value);
-        }
-        d.push(255);
-        d.resize(d.len().max(300), 0);
-        Frame {
-            data: Some(d),
-            ..Frame::udp(67)
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&BROADCAST);
-        f.extend_from_slice(&CLIENT_MAC);
-        if let Some(tci) = self.vlan {
-            f.extend_from_slice(&0x8100u16.to_be_bytes());
-            f.extend_from_slice(&tci.to_be_bytes());
-        }
-        f.extend_from_slice(&self.ethertype.to_be_bytes());
-        let ihl = usize::from(self.ihl_words) * 4;
-        let payload = self.data.as_ref().map_or(self.payload, Vec::len);
-        let total = (ihl.max(20) + 8 + payload) as u16;
-        let mut ip = vec![0u8; ihl.max(20)];
-        ip[0] = (self.version << 4) | self.ihl_words;
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip[6..8].copy_from_slice(&self.frag.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = self.proto;
-        ip[12..16].copy_from_slice(&[0, 0, 0, 0]);
-        ip[16..20].copy_from_slice(&self.dst_ip);
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&68u16.to_be_bytes());
-        f.extend_from_slice(&self.dst_port.to_be_bytes());
-        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        match &self.data {
-            Some(d) => f.extend_from_slice(d),
-            None => f.extend(std::iter::repeat_n(0u8, payload)),
-        }
-        if let Some(n) = self.truncate_to {
-            f.truncate(n);
-        }
-        f
-    }
-}
 
 fn fixtures() -> Vec<(&'static str, Vec<u8>, PacketClass)> {
     let udp = Frame::udp;
@@ -305,17 +211,13 @@ async fn every_fixture_is_counted_in_its_class_and_passed() {
     let mut xdp = XdpAttachment::load_object("test-run", config, false)
         .expect("loading the XDP program (these tests need root)");
     let counters = xdp.counters();
-    let program = xdp.program().expect("program in object");
 
     for (description, frame, expected) in fixtures() {
         let before: Vec<u64> = PacketClass::ALL.iter().map(|c| counters.get(*c)).collect();
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("{description}: BPF_PROG_TEST_RUN failed: {e}"));
-        assert_eq!(result.return_value, XDP_PASS, "{description}: action");
+        let run = xdp
+            .test_run(&frame, 1)
+            .unwrap_or_else(|e| panic!("{description}: {e}"));
+        assert_eq!(run.action, XDP_PASS, "{description}: action");
         for (i, class) in PacketClass::ALL.iter().enumerate() {
             let grew = counters.get(*class) - before[i];
             let want = u64::from(*class == expected);
@@ -329,8 +231,6 @@ async fn every_fixture_is_counted_in_its_class_and_passed() {
     }
 }
 
-const PXE_BIOS: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
-const HTTP_BOOT: &[u8] = b"HTTPClient:Arch:00016:UNDI:003001";
 const ROM_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 
 /// Runs `frame` and returns the action and the verdict it was counted under.
@@ -345,14 +245,9 @@ fn verdict_of(
         .iter()
         .map(|v| counters.verdict(class, *v))
         .collect();
-    let result = xdp
-        .program()
-        .expect("program in object")
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("{description}: BPF_PROG_TEST_RUN failed: {e}"));
+    let run = xdp
+        .test_run(frame, 1)
+        .unwrap_or_else(|e| panic!("{description}: {e}"));
     let grown: Vec<Verdict> = Verdict::ALL
         .iter()
         .enumerate()
@@ -364,7 +259,7 @@ fn verdict_of(
         1,
         "{description}: verdict counters that grew: {grown:?} (class {class:?})"
     );
-    (result.return_value, grown[0])
+    (run.action, grown[0])
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context as _};
 use pxe_tests::TestNet;
 
-use crate::{cmd, workspace};
+use crate::workspace;
 use load::{LargeRun, SmallRun};
 use report::{Info, Results};
 use servers::{Fixture, Server};
@@ -159,16 +159,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
     );
     let plan = Plan::from_args(args)?;
     crate::setup::run()?;
-    cmd::run(workspace::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "pxe-daemon",
-        "-p",
-        "pxe-bench",
-    ]))
-    .context("building the release pxe-daemon and pxe-bench for the benchmark")?;
-    let release = workspace::target_dir()?.join("release");
+    let release = workspace::build_release_bins()?;
     let (daemon_bin, client_bin) = (release.join("pxe-daemon"), release.join("pxe-bench"));
     for bin in [&daemon_bin, &client_bin] {
         ensure!(bin.is_file(), "no binary at {}", bin.display());

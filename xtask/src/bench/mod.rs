@@ -7,13 +7,14 @@
 //! (the rack-boot simulator) that such a benchmark may run.
 
 mod cpu;
-mod dhcp;
+pub mod dhcp;
 pub mod http;
 mod perfdhcp;
 mod rack;
 mod results;
 mod snmp;
 pub mod tftp;
+mod xdp;
 
 use clap::Subcommand;
 
@@ -38,6 +39,10 @@ enum What {
     /// The same simulated rack (pxe-bench rack) against pxe-daemon and against dnsmasq (proxy
     /// DHCP and TFTP) with nginx (HTTP), for N = 500, 2,000 and 5,000 machines.
     Rack(rack::RackArgs),
+    /// The XDP fast path: the program's ns per frame by class, DHCP rate and CPU per answer
+    /// (`--datapath kernel`, `--datapath xdp`, dnsmasq; pxe-bench dhcp-load) and TFTP at 1,000
+    /// clients (each datapath and tftpd-hpa).
+    Xdp(xdp::XdpArgs),
 }
 
 /// Runs setup, then the benchmark asked for.
@@ -48,5 +53,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         What::Http(args) => http::run(args),
         What::Tftp(args) => tftp::run(args),
         What::Rack(args) => rack::run(args),
+        What::Xdp(args) => xdp::run(args),
     }
 }

@@ -183,15 +183,7 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
         !args.machines.is_empty() && !args.targets.is_empty(),
         "nothing to run"
     );
-    cmd::run(workspace::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "pxe-daemon",
-        "-p",
-        "pxe-bench",
-    ]))
-    .context("building the release binaries")?;
+    workspace::build_release_bins()?;
     let target_dir = workspace::target_dir()?;
     let out_dir = args
         .out_dir

@@ -22,7 +22,7 @@ use pxe_tests::tftp::{pattern, BootRoot};
 use pxe_tests::{NsChild, TestNet};
 use serde_json::Value;
 
-use crate::{cmd, setup, workspace};
+use crate::{setup, workspace};
 
 /// Name of the file every client reads.
 const FILE_NAME: &str = "bench-1m.bin";
@@ -91,28 +91,45 @@ pub struct TftpArgs {
 
 /// A server under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Server {
+pub enum Server {
+    /// pxe-daemon with the XDP program off (this benchmark's own rows).
     Ours,
+    /// pxe-daemon `--datapath kernel` (XDP program attached as by default: counts, passes).
+    OursKernel,
+    /// pxe-daemon `--datapath xdp`: TFTP over AF_XDP.
+    OursXdp,
+    /// tftpd-hpa.
     TftpdHpa,
+    /// dnsmasq's TFTP.
     Dnsmasq,
 }
 
 impl Server {
-    fn name(self) -> &'static str {
+    /// Name in the tables.
+    pub fn name(self) -> &'static str {
         match self {
             Server::Ours => "pxe-daemon",
+            Server::OursKernel => "pxe-daemon --datapath kernel",
+            Server::OursXdp => "pxe-daemon --datapath xdp",
             Server::TftpdHpa => "tftpd-hpa",
             Server::Dnsmasq => "dnsmasq",
         }
+    }
+
+    fn is_ours(self) -> bool {
+        matches!(self, Server::Ours | Server::OursKernel | Server::OursXdp)
     }
 }
 
 /// One measurement: a server under one load.
 #[derive(Debug)]
-struct Cell {
-    server: Server,
-    clients: u32,
-    windowsize: u16,
+pub struct Cell {
+    /// The server.
+    pub server: Server,
+    /// Concurrent clients.
+    pub clients: u32,
+    /// Window asked for.
+    pub windowsize: u16,
     rounds: u32,
 }
 
@@ -128,12 +145,16 @@ fn rounds_for(clients: u32) -> u32 {
 
 /// What one cell measured.
 #[derive(Debug)]
-struct Row {
-    cell: Cell,
+pub struct Row {
+    /// What was measured.
+    pub cell: Cell,
     /// The generator's JSON report.
-    report: Value,
+    pub report: Value,
     /// The server's CPU time (user + system, children included) during the cell.
-    server_cpu: Duration,
+    pub server_cpu: Duration,
+    /// Our daemon: TFTP frames its XDP program steered to AF_XDP during the cell (`None`: no
+    /// such metric, the program is not attached).
+    pub steered: Option<f64>,
     /// CPU time of the kernel's softirq threads (`ksoftirqd/N`) during the cell: network
     /// receive work the kernel deferred from the senders' context (either side's).
     softirqd_cpu: Duration,
@@ -154,16 +175,33 @@ impl Row {
             .unwrap_or(f64::NAN)
     }
 
-    fn mb_per_sec(&self) -> f64 {
+    /// Aggregate MB/s of completed transfers.
+    pub fn mb_per_sec(&self) -> f64 {
         self.num(&["aggregate_mb_per_sec"])
     }
 
-    fn failed(&self) -> u64 {
+    /// Failed transfers.
+    pub fn failed(&self) -> u64 {
         self.report["failed"].as_u64().unwrap_or(u64::MAX)
     }
 
+    /// Server CPU seconds per 10^9 bytes delivered.
+    pub fn server_cpu_per_gb(&self) -> f64 {
+        let gb = self.report["bytes"].as_f64().unwrap_or(0.0) / 1e9;
+        if gb > 0.0 {
+            self.server_cpu.as_secs_f64() / gb
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// The generator's CPU time over the run's wall time, in cores.
+    pub fn generator_cores(&self) -> f64 {
+        self.num(&["generator_cpu", "total_secs"]) / self.num(&["wall_secs"])
+    }
+
     /// The window most transfers used.
-    fn windowsize_used(&self) -> Option<u64> {
+    pub fn windowsize_used(&self) -> Option<u64> {
         self.report["negotiated"]
             .as_array()?
             .iter()
@@ -171,7 +209,8 @@ impl Row {
             .and_then(|n| n["windowsize"].as_u64())
     }
 
-    fn failures_text(&self) -> String {
+    /// Failed transfers with their reasons.
+    pub fn failures_text(&self) -> String {
         let Some(map) = self.report["failures"].as_object() else {
             return "?".into();
         };
@@ -194,24 +233,7 @@ pub fn run(args: &TftpArgs) -> anyhow::Result<()> {
         "the TFTP benchmark makes network namespaces and cgroups and binds port 69: run it as root"
     );
     setup::run()?;
-    cmd::run(workspace::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "pxe-daemon",
-        "-p",
-        "pxe-bench",
-    ]))
-    .context("building pxe-daemon and pxe-bench (release) for the benchmark")?;
-    let release = workspace::target_dir()?.join("release");
-    let bins = Bins {
-        daemon: release.join("pxe-daemon"),
-        generator: release.join("pxe-bench"),
-        in_tftpd: find_sbin("in.tftpd")?,
-        dnsmasq: find_sbin("dnsmasq")?,
-    };
-    raise_nofile_limit();
-    remove_stale_cgroups();
+    let bins = Bins::build()?;
 
     let (servers, cells): (&[Server], Vec<(u32, u16)>) = if args.quick {
         (
@@ -228,46 +250,14 @@ pub fn run(args: &TftpArgs) -> anyhow::Result<()> {
         )
     };
     let started = Instant::now();
-    let content = pattern(FILE_BYTES, FILE_SEED);
-    let boot = BootRoot::new(&[(FILE_NAME, &content)]);
-    open_to_all(&boot)?;
-    let net = TestNet::new(NET_TAG);
-    println!(
-        "== TFTP benchmark: {} (server {}) and {} (clients), {} MiB file, blksize {BLKSIZE}",
-        net.server_ns(),
-        net.server_ip(),
-        net.client_ns(),
-        FILE_BYTES >> 20
-    );
-    let bench = Bench {
-        net: &net,
-        boot: &boot,
-        bins: &bins,
-        quiet_wait: if args.quick {
-            QUIET_WAIT_QUICK
-        } else {
-            QUIET_WAIT
-        },
-    };
-    let mut rows = Vec::new();
-    let mut commands = Vec::new();
-    for &server in servers {
-        let running = bench.start(server)?;
-        commands.push((server, bench.shown(&running.command)));
-        for &(clients, windowsize) in &cells {
-            let cell = Cell {
-                server,
-                clients,
-                windowsize,
-                rounds: rounds_for(clients),
-            };
-            let row = bench.measure(&running, cell)?;
-            println!("   {}", summary_line(&row));
-            rows.push(row);
-        }
-        running.stop();
-    }
-    let table = render(&rows, &commands, args.quick, &net)?;
+    let fixture = Fixture::new(bins)?;
+    let bench = fixture.bench(if args.quick {
+        QUIET_WAIT_QUICK
+    } else {
+        QUIET_WAIT
+    });
+    let (rows, commands) = bench.run_servers(servers, &cells)?;
+    let table = render(&rows, &commands, args.quick, &fixture.net)?;
     println!("\n{table}");
     println!(
         "== TFTP benchmark done in {:.0} s",
@@ -282,17 +272,73 @@ pub fn run(args: &TftpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each server's command line, as shown in the results.
+pub type Commands = Vec<(Server, String)>;
+
 /// The binaries run.
 #[derive(Debug)]
-struct Bins {
-    daemon: PathBuf,
-    generator: PathBuf,
+pub struct Bins {
+    /// The release pxe-daemon.
+    pub daemon: PathBuf,
+    /// The release pxe-bench.
+    pub generator: PathBuf,
     in_tftpd: PathBuf,
     dnsmasq: PathBuf,
 }
 
+impl Bins {
+    /// Builds the release daemon and generator and finds the peers.
+    pub fn build() -> anyhow::Result<Bins> {
+        let release = workspace::build_release_bins()?;
+        Ok(Bins {
+            daemon: release.join("pxe-daemon"),
+            generator: release.join("pxe-bench"),
+            in_tftpd: find_sbin("in.tftpd")?,
+            dnsmasq: find_sbin("dnsmasq")?,
+        })
+    }
+}
+
+/// The file, the boot root and the namespaces a run serves from.
+pub struct Fixture {
+    boot: BootRoot,
+    /// The namespaces.
+    pub net: TestNet,
+    bins: Bins,
+}
+
+impl Fixture {
+    /// Writes the file into a fresh boot root and makes the namespaces.
+    pub fn new(bins: Bins) -> anyhow::Result<Fixture> {
+        raise_nofile_limit();
+        remove_stale_cgroups();
+        let content = pattern(FILE_BYTES, FILE_SEED);
+        let boot = BootRoot::new(&[(FILE_NAME, &content)]);
+        open_to_all(&boot)?;
+        let net = TestNet::new(NET_TAG);
+        println!(
+            "== TFTP benchmark: {} (server {}) and {} (clients), {} MiB file, blksize {BLKSIZE}",
+            net.server_ns(),
+            net.server_ip(),
+            net.client_ns(),
+            FILE_BYTES >> 20
+        );
+        Ok(Fixture { boot, net, bins })
+    }
+
+    /// The cells' runner, waiting up to `quiet_wait` for a quiet machine before each.
+    pub fn bench(&self, quiet_wait: Duration) -> Bench<'_> {
+        Bench {
+            net: &self.net,
+            boot: &self.boot,
+            bins: &self.bins,
+            quiet_wait,
+        }
+    }
+}
+
 /// What every cell shares.
-struct Bench<'a> {
+pub struct Bench<'a> {
     net: &'a TestNet,
     boot: &'a BootRoot,
     bins: &'a Bins,
@@ -328,6 +374,34 @@ impl Running {
 }
 
 impl Bench<'_> {
+    /// Runs every `(clients, windowsize)` cell against each server in turn (one server
+    /// running at a time); returns the rows and each server's command line as shown.
+    pub fn run_servers(
+        &self,
+        servers: &[Server],
+        cells: &[(u32, u16)],
+    ) -> anyhow::Result<(Vec<Row>, Commands)> {
+        let mut rows = Vec::new();
+        let mut commands = Vec::new();
+        for &server in servers {
+            let running = self.start(server)?;
+            commands.push((server, self.shown(&running.command)));
+            for &(clients, windowsize) in cells {
+                let cell = Cell {
+                    server,
+                    clients,
+                    windowsize,
+                    rounds: rounds_for(clients),
+                };
+                let row = self.measure(&running, cell)?;
+                println!("   {}", summary_line(&row));
+                rows.push(row);
+            }
+            running.stop();
+        }
+        Ok((rows, commands))
+    }
+
     /// `command` with the run's temporary paths replaced by names that read well.
     fn shown(&self, command: &str) -> String {
         let root = self.boot.root();
@@ -348,7 +422,7 @@ impl Bench<'_> {
         let ip = self.net.server_ip();
         let root = self.boot.root().to_string_lossy().into_owned();
         match server {
-            Server::Ours => {
+            Server::Ours | Server::OursKernel | Server::OursXdp => {
                 let config = self.boot.config(&format!(
                     "[tftp]\nlisten = \"{ip}:69\"\nmax_transfers = {OUR_MAX_TRANSFERS}\n\
                      port_range = [{}, {}]\n",
@@ -365,11 +439,19 @@ impl Bench<'_> {
                     config.to_string_lossy().into_owned(),
                     "--dhcp-mode".into(),
                     "off".into(),
-                    "--xdp-mode".into(),
-                    "off".into(),
                     "--http-listen".into(),
                     format!("{ip}:8080"),
                 ]
+                .into_iter()
+                .chain(
+                    match server {
+                        Server::OursKernel => ["--datapath", "kernel"],
+                        Server::OursXdp => ["--datapath", "xdp"],
+                        _ => ["--xdp-mode", "off"],
+                    }
+                    .map(String::from),
+                )
+                .collect()
             }
             Server::TftpdHpa => vec![
                 self.bins.in_tftpd.to_string_lossy().into_owned(),
@@ -412,7 +494,12 @@ impl Bench<'_> {
         println!("== {}: {command}", server.name());
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut child = self.net.spawn_server(&args);
-        let meter = CpuMeter::attach(child.id(), server.name());
+        let tag: String = server
+            .name()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let meter = CpuMeter::attach(child.id(), &tag);
         let deadline = Instant::now() + SERVER_READY_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait() {
@@ -489,6 +576,7 @@ impl Bench<'_> {
             udp_rcvbuf_errors(self.net, true),
             udp_rcvbuf_errors(self.net, false),
         );
+        let steered_before = self.steered_tftp_frames(running.server);
         let cpu_before = running.meter.usage()?;
         let softirqd_before = softirqd_busy();
         let machine_before = machine_busy()?;
@@ -503,6 +591,10 @@ impl Bench<'_> {
             udp_rcvbuf_errors(self.net, true).saturating_sub(drops_before.0),
             udp_rcvbuf_errors(self.net, false).saturating_sub(drops_before.1),
         );
+        let steered = self
+            .steered_tftp_frames(running.server)
+            .zip(steered_before)
+            .map(|(after, before)| after - before);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Exit status 3 is a run with failed transfers: reported, not an error of the bench.
@@ -533,11 +625,34 @@ impl Bench<'_> {
             cell,
             report,
             server_cpu,
+            steered,
             softirqd_cpu,
             others_cpu,
             window,
             drops,
         })
+    }
+}
+
+impl Bench<'_> {
+    /// Our daemon's TFTP frames (requests and transfer traffic) steered to AF_XDP so far, from
+    /// its metrics (fetched inside the server namespace); `None` for the peers or without the
+    /// metric.
+    fn steered_tftp_frames(&self, server: Server) -> Option<f64> {
+        if !server.is_ours() {
+            return None;
+        }
+        let url = format!("http://{}:8080/metrics", self.net.server_ip());
+        let out = self.net.server(&["curl", "-s", "--max-time", "5", &url]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let steered = |class: &str| {
+            pxe_tests::metric_value(
+                &text,
+                "pxe_xdp_verdicts_total",
+                &[("class", class), ("verdict", "steer")],
+            )
+        };
+        Some(steered("tftp")? + steered("tftp_transfer")?)
     }
 }
 
@@ -935,7 +1050,7 @@ fn render(
     )?;
     for (server, command) in commands {
         let note = match server {
-            Server::Ours => format!(
+            Server::Ours | Server::OursKernel | Server::OursXdp => format!(
                 "release build; `BENCH.toml` is `[tftp] listen = \"{}:69\", max_transfers = \
                  {OUR_MAX_TRANSFERS}, port_range = [{}, {}]`",
                 net.server_ip(),

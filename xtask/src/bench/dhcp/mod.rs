@@ -8,7 +8,7 @@
 //! rate (twice: a failing step is run once more, the machine is shared) is not driven faster.
 
 mod report;
-mod servers;
+pub mod servers;
 
 use std::time::{Duration, Instant};
 
@@ -337,6 +337,7 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
         addressing,
         dir: dir.path(),
         xdp_mode: &args.xdp_mode,
+        daemon_args: &[],
     };
     let mut info = RunInfo {
         command: command_line(),
@@ -529,7 +530,7 @@ fn measure(
 /// Waits, up to `timeout`, until the machine's busy time over [`QUIET_SAMPLE`] is under
 /// [`QUIET_BUSY_SHARE`] of one core; the servers of the last step are stopped by then, so that
 /// is other work. Returns whether it got quiet.
-fn wait_for_quiet(timeout: Duration) -> anyhow::Result<bool> {
+pub fn wait_for_quiet(timeout: Duration) -> anyhow::Result<bool> {
     let deadline = Instant::now() + timeout;
     let mut announced = false;
     loop {
@@ -566,13 +567,13 @@ fn wait_for_quiet(timeout: Duration) -> anyhow::Result<bool> {
 }
 
 /// `cargo xtask <the arguments this process got>`.
-fn command_line() -> String {
+pub fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("cargo xtask {}", args.join(" "))
 }
 
 /// The first line `argv` prints (stdout, else stderr), or `?`.
-fn first_line(argv: &[&str]) -> String {
+pub fn first_line(argv: &[&str]) -> String {
     let Some((program, args)) = argv.split_first() else {
         return String::from("?");
     };
@@ -595,12 +596,12 @@ fn first_line(argv: &[&str]) -> String {
 }
 
 /// The last word of `line` (`VERSION: 2.2.0` gives `2.2.0`).
-fn last_word(line: &str) -> &str {
+pub fn last_word(line: &str) -> &str {
     line.split_whitespace().last().unwrap_or("?")
 }
 
 /// `git rev-parse --short HEAD`, with `+ changes` when the work tree differs from it.
-fn commit() -> String {
+pub fn commit() -> String {
     let root = workspace::root().to_string_lossy().into_owned();
     let head = first_line(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]);
     let dirty = std::process::Command::new("git")
@@ -624,7 +625,7 @@ fn commit() -> String {
 }
 
 /// `N CPUs (model), kernel K`.
-fn machine() -> String {
+pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -642,7 +643,7 @@ fn machine() -> String {
 }
 
 /// The filesystem type of `dir`, as `df` names it.
-fn lease_fs(dir: &std::path::Path) -> String {
+pub fn lease_fs(dir: &std::path::Path) -> String {
     let dir = dir.to_string_lossy();
     let out = std::process::Command::new("df")
         .args(["--output=fstype,target", &dir])

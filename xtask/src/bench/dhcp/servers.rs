@@ -163,6 +163,8 @@ pub struct Setting<'a> {
     pub dir: &'a Path,
     /// `--xdp-mode` of our daemon.
     pub xdp_mode: &'a str,
+    /// More flags for our daemon (`--datapath xdp`).
+    pub daemon_args: &'a [&'a str],
 }
 
 /// A server running for one step.
@@ -235,6 +237,16 @@ impl<'net> Running<'net> {
     }
 }
 
+impl Running<'_> {
+    /// Our daemon's `/metrics` text (`None` for dnsmasq, or when it does not answer).
+    pub fn metrics(&self) -> Option<String> {
+        match self {
+            Running::Ours(d) => d.try_metrics(),
+            Running::Dnsmasq(_) => None,
+        }
+    }
+}
+
 /// Where `server` keeps its leases in full mode.
 pub fn lease_file(server: Server, dir: &Path) -> PathBuf {
     dir.join(format!("{}.leases", server.label()))
@@ -245,10 +257,11 @@ fn start_ours<'net>(mode: Mode, s: &Setting<'net>, leases: &Path) -> anyhow::Res
     let config = s.dir.join("pxe-daemon.toml");
     let text = format!(
         "[server]\ndrain_timeout_secs = {DAEMON_DRAIN_SECS}\n\n\
-         [dhcp]\nmode = \"{mode}\"\nlease_file = \"{leases}\"\n\n\
+         [dhcp]\nmode = \"{mode}\"\nserver_address = \"{server}\"\nlease_file = \"{leases}\"\n\n\
          [[dhcp.subnet]]\nnetwork = \"{net}/{len}\"\nrange = [\"{first}\", \"{last}\"]\n\
          router = \"{router}\"\nlease_time_secs = {LEASE_TIME_SECS}\n",
         mode = mode.label(),
+        server = a.server,
         leases = leases.display(),
         net = a.network(),
         len = Addressing::PREFIX_LEN,
@@ -264,12 +277,9 @@ fn start_ours<'net>(mode: Mode, s: &Setting<'net>, leases: &Path) -> anyhow::Res
     std::fs::write(root.join(BOOT_FILE), b"placeholder boot program\n")
         .with_context(|| format!("writing {BOOT_FILE} into {}", root.display()))?;
     let config = config.to_string_lossy();
-    let daemon = Daemon::start_with_root_at_level(
-        s.net,
-        &root,
-        "info",
-        &["--config", &config, "--xdp-mode", s.xdp_mode],
-    );
+    let mut args = vec!["--config", &*config, "--xdp-mode", s.xdp_mode];
+    args.extend_from_slice(s.daemon_args);
+    let daemon = Daemon::start_with_root_at_level(s.net, &root, "info", &args);
     Ok(Running::Ours(daemon))
 }
 
