@@ -21,6 +21,11 @@ use crate::datapath::{Datagram, FrameService, Route, TxError, UdpTx};
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Sleep while transmit kicks are deferred (the kernel said EAGAIN/ENOBUFS).
 const RETRY_POLL: Duration = Duration::from_millis(1);
+/// After a round that found frames but not a full batch, the thread waits this long before it
+/// looks again, so that a steady stream is taken several frames per wake-up and answered with
+/// one transmit kick, instead of one `poll`, one wake-up and one kick per frame (interrupt
+/// moderation, as NICs do). An idle thread still sleeps in `poll` and wakes on the first frame.
+const COALESCE: Duration = Duration::from_micros(500);
 
 /// A frame service the thread drives.
 pub type BoxedService = Box<dyn FrameService + Send>;
@@ -116,6 +121,7 @@ impl Worker {
             .collect();
         info!(sockets = sockets.len(), "AF_XDP datapath running");
         let mut busy = false;
+        let mut coalesce = false;
         while !shutdown.is_cancelled() {
             let now = Instant::now();
             let deferred = sockets.iter().any(|s| s.tx.pending());
@@ -130,8 +136,12 @@ impl Worker {
                 let cap = if deferred { RETRY_POLL } else { IDLE_POLL };
                 until_deadline.min(cap)
             };
+            if coalesce && !busy && timeout >= COALESCE {
+                std::thread::sleep(COALESCE);
+            }
             poll(&mut fds, timeout);
             busy = false;
+            coalesce = false;
 
             for socket in &mut sockets {
                 socket.tx.reclaim();
@@ -140,6 +150,7 @@ impl Worker {
                     dispatch(bytes, &mut services, tx, sender, max_payload, &metrics);
                 });
                 busy |= taken == RX_BATCH;
+                coalesce |= taken > 0;
                 tx.kick();
             }
 
