@@ -37,6 +37,22 @@ pub static PLACEHOLDER: [u8; PLACEHOLDER_BYTES] = [0; PLACEHOLDER_BYTES];
 /// Largest single sendfile(2) call.
 const SENDFILE_MAX_BYTES: usize = 4 << 20;
 
+/// TCP_CORK on or off: while a body is sent with sendfile(2), only full segments leave (as
+/// nginx's `tcp_nopush`); uncorking at its end pushes the last partial one.
+fn set_cork(sock: std::os::fd::RawFd, on: bool) {
+    let value = libc::c_int::from(on);
+    // SAFETY: a valid socket and a c_int option value of the stated size.
+    unsafe {
+        libc::setsockopt(
+            sock,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 fn is_placeholder(slice: &[u8]) -> bool {
     let start = PLACEHOLDER.as_ptr() as usize;
     let p = slice.as_ptr() as usize;
@@ -87,6 +103,8 @@ pub struct ConnIo {
     idle: Pin<Box<Sleep>>,
     rate_start: Instant,
     rate_sent: u64,
+    /// Whether TCP_CORK is on (while a body is sent with sendfile).
+    corked: bool,
     rate_wait: Option<Pin<Box<Sleep>>>,
     sent_bytes: IntCounter,
 }
@@ -106,6 +124,7 @@ impl ConnIo {
             idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
             rate_start: Instant::now(),
             rate_sent: 0,
+            corked: false,
             rate_wait: None,
             sent_bytes,
         }
@@ -170,6 +189,10 @@ impl ConnIo {
             let stream = self.io.inner();
             ready!(stream.poll_write_ready(cx))?;
             let sock = stream.as_raw_fd();
+            if !self.corked {
+                set_cork(sock, true);
+                self.corked = true;
+            }
             let result = stream.try_io(Interest::WRITABLE, || {
                 // SAFETY: both fds are open for the duration of the call (the job holds the
                 // file, the stream the socket), and `offset` is a valid off_t to update.
@@ -189,14 +212,20 @@ impl ConnIo {
                 }
                 Ok(n) => {
                     let mut jobs = self.jobs.lock();
+                    let mut done = false;
                     if let Some(job) = jobs.front_mut() {
                         job.offset += n as u64;
                         job.remaining -= n as u64;
                         if job.remaining == 0 {
                             jobs.pop_front();
+                            done = true;
                         }
                     }
                     drop(jobs);
+                    if done {
+                        set_cork(sock, false);
+                        self.corked = false;
+                    }
                     self.sent(n);
                     return Poll::Ready(Ok(n));
                 }
