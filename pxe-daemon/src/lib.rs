@@ -413,7 +413,6 @@ async fn open_full_dhcp(
     Ok((full, store))
 }
 
-/// Makes the core's lease changes durable in `store`.
 /// Runs `serve` on a thread of its own under a single-threaded runtime, and returns a task of
 /// the caller's runtime that ends with it. DHCP under a storm is a stream of small tasks (a
 /// reply, an ACK waiting for its lease to be durable): on one thread they never wake workers of
@@ -439,6 +438,7 @@ fn spawn_on_own_thread(
     }))
 }
 
+/// Makes the core's lease changes durable in `store`.
 fn lease_commit(store: dhcp::leases::LeaseStore) -> dhcp::server::LeaseCommit {
     use dhcp::leases::{Lease, LeaseRecord};
     Arc::new(move |event: dhcp::LeaseEvent| {

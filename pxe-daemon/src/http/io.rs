@@ -38,18 +38,11 @@ pub static PLACEHOLDER: [u8; PLACEHOLDER_BYTES] = [0; PLACEHOLDER_BYTES];
 const SENDFILE_MAX_BYTES: usize = 4 << 20;
 
 /// TCP_CORK on or off: while a body is sent with sendfile(2), only full segments leave (as
-/// nginx's `tcp_nopush`); uncorking at its end pushes the last partial one.
-fn set_cork(sock: std::os::fd::RawFd, on: bool) {
-    let value = libc::c_int::from(on);
-    // SAFETY: a valid socket and a c_int option value of the stated size.
-    unsafe {
-        libc::setsockopt(
-            sock,
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+/// nginx's `tcp_nopush`); uncorking at its end pushes the last partial one. A failure only
+/// costs the optimisation.
+fn set_cork(stream: &TcpStream, on: bool) {
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_cork(on) {
+        tracing::debug!(error = %e, on, "TCP_CORK");
     }
 }
 
@@ -190,7 +183,7 @@ impl ConnIo {
             ready!(stream.poll_write_ready(cx))?;
             let sock = stream.as_raw_fd();
             if !self.corked {
-                set_cork(sock, true);
+                set_cork(stream, true);
                 self.corked = true;
             }
             let result = stream.try_io(Interest::WRITABLE, || {
@@ -223,7 +216,7 @@ impl ConnIo {
                     }
                     drop(jobs);
                     if done {
-                        set_cork(sock, false);
+                        set_cork(stream, false);
                         self.corked = false;
                     }
                     self.sent(n);
