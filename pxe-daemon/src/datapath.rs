@@ -91,4 +91,12 @@ pub trait FrameService {
 
     /// Runs what is due at `now` (timers, replies that became ready), and sends through `tx`.
     fn on_tick(&mut self, now: Instant, tx: &mut dyn UdpTx);
+
+    /// Whether the datapath may hold received frames back a little to take several per
+    /// wake-up (interrupt moderation): it saves CPU under a storm of independent requests,
+    /// but a lock-step exchange (a TFTP transfer waiting for each ACK) would pay it on every
+    /// round trip.
+    fn coalesce(&self) -> bool {
+        true
+    }
 }

@@ -153,19 +153,32 @@ pub async fn run(
         config.timeline_stuck_after,
     );
     metrics.register(Box::new(timeline::CensusCollector::new(timeline.clone())?))?;
-    let mut afxdp = None;
-    let dhcp_task = match listeners.dhcp {
+    let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
+    let mtu = interface_mtu(&interface);
+    // One file store (and cache of hot boot files) for both datapaths.
+    let files = tftp::SharedFiles::open(&root, config.tftp.cache_bytes).map_err(|source| {
+        tftp::ServerError::Root {
+            path: root.display().to_string(),
+            source,
+        }
+    })?;
+    let tftp_mapper: Arc<dyn tftp::PathMapper> = Arc::new(tftp::PolicyMapper::new(
+        root.clone(),
+        config.tftp.rewrites.clone(),
+        policy.clone(),
+    ));
+    let server_address = config
+        .dhcp
+        .server_address
+        .or_else(|| netif::ipv4_of(&interface));
+    let dhcp = match listeners.dhcp {
         Some(sockets) => {
-            let server = config
-                .dhcp
-                .server_address
-                .or_else(|| netif::ipv4_of(&interface))
-                .ok_or_else(|| {
-                    RunError::Config(format!(
-                        "interface {interface} has no IPv4 address to announce as DHCP server: \
-                         give it one or set dhcp.server_address"
-                    ))
-                })?;
+            let server = server_address.ok_or_else(|| {
+                RunError::Config(format!(
+                    "interface {interface} has no IPv4 address to announce as DHCP server: \
+                     give it one or set dhcp.server_address"
+                ))
+            })?;
             let (mode, commit) = match config.dhcp.mode {
                 config::DhcpMode::Full => {
                     let (full, store) = open_full_dhcp(&config, &metrics).await?;
@@ -186,26 +199,51 @@ pub async fn run(
             };
             info!(%server, mode = ?config.dhcp.mode, "DHCP server address");
             let handler = dhcp::server::RequestHandler::new(core, dhcp_metrics, commit, options);
-            match start_afxdp(&config, &interface, server, xdp.as_mut(), handler, &metrics)? {
-                Ok(datapath) => {
-                    // The kernel sockets are not needed: DHCP frames are steered to AF_XDP.
-                    drop(sockets);
-                    afxdp = Some(datapath);
-                    None
-                }
-                Err(handler) => Some(
-                    spawn_on_own_thread(
-                        "pxe-dhcp",
-                        dhcp::server::serve(handler, sockets, token.child_token()),
-                    )
-                    .map_err(|source| RunError::Thread {
-                        name: "pxe-dhcp",
-                        source,
-                    })?,
-                ),
-            }
+            Some((handler, sockets))
         }
         None => None,
+    };
+    let (handler, dhcp_sockets) = match dhcp {
+        Some((handler, sockets)) => (Some(handler), Some(sockets)),
+        None => (None, None),
+    };
+    let xdp_tftp = tftp::table::TableSettings {
+        files: files.clone(),
+        mapper: tftp_mapper.clone(),
+        timeline: Some(timeline.clone()),
+        limits: tftp::limits_for(&config.tftp, mtu),
+        retry: tftp::transfer::Retry {
+            max_retries: config.tftp.retries,
+        },
+        max_transfers: config.tftp.max_transfers,
+        ports: config.tftp_ports.len(),
+        metrics: tftp_metrics.clone(),
+    };
+    let (afxdp, handler) = match start_afxdp(
+        &config,
+        &interface,
+        server_address,
+        xdp.as_mut(),
+        handler,
+        xdp_tftp,
+        &metrics,
+    )? {
+        // The kernel DHCP sockets are not needed: DHCP frames are steered to AF_XDP.
+        Ok(datapath) => (Some(datapath), None),
+        Err(handler) => (None, handler),
+    };
+    let dhcp_task = match (handler, dhcp_sockets) {
+        (Some(handler), Some(sockets)) => Some(
+            spawn_on_own_thread(
+                "pxe-dhcp",
+                dhcp::server::serve(handler, sockets, token.child_token()),
+            )
+            .map_err(|source| RunError::Thread {
+                name: "pxe-dhcp",
+                source,
+            })?,
+        ),
+        _ => None,
     };
 
     let ra_task = match listeners.ra {
@@ -220,18 +258,16 @@ pub async fn run(
         None => None,
     };
 
-    let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
+    // Also beside the AF_XDP datapath: it answers what is not steered (other addresses of
+    // the host, queues without a socket).
     let tftp = tftp::Server::new(
         tftp::ServerSettings {
             config: &config.tftp,
             ports: config.tftp_ports.clone(),
             root: &root,
-            mtu: interface_mtu(&interface),
-            mapper: Arc::new(tftp::PolicyMapper::new(
-                root.clone(),
-                config.tftp.rewrites.clone(),
-                policy.clone(),
-            )),
+            files: Some(files),
+            mtu,
+            mapper: tftp_mapper,
             timeline: Some(timeline.clone()),
         },
         listeners.tftp,
@@ -306,18 +342,20 @@ pub async fn run(
 /// Longest wait for the AF_XDP thread to stop (it polls with a 50 ms timeout).
 const AFXDP_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Starts DHCP on the AF_XDP datapath when `config.datapath` asks for it: sockets on every
-/// queue, the DHCP service on the datapath thread, then DHCP steering on. Returns the handler
-/// back (`Ok(Err(handler))`) when DHCP stays on kernel sockets: `kernel`, or `auto` where
-/// AF_XDP does not work (with a warning). With `xdp`, a failure is an error.
+/// Starts the AF_XDP datapath when `config.datapath` asks for it: sockets on every queue, the
+/// DHCP service (when DHCP runs) and the TFTP service on the datapath thread, then steering
+/// on. Returns the DHCP handler back (`Ok(Err(handler))`) when everything stays on kernel
+/// sockets: `kernel`, or `auto` where AF_XDP does not work (with a warning). With `xdp`, a
+/// failure is an error.
 fn start_afxdp(
     config: &Config,
     interface: &str,
-    server: std::net::Ipv4Addr,
+    address: Option<std::net::Ipv4Addr>,
     xdp: Option<&mut xdp::XdpAttachment>,
-    handler: dhcp::server::RequestHandler,
+    handler: Option<dhcp::server::RequestHandler>,
+    tftp: tftp::table::TableSettings,
     metrics: &metrics::Metrics,
-) -> Result<Result<afxdp::AfXdp, dhcp::server::RequestHandler>, RunError> {
+) -> Result<Result<afxdp::AfXdp, Option<dhcp::server::RequestHandler>>, RunError> {
     let required = match config.datapath {
         config::DatapathSetting::Kernel => return Ok(Err(handler)),
         config::DatapathSetting::Xdp => true,
@@ -330,7 +368,7 @@ fn start_afxdp(
             tracing::warn!(
                 interface,
                 reason,
-                "AF_XDP datapath not available; DHCP on kernel sockets"
+                "AF_XDP datapath not available; DHCP and TFTP on kernel sockets"
             );
             metrics.set_datapath(metrics::Datapath::Kernel);
             Ok(Err(handler))
@@ -342,6 +380,12 @@ fn start_afxdp(
             format!("the XDP program is not attached to {interface} (xdp.mode = off, or attaching failed)"),
         );
     };
+    let Some(address) = address else {
+        return fail(
+            handler,
+            format!("interface {interface} has no IPv4 address to send from (or set dhcp.server_address)"),
+        );
+    };
     let waker = match afxdp::Waker::new() {
         Ok(w) => w,
         Err(e) => return fail(handler, format!("eventfd: {e}")),
@@ -349,7 +393,7 @@ fn start_afxdp(
     let afxdp_metrics = afxdp::AfxdpMetrics::new(metrics.registry())?;
     let settings = afxdp::Settings {
         interface: interface.to_owned(),
-        address: server,
+        address,
         mtu: interface_mtu(interface),
         bind: config.xsk_bind,
     };
@@ -358,13 +402,30 @@ fn start_afxdp(
         Ok(b) => b,
         Err(e) => return fail(handler, e.to_string()),
     };
-    let service = dhcp::frames::DhcpFrameService::new(handler, waker.clone());
+    let mut services: Vec<afxdp::BoxedService> = Vec::new();
+    let mut steering = pxe_common::XDP_FLAG_STEER_TFTP;
+    if let Some(handler) = handler {
+        services.push(Box::new(dhcp::frames::DhcpFrameService::new(
+            handler,
+            waker.clone(),
+        )));
+        steering |= pxe_common::XDP_FLAG_STEER_DHCP;
+    }
+    services.push(Box::new(tftp::frames::TftpFrameService::new(
+        tftp,
+        config.tftp_ports.clone(),
+    )));
     let datapath = bound
-        .serve(vec![Box::new(service)], waker, afxdp_metrics)
+        .serve(services, waker, afxdp_metrics)
         .map_err(|e| RunError::Datapath(e.to_string()))?;
-    xdp.set_steering(pxe_common::XDP_FLAG_STEER_DHCP)?;
+    xdp.set_steering(steering)?;
     metrics.set_datapath(metrics::Datapath::Xdp);
-    info!(interface, "DHCP on the AF_XDP datapath");
+    info!(
+        interface,
+        dhcp = steering & pxe_common::XDP_FLAG_STEER_DHCP != 0,
+        tftp = true,
+        "on the AF_XDP datapath"
+    );
     Ok(Ok(datapath))
 }
 

@@ -3,6 +3,10 @@
 //! and the same request again; iPXE's blksize 1432). Every download is compared with the
 //! server's file byte for byte. Also: traversal and write refusals, and block-number rollover
 //! past 32 MiB at 512-byte blocks. Root only.
+//!
+//! The clients and the rollover run twice: on the kernel-socket datapath, and with
+//! `--datapath xdp`, where the AF_XDP frame counters show that the TFTP datagrams went through
+//! AF_XDP both ways.
 
 use std::time::{Duration, Instant};
 
@@ -20,16 +24,67 @@ fn metric(daemon: &Daemon<'_>, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(&daemon.metrics(), name, labels).unwrap_or(0.0)
 }
 
+/// Daemon arguments for a datapath.
+fn datapath_args(datapath: &str) -> Vec<&str> {
+    match datapath {
+        "kernel" => vec![],
+        other => vec!["--datapath", other],
+    }
+}
+
+/// With `--datapath xdp`: the daemon says it runs on AF_XDP, and TFTP frames went through it
+/// both ways, at least `rx` received and `tx` sent.
+fn assert_over_af_xdp(daemon: &Daemon<'_>, datapath: &str, rx: f64, tx: f64) {
+    if datapath != "xdp" {
+        return;
+    }
+    let text = daemon.metrics();
+    let m = |name: &str, labels: &[(&str, &str)]| metric_value(&text, name, labels).unwrap_or(0.0);
+    assert_eq!(
+        m("pxe_datapath_info", &[("datapath", "xdp")]),
+        1.0,
+        "{text}"
+    );
+    let frames = |direction| {
+        m(
+            "pxe_afxdp_frames_total",
+            &[("direction", direction), ("service", "tftp")],
+        )
+    };
+    assert!(
+        frames("rx") >= rx,
+        "TFTP frames received over AF_XDP: {text}"
+    );
+    assert!(frames("tx") >= tx, "TFTP frames sent over AF_XDP: {text}");
+    println!(
+        "AF_XDP TFTP frames: {} received, {} sent",
+        frames("rx"),
+        frames("tx")
+    );
+}
+
 #[test]
 fn real_clients_and_firmware_requests_get_the_exact_bytes() {
     if !root_or_skip("real_clients_and_firmware_requests_get_the_exact_bytes") {
         return;
     }
+    real_clients("kernel", "tftpcli");
+}
+
+#[test]
+fn real_clients_and_firmware_requests_get_the_exact_bytes_over_af_xdp() {
+    if !root_or_skip("real_clients_and_firmware_requests_get_the_exact_bytes_over_af_xdp") {
+        return;
+    }
+    real_clients("xdp", "tftpclx");
+}
+
+fn real_clients(datapath: &str, tag: &str) {
     let nbp = pattern(NBP_BYTES, 1);
     let exact = pattern(EXACT_BYTES, 2);
     let boot = BootRoot::new(&[("nbp.efi", &nbp), ("exact.bin", &exact)]);
-    let net = TestNet::new("tftpcli");
-    let daemon = Daemon::start_with_root(&net, &boot.root(), &[]);
+    let net = TestNet::new(tag);
+    let daemon = Daemon::start_with_root(&net, &boot.root(), &datapath_args(datapath));
     let server = net.server_ip().to_string();
     let started = Instant::now();
 
@@ -225,6 +280,9 @@ fn real_clients_and_firmware_requests_get_the_exact_bytes() {
         2.0,
         "each file read once: {text}"
     );
+    // Every DATA block of every transfer, and its ACK, at the least.
+    let blocks = (NBP_BYTES / 1468) as f64;
+    assert_over_af_xdp(&daemon, datapath, blocks, blocks);
     assert!(daemon.stop().success());
 }
 
@@ -321,11 +379,25 @@ fn block_numbers_roll_over_past_32_mib_at_512_bytes() {
     if !root_or_skip("block_numbers_roll_over_past_32_mib_at_512_bytes") {
         return;
     }
-    // 65535 blocks of 512 bytes are 32 MiB less 512: this needs 67,585 blocks.
+    rollover("kernel", "tftpbig");
+}
+
+#[test]
+fn block_numbers_roll_over_past_32_mib_at_512_bytes_over_af_xdp() {
+    if !root_or_skip("block_numbers_roll_over_past_32_mib_at_512_bytes_over_af_xdp") {
+        return;
+    }
+    rollover("xdp", "tftpbgx");
+}
+
+/// 65535 blocks of 512 bytes are 32 MiB less 512: this needs 67,585 blocks.
+const BIG_BLOCKS: usize = ((33 << 20) + 100) / 512 + 1;
+
+fn rollover(datapath: &str, tag: &str) {
     let big = pattern((33 << 20) + 100, 3);
     let boot = BootRoot::new(&[("big.img", &big)]);
-    let net = TestNet::new("tftpbig");
-    let daemon = Daemon::start_with_root(&net, &boot.root(), &[]);
+    let net = TestNet::new(tag);
+    let daemon = Daemon::start_with_root(&net, &boot.root(), &datapath_args(datapath));
     let server = net.server_ip().to_string();
     let started = Instant::now();
     // tftp-hpa sends no options: RFC 1350 lock-step with 512-byte blocks.
@@ -349,7 +421,8 @@ fn block_numbers_roll_over_past_32_mib_at_512_bytes() {
         started.elapsed().as_secs_f64()
     );
     let text = daemon.metrics();
-    // Bigger than a quarter of the default cache: served by linked io_uring reads, not cached.
+    // Bigger than a quarter of the default cache: served by block reads (linked io_uring
+    // reads on kernel sockets, reads into the frame on AF_XDP), not cached.
     assert_eq!(
         metric_value(&text, "pxe_tftp_cache_fills_total", &[]),
         Some(0.0),
@@ -360,6 +433,7 @@ fn block_numbers_roll_over_past_32_mib_at_512_bytes() {
         Some(1.0),
         "{text}"
     );
+    assert_over_af_xdp(&daemon, datapath, BIG_BLOCKS as f64, BIG_BLOCKS as f64);
     assert!(daemon.stop().success());
 }
 

@@ -104,6 +104,11 @@ impl<T: Copy> Ring<T> {
         room
     }
 
+    /// Whether submitted entries wait for the kernel to take them.
+    pub fn unconsumed(&self) -> bool {
+        self.consumer().load(Ordering::Acquire) != self.local
+    }
+
     /// Writes `entry` at the next free slot; false when the ring is full. Not visible to the
     /// kernel until [`Ring::submit`].
     pub fn push(&mut self, entry: T) -> bool {

@@ -314,6 +314,10 @@ fn mmap_offsets(fd: RawFd) -> io::Result<libc::xdp_mmap_offsets> {
     Ok(offsets)
 }
 
+/// Most `sendto` calls per kick: the kernel's copy mode sends 32 frames per call, so this
+/// covers the whole TX ring.
+const KICKS_PER_FLUSH: usize = RING_ENTRIES as usize / 32 + 1;
+
 /// Largest batch taken from the RX ring per socket and wakeup.
 pub const RX_BATCH: usize = 64;
 
@@ -399,26 +403,39 @@ impl XskTx {
         if n == 0 || !self.tx.needs_wakeup() {
             return n;
         }
-        // SAFETY: a zero-length sendto on our socket: the AF_XDP "transmit now" call.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd,
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if rc < 0 {
+        // In copy mode one call sends at most 32 frames and says EAGAIN while more wait:
+        // call again, a bounded number of times (the ring's worth).
+        for _ in 0..KICKS_PER_FLUSH {
+            // SAFETY: a zero-length sendto on our socket: the AF_XDP "transmit now" call.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd,
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if rc >= 0 {
+                return n;
+            }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
+                Some(libc::EAGAIN) if self.tx.unconsumed() => continue,
                 Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => {
                     debug!(error = %e, "AF_XDP transmit kick deferred");
                     self.unkicked = n;
+                    return n;
                 }
-                _ => debug!(error = %e, "AF_XDP transmit kick"),
+                _ => {
+                    debug!(error = %e, "AF_XDP transmit kick");
+                    return n;
+                }
             }
+        }
+        if self.tx.unconsumed() {
+            self.unkicked = n;
         }
         n
     }

@@ -25,6 +25,7 @@ const RETRY_POLL: Duration = Duration::from_millis(1);
 /// looks again, so that a steady stream is taken several frames per wake-up and answered with
 /// one transmit kick, instead of one `poll`, one wake-up and one kick per frame (interrupt
 /// moderation, as NICs do). An idle thread still sleeps in `poll` and wakes on the first frame.
+/// Not while a service says it is in lock-step exchanges ([`FrameService::coalesce`]).
 const COALESCE: Duration = Duration::from_micros(500);
 
 /// A frame service the thread drives.
@@ -84,10 +85,18 @@ impl UdpTx for FrameTx<'_> {
             return Err(TxError::TooLarge(len));
         }
         let sender = self.sender;
-        let sent = self.tx.send(|buf| {
+        let mut build = |buf: &mut [u8]| {
             fill(&mut buf[REPLY_HEADER_BYTES..REPLY_HEADER_BYTES + len]);
             frame::write_headers(buf, sender, route, len)
-        });
+        };
+        let mut sent = self.tx.send(&mut build);
+        if !sent {
+            // A TFTP window can outrun the ring within one step: send what waits, take the
+            // sent frames back, and try once more.
+            self.tx.kick();
+            self.tx.reclaim();
+            sent = self.tx.send(&mut build);
+        }
         if sent {
             self.metrics.sent(self.service);
             Ok(())
@@ -153,6 +162,9 @@ impl Worker {
                 coalesce |= taken > 0;
                 tx.kick();
             }
+
+            // No service in a lock-step exchange: a steady stream is taken in batches.
+            coalesce &= services.iter().all(|s| s.coalesce());
 
             let woken = fds.last().is_some_and(|p| p.revents & libc::POLLIN != 0);
             if woken {

@@ -1,14 +1,11 @@
 //! The kernel-socket datapath: one thread, one io_uring, the port-69 listener and one socket per
 //! port of the transfer range. It only moves datagrams between the sockets and the sans-IO
-//! [`Transfer`]s, and fills DATA from the [`FileStore`].
+//! transfer table ([`Transfers`]), and fills DATA from the shared file store.
 //!
 //! A transfer is identified by its server port and its client's address, so transfers of
 //! different clients share ports (round robin over the range): the range does not cap the
-//! number of transfers, `tftp.max_transfers` does. A client address has at most one transfer;
-//! the same request again is a retransmit, a different one replaces the transfer.
+//! number of transfers, `tftp.max_transfers` does.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash as _, Hasher as _};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::RangeInclusive;
@@ -20,12 +17,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::files::{FileStore, PathMapper, Source};
-use super::metrics::{Refusal, TftpMetrics};
-use super::options::{negotiate, Limits};
-use super::packet::{write_data_header, ErrorCode, Opcode, Packet, WireError, DATA_HEADER_BYTES};
+use super::files::{PathMapper, Source};
+use super::metrics::TftpMetrics;
+use super::options::Limits;
+use super::packet::{write_data_header, DATA_HEADER_BYTES};
 use super::recv::{RecvBatch, SLOT_BYTES as RECV_SLOT_BYTES};
-use super::transfer::{FailReason, Outcome, Output, Retry, Send, Transfer};
+use super::table::{Entry, Peer, SharedFiles, TableSettings, TransferIo, Transfers};
+use super::transfer::Send;
 use super::uring::{FileBlock, SendRing, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use crate::config::TftpConfig;
 
@@ -87,6 +85,8 @@ pub struct ServerSettings<'a> {
     pub ports: RangeInclusive<u16>,
     /// The boot root.
     pub root: &'a Path,
+    /// The file store shared with the AF_XDP datapath; `None` opens one on `root`.
+    pub files: Option<SharedFiles>,
     /// MTU of the boot interface: caps the block size so that no DATA is fragmented.
     pub mtu: u32,
     /// Maps requested names to served ones (the boot policy's hook).
@@ -95,20 +95,13 @@ pub struct ServerSettings<'a> {
     pub timeline: Option<crate::timeline::Timeline>,
 }
 
-/// A transfer and what the datapath keeps beside it.
-#[derive(Debug)]
-struct Entry {
-    transfer: Transfer,
-    source: Source,
-    /// Index of its server socket.
-    socket: usize,
-    client: SocketAddr,
-    started: Instant,
-    /// The deadline it is filed under in the timer set.
-    timer: Option<Instant>,
-    generation: u32,
-    request_hash: u64,
-    file: Box<str>,
+/// The block size and window a server on an interface of `mtu` offers at most.
+pub fn limits_for(config: &TftpConfig, mtu: u32) -> Limits {
+    Limits {
+        max_blksize: config.max_blksize.min(super::options::blksize_for_mtu(mtu)),
+        max_windowsize: config.max_windowsize,
+        default_timeout: config.timeout,
+    }
 }
 
 /// The TFTP server on kernel sockets.
@@ -117,24 +110,9 @@ pub struct Server {
     /// `[listener, transfer ports...]`; the index is also the ring's watch index.
     sockets: Vec<UdpSocket>,
     fds: Vec<RawFd>,
-    files: FileStore,
-    mapper: Arc<dyn PathMapper>,
-    timeline: Option<crate::timeline::Timeline>,
-    entries: Vec<Option<Entry>>,
-    free: Vec<u32>,
-    live: usize,
-    generation: u32,
-    by_client: HashMap<SocketAddr, u32>,
-    timers: BTreeSet<(Instant, u32)>,
-    next_port: usize,
-    limits: Limits,
-    retry: Retry,
-    max_transfers: usize,
-    metrics: TftpMetrics,
+    table: Transfers,
     ring: SendRing,
-    out: Output,
     recv_batch: RecvBatch,
-    cache_seen: super::files::CacheStats,
     /// Sockets not read to the end in their turn.
     carry: Vec<usize>,
 }
@@ -158,6 +136,87 @@ fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: libc::c_
     }
 }
 
+/// The [`TransferIo`] of the kernel datapath: sends queued on the io_uring.
+struct KernelIo<'a> {
+    ring: &'a mut SendRing,
+    fds: &'a [RawFd],
+}
+
+impl TransferIo for KernelIo<'_> {
+    fn packet(&mut self, port: usize, peer: &Peer, bytes: &[u8]) {
+        let Some(&fd) = self.fds.get(port) else {
+            return;
+        };
+        if let Err(e) = self
+            .ring
+            .send(fd, peer.addr, |b| b.extend_from_slice(bytes))
+        {
+            warn!(error = %e, "queueing a TFTP datagram");
+        }
+    }
+
+    fn transfer(&mut self, entry: &Entry, token: u64, sends: &mut [Send], metrics: &TftpMetrics) {
+        let ring = &mut *self.ring;
+        let Some(&fd) = self.fds.get(entry.port) else {
+            return;
+        };
+        let client = entry.peer.addr;
+        let mut next = 0;
+        while next < sends.len() {
+            // Blocks of a cached file that follow each other in the output (a window) leave
+            // as one segmented send: one pass down the stack instead of one per block.
+            if let (Source::Cached(data), true) = (&entry.source, ring.segmentation()) {
+                let run = segment_run(&sends[next..], data.len());
+                if run > 1 {
+                    let run_sends = &sends[next..next + run];
+                    let queued = queue_segments(ring, fd, client, data, run_sends, metrics);
+                    if let Err(e) = queued {
+                        warn!(error = %e, "queueing TFTP datagrams");
+                    }
+                    next += run;
+                    continue;
+                }
+            }
+            let send = std::mem::replace(&mut sends[next], Send::Packet(Vec::new()));
+            next += 1;
+            let queued = match send {
+                Send::Packet(bytes) => ring.send(fd, client, |b| b.extend_from_slice(&bytes)),
+                Send::Data { block, offset, len } => {
+                    metrics.data_bytes.inc_by(u64::from(len));
+                    let mut header = [0u8; DATA_HEADER_BYTES];
+                    write_data_header(block, &mut header);
+                    match &entry.source {
+                        Source::Cached(data) => {
+                            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                            let end = start.saturating_add(len as usize);
+                            ring.send(fd, client, |b| {
+                                b.extend_from_slice(&header);
+                                if let Some(payload) = data.get(start..end) {
+                                    b.extend_from_slice(payload);
+                                }
+                            })
+                        }
+                        Source::Disk { file, .. } => ring.send_file_block(
+                            fd,
+                            client,
+                            &header,
+                            FileBlock {
+                                file,
+                                offset,
+                                len,
+                                token,
+                            },
+                        ),
+                    }
+                }
+            };
+            if let Err(e) = queued {
+                warn!(error = %e, "queueing a TFTP datagram");
+            }
+        }
+    }
+}
+
 impl Server {
     /// Sets the server up on `listener` (bound by the caller): opens the root, binds the
     /// transfer ports on the listener's address, creates the ring.
@@ -167,12 +226,15 @@ impl Server {
         metrics: TftpMetrics,
     ) -> Result<Server, ServerError> {
         let config = settings.config;
-        let files = FileStore::new(settings.root, config.cache_bytes).map_err(|source| {
-            ServerError::Root {
-                path: settings.root.display().to_string(),
-                source,
-            }
-        })?;
+        let files = match settings.files {
+            Some(files) => files,
+            None => SharedFiles::open(settings.root, config.cache_bytes).map_err(|source| {
+                ServerError::Root {
+                    path: settings.root.display().to_string(),
+                    source,
+                }
+            })?,
+        };
         listener
             .set_nonblocking(true)
             .map_err(ServerError::Listener)?;
@@ -224,43 +286,31 @@ impl Server {
         for &fd in &fds {
             ring.watch(fd).map_err(ServerError::Uring)?;
         }
-        let limits = Limits {
-            max_blksize: config
-                .max_blksize
-                .min(super::options::blksize_for_mtu(settings.mtu)),
-            max_windowsize: config.max_windowsize,
-            default_timeout: config.timeout,
-        };
-        Ok(Server {
-            sockets,
-            fds,
+        let table = Transfers::new(TableSettings {
             files,
             mapper: settings.mapper,
             timeline: settings.timeline,
-            entries: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            generation: 0,
-            by_client: HashMap::new(),
-            timers: BTreeSet::new(),
-            next_port: 0,
-            limits,
-            retry: Retry {
+            limits: limits_for(config, settings.mtu),
+            retry: super::transfer::Retry {
                 max_retries: config.retries,
             },
             max_transfers: config.max_transfers,
+            ports: sockets.len() - 1,
             metrics,
+        });
+        Ok(Server {
+            sockets,
+            fds,
+            table,
             ring,
-            out: Output::default(),
             recv_batch: RecvBatch::new(),
-            cache_seen: Default::default(),
             carry: Vec::new(),
         })
     }
 
     /// The block size and window offered at most.
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.table.limits()
     }
 
     /// Runs the server on a thread of its own until `shutdown` is cancelled and the drain
@@ -278,13 +328,13 @@ impl Server {
 
     /// The loop: timers, one submission of every queued send, completions, datagrams.
     pub fn run(mut self, shutdown: &CancellationToken, drain: Duration) {
+        let limits = self.table.limits();
         info!(
             listen = ?self.sockets[LISTENER].local_addr().ok(),
             transfer_ports = self.sockets.len() - 1,
-            root = %self.files.root().display(),
-            max_blksize = self.limits.max_blksize,
-            max_windowsize = self.limits.max_windowsize,
-            max_transfers = self.max_transfers,
+            root = %self.table.files().root().display(),
+            max_blksize = limits.max_blksize,
+            max_windowsize = limits.max_windowsize,
             "TFTP serving"
         );
         let mut drain_until: Option<Instant> = None;
@@ -296,25 +346,29 @@ impl Server {
         };
         loop {
             let now = Instant::now();
-            start_drain(&mut drain_until, self.live);
+            start_drain(&mut drain_until, self.table.live());
             if let Some(until) = drain_until {
-                if self.live == 0 {
+                if self.table.live() == 0 {
                     break;
                 }
                 if now >= until {
                     warn!(
-                        in_flight = self.live,
+                        in_flight = self.table.live(),
                         "TFTP drain deadline passed; ending transfers"
                     );
-                    self.abort_all();
+                    let mut io = KernelIo {
+                        ring: &mut self.ring,
+                        fds: &self.fds,
+                    };
+                    self.table.abort_all(&mut io);
                     self.flush();
                     break;
                 }
             }
             let wait = if self.carry.is_empty() {
-                self.timers
-                    .first()
-                    .map_or(MAX_WAIT, |(t, _)| t.saturating_duration_since(now))
+                self.table
+                    .next_deadline()
+                    .map_or(MAX_WAIT, |t| t.saturating_duration_since(now))
                     .min(MAX_WAIT)
             } else {
                 Duration::ZERO
@@ -324,9 +378,9 @@ impl Server {
                 std::thread::sleep(MAX_WAIT);
             }
             // Checked again after the wait: a request read after the shutdown is not served.
-            start_drain(&mut drain_until, self.live);
+            start_drain(&mut drain_until, self.table.live());
             let events = self.ring.take_events();
-            self.metrics.send_errors.inc_by(events.send_errors);
+            self.table.metrics().send_errors.inc_by(events.send_errors);
             if events.segmentation_refused > 0 {
                 warn!(
                     refused = events.segmentation_refused,
@@ -335,7 +389,11 @@ impl Server {
                 );
             }
             for token in events.read_failures {
-                self.read_failed(token);
+                let mut io = KernelIo {
+                    ring: &mut self.ring,
+                    fds: &self.fds,
+                };
+                self.table.read_failed(token, &mut io);
             }
             // Transfer sockets before the listener: a client's abort (ERROR 8) is handled
             // before the request it sends right after it.
@@ -354,10 +412,14 @@ impl Server {
             // blocks whose ACKs already wait in the sockets, and every spurious resend draws a
             // duplicate ACK, more work still (seen with `pxe-bench rack`: 73,000 resends for
             // 5,000 transfers, none lost).
-            self.fire_timers(Instant::now());
-            self.update_gauges();
+            let mut io = KernelIo {
+                ring: &mut self.ring,
+                fds: &self.fds,
+            };
+            self.table.fire_timers(Instant::now(), &mut io);
+            self.table.update_gauges();
         }
-        self.update_gauges();
+        self.table.update_gauges();
         info!("TFTP stopped");
     }
 
@@ -371,16 +433,23 @@ impl Server {
             match batch.recv(self.fds[index]) {
                 Ok(n) => {
                     let now = Instant::now();
+                    let mut io = KernelIo {
+                        ring: &mut self.ring,
+                        fds: &self.fds,
+                    };
                     for i in 0..n {
                         match batch.datagram(i) {
-                            Some((bytes, from)) if index == LISTENER => {
-                                self.on_request(from, bytes, now)
-                            }
-                            Some((bytes, from)) => {
-                                self.on_transfer_datagram(index, from, bytes, now)
+                            Some((bytes, addr)) => {
+                                let peer = Peer { addr, mac: [0; 6] };
+                                if index == LISTENER {
+                                    self.table.on_request(peer, bytes, now, &mut io);
+                                } else {
+                                    self.table
+                                        .on_transfer_datagram(index, peer, bytes, now, &mut io);
+                                }
                             }
                             None => {
-                                self.metrics.malformed.inc();
+                                self.table.metrics().malformed.inc();
                                 debug!(
                                     socket = index,
                                     max_bytes = RECV_SLOT_BYTES,
@@ -418,392 +487,6 @@ impl Server {
         }
     }
 
-    fn send_error_from(&mut self, index: usize, to: SocketAddr, err: &WireError) {
-        let fd = self.fds[index];
-        if let Err(e) = self.ring.send(fd, to, |b| {
-            super::packet::write_error(err.code as u16, &err.message, b)
-        }) {
-            warn!(error = %e, "queueing a TFTP error");
-        }
-    }
-
-    /// A datagram to port 69.
-    fn on_request(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
-        let packet = match Packet::parse(bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                self.metrics.malformed.inc();
-                debug!(client = %from, error = %e, "malformed TFTP request dropped");
-                return;
-            }
-        };
-        match packet {
-            Packet::Rrq(req) => {
-                let mut hasher = std::hash::DefaultHasher::new();
-                bytes.hash(&mut hasher);
-                self.start_transfer(from, req.filename, &req.options, hasher.finish(), now);
-            }
-            Packet::Wrq(req) => {
-                self.metrics.refused(Refusal::WriteRequest);
-                info!(client = %from, file = req.filename, "TFTP write request refused");
-                let err = WireError::new(
-                    ErrorCode::AccessViolation,
-                    "write requests are not accepted",
-                );
-                self.send_error_from(LISTENER, from, &err);
-            }
-            // Never answer an error with an error.
-            Packet::Error { code, message } => {
-                debug!(client = %from, code, message, "TFTP error to the listener ignored");
-            }
-            _ => {
-                self.metrics.malformed.inc();
-                debug!(client = %from, "TFTP packet other than a request to the listener");
-                let err = WireError::new(ErrorCode::IllegalOperation, "illegal TFTP operation");
-                self.send_error_from(LISTENER, from, &err);
-            }
-        }
-    }
-
-    fn start_transfer(
-        &mut self,
-        from: SocketAddr,
-        filename: &str,
-        options: &[(&str, &str)],
-        request_hash: u64,
-        now: Instant,
-    ) {
-        if let Some(&slot) = self.by_client.get(&from) {
-            let entry = self.entries[slot as usize]
-                .as_mut()
-                .expect("indexed transfers exist");
-            if entry.request_hash == request_hash {
-                debug!(client = %from, file = filename, "repeated TFTP request");
-                let mut out = std::mem::take(&mut self.out);
-                entry.transfer.on_repeated_request(now, &mut out);
-                self.out = out;
-                self.apply(slot, now);
-                return;
-            }
-            entry.transfer.supersede();
-            self.apply(slot, now);
-        }
-        if self.live >= self.max_transfers {
-            self.metrics.refused(Refusal::Busy);
-            debug!(client = %from, file = filename, max_transfers = self.max_transfers, "TFTP request refused: busy");
-            let err = WireError::new(
-                ErrorCode::NotDefined,
-                format!(
-                    "server busy: {} transfers in flight (max_transfers), try again",
-                    self.live
-                ),
-            );
-            self.send_error_from(LISTENER, from, &err);
-            return;
-        }
-        let name = self.mapper.map(from, filename);
-        let source = match self.files.open(&name) {
-            Ok(s) => s,
-            Err(e) => {
-                let refusal = match e.label() {
-                    "not_found" => Refusal::NotFound,
-                    "read_error" => Refusal::ReadError,
-                    _ => Refusal::AccessViolation,
-                };
-                self.metrics.refused(refusal);
-                info!(client = %from, file = filename, error = %e, "TFTP request refused");
-                self.send_error_from(LISTENER, from, &e.to_wire());
-                return;
-            }
-        };
-        let negotiated = negotiate(options, source.size(), &self.limits);
-        self.out.clear();
-        let transfer = Transfer::start(&negotiated, source.size(), self.retry, now, &mut self.out);
-        self.next_port = self.next_port % (self.sockets.len() - 1) + 1;
-        self.generation = self.generation.wrapping_add(1);
-        let entry = Entry {
-            socket: self.next_port,
-            client: from,
-            started: now,
-            timer: None,
-            generation: self.generation,
-            request_hash,
-            file: name.into_boxed_str(),
-            source,
-            transfer,
-        };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.entries[slot as usize] = Some(entry);
-                slot
-            }
-            None => {
-                self.entries.push(Some(entry));
-                u32::try_from(self.entries.len() - 1).expect("max_transfers fits u32")
-            }
-        };
-        self.live += 1;
-        self.by_client.insert(from, slot);
-        self.metrics.started.inc();
-        if let (Some(timeline), std::net::IpAddr::V4(ip)) = (&self.timeline, from.ip()) {
-            timeline.record(crate::timeline::Event::Tftp {
-                ip,
-                file: filename,
-                ended: None,
-            });
-        }
-        self.metrics.blksize.observe(f64::from(negotiated.blksize));
-        self.metrics
-            .windowsize
-            .observe(f64::from(negotiated.windowsize));
-        debug!(
-            client = %from,
-            file = filename,
-            size = source_size(&self.entries[slot as usize]),
-            blksize = negotiated.blksize,
-            windowsize = negotiated.windowsize,
-            oack = negotiated.has_oack(),
-            port = self.sockets[self.next_port].local_addr().map(|a| a.port()).unwrap_or(0),
-            "TFTP transfer started"
-        );
-        self.apply(slot, now);
-    }
-
-    /// A datagram to a transfer port.
-    fn on_transfer_datagram(&mut self, index: usize, from: SocketAddr, bytes: &[u8], now: Instant) {
-        let slot = match self.by_client.get(&from) {
-            Some(&slot)
-                if self.entries[slot as usize]
-                    .as_ref()
-                    .is_some_and(|e| e.socket == index) =>
-            {
-                slot
-            }
-            _ => {
-                self.metrics.unknown_tid.inc();
-                debug!(client = %from, socket = index, "TFTP datagram for an unknown transfer");
-                let is_error = bytes.len() >= 2
-                    && u16::from_be_bytes([bytes[0], bytes[1]]) == Opcode::Error as u16;
-                if !is_error {
-                    let err = WireError::new(ErrorCode::UnknownTid, "unknown transfer ID");
-                    self.send_error_from(index, from, &err);
-                }
-                return;
-            }
-        };
-        let entry = self.entries[slot as usize]
-            .as_mut()
-            .expect("indexed transfers exist");
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        if let Err(e) = entry.transfer.on_datagram(bytes, now, &mut out) {
-            self.metrics.malformed.inc();
-            debug!(client = %from, error = %e, "malformed TFTP packet dropped");
-        }
-        self.out = out;
-        self.apply(slot, now);
-    }
-
-    /// Sends what the last step of transfer `slot` produced, files its timer, and ends it if
-    /// it is over.
-    fn apply(&mut self, slot: u32, now: Instant) {
-        let Server {
-            entries,
-            ring,
-            fds,
-            metrics,
-            out,
-            timers,
-            ..
-        } = self;
-        let entry = entries[slot as usize]
-            .as_mut()
-            .expect("indexed transfers exist");
-        let fd = fds[entry.socket];
-        let token = (u64::from(entry.generation) << 32) | u64::from(slot);
-        metrics.retransmits.inc_by(u64::from(out.retransmits));
-        metrics.duplicate_acks.inc_by(u64::from(out.duplicate_acks));
-        let mut next = 0;
-        while next < out.sends.len() {
-            // Blocks of a cached file that follow each other in the output (a window) leave
-            // as one segmented send: one pass down the stack instead of one per block.
-            if let (Source::Cached(data), true) = (&entry.source, ring.segmentation()) {
-                let run = segment_run(&out.sends[next..], data.len());
-                if run > 1 {
-                    let sends = &out.sends[next..next + run];
-                    let queued = queue_segments(ring, fd, entry.client, data, sends, metrics);
-                    if let Err(e) = queued {
-                        warn!(error = %e, "queueing TFTP datagrams");
-                    }
-                    next += run;
-                    continue;
-                }
-            }
-            let send = std::mem::replace(&mut out.sends[next], Send::Packet(Vec::new()));
-            next += 1;
-            let queued = match send {
-                Send::Packet(bytes) => ring.send(fd, entry.client, |b| b.extend_from_slice(&bytes)),
-                Send::Data { block, offset, len } => {
-                    metrics.data_bytes.inc_by(u64::from(len));
-                    let mut header = [0u8; DATA_HEADER_BYTES];
-                    write_data_header(block, &mut header);
-                    match &entry.source {
-                        Source::Cached(data) => {
-                            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                            let end = start.saturating_add(len as usize);
-                            ring.send(fd, entry.client, |b| {
-                                b.extend_from_slice(&header);
-                                if let Some(payload) = data.get(start..end) {
-                                    b.extend_from_slice(payload);
-                                }
-                            })
-                        }
-                        Source::Disk { file, .. } => ring.send_file_block(
-                            fd,
-                            entry.client,
-                            &header,
-                            FileBlock {
-                                file,
-                                offset,
-                                len,
-                                token,
-                            },
-                        ),
-                    }
-                }
-            };
-            if let Err(e) = queued {
-                warn!(error = %e, "queueing a TFTP datagram");
-            }
-        }
-        out.sends.clear();
-        out.retransmits = 0;
-        out.duplicate_acks = 0;
-        let deadline = entry.transfer.deadline();
-        if deadline != entry.timer {
-            if let Some(old) = entry.timer {
-                timers.remove(&(old, slot));
-            }
-            if let Some(new) = deadline {
-                timers.insert((new, slot));
-            }
-            entry.timer = deadline;
-        }
-        if let Some(outcome) = entry.transfer.outcome() {
-            self.finish(slot, outcome, now);
-        }
-    }
-
-    /// Removes ended transfer `slot` and counts it.
-    fn finish(&mut self, slot: u32, outcome: Outcome, now: Instant) {
-        let Some(entry) = self.entries[slot as usize].take() else {
-            return;
-        };
-        if let Some(t) = entry.timer {
-            self.timers.remove(&(t, slot));
-        }
-        self.by_client.remove(&entry.client);
-        self.free.push(slot);
-        self.live -= 1;
-        let seconds = now.saturating_duration_since(entry.started).as_secs_f64();
-        self.metrics.ended(outcome, seconds);
-        if let (Some(timeline), std::net::IpAddr::V4(ip)) = (&self.timeline, entry.client.ip()) {
-            let ended = match outcome {
-                Outcome::Completed => Some(Ok(())),
-                Outcome::Failed(reason) => Some(Err(reason.label())),
-                // A tsize probe is part of a ROM's normal sequence, not an end.
-                Outcome::ProbeAborted => None,
-            };
-            if ended.is_some() {
-                timeline.record(crate::timeline::Event::Tftp {
-                    ip,
-                    file: &entry.file,
-                    ended,
-                });
-            }
-        }
-        let size = entry.transfer.file_size();
-        match outcome {
-            Outcome::Completed => info!(
-                client = %entry.client,
-                file = %entry.file,
-                bytes = size,
-                seconds,
-                blksize = entry.transfer.blksize(),
-                windowsize = entry.transfer.windowsize(),
-                "TFTP transfer completed"
-            ),
-            Outcome::ProbeAborted => debug!(
-                client = %entry.client,
-                file = %entry.file,
-                "TFTP client aborted after the tsize probe"
-            ),
-            Outcome::Failed(reason) => info!(
-                client = %entry.client,
-                file = %entry.file,
-                reason = reason.label(),
-                seconds,
-                "TFTP transfer failed"
-            ),
-        }
-    }
-
-    fn fire_timers(&mut self, now: Instant) {
-        while let Some(&(deadline, slot)) = self.timers.first() {
-            if deadline > now {
-                break;
-            }
-            self.timers.pop_first();
-            let Some(entry) = self.entries[slot as usize].as_mut() else {
-                continue;
-            };
-            entry.timer = None;
-            let mut out = std::mem::take(&mut self.out);
-            out.clear();
-            entry.transfer.on_timeout(now, &mut out);
-            self.out = out;
-            self.apply(slot, now);
-        }
-    }
-
-    fn read_failed(&mut self, token: u64) {
-        let slot = token as u32;
-        let generation = (token >> 32) as u32;
-        let Some(entry) = self.entries.get_mut(slot as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        if entry.generation != generation {
-            return;
-        }
-        warn!(client = %entry.client, file = %entry.file, "reading a TFTP block failed or came back short (file changed?)");
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        let err = WireError::new(ErrorCode::NotDefined, "cannot read file");
-        entry
-            .transfer
-            .abort(FailReason::ReadError, Some(err), &mut out);
-        self.out = out;
-        self.apply(slot, Instant::now());
-    }
-
-    /// Ends every transfer with ERROR 0 (shutdown).
-    fn abort_all(&mut self) {
-        let now = Instant::now();
-        for slot in 0..self.entries.len() {
-            let Some(entry) = self.entries[slot].as_mut() else {
-                continue;
-            };
-            let mut out = std::mem::take(&mut self.out);
-            out.clear();
-            let err = WireError::new(ErrorCode::NotDefined, "server shutting down");
-            entry
-                .transfer
-                .abort(FailReason::Shutdown, Some(err), &mut out);
-            self.out = out;
-            self.apply(slot as u32, now);
-        }
-    }
-
     /// Waits (bounded) for queued datagrams to leave.
     fn flush(&mut self) {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
@@ -813,21 +496,6 @@ impl Server {
             }
             self.ring.take_events();
         }
-    }
-
-    fn update_gauges(&mut self) {
-        self.metrics.in_flight.set(self.live as i64);
-        let stats = self.files.stats();
-        self.metrics
-            .cache_hits
-            .inc_by(stats.hits - self.cache_seen.hits);
-        self.metrics
-            .cache_fills
-            .inc_by(stats.fills - self.cache_seen.fills);
-        self.metrics
-            .cache_bytes
-            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
-        self.cache_seen = stats;
     }
 }
 
@@ -899,17 +567,13 @@ fn queue_segments(
     })
 }
 
-fn source_size(entry: &Option<Entry>) -> u64 {
-    entry.as_ref().map_or(0, |e| e.source.size())
-}
-
 #[cfg(test)]
 mod tests {
     //! The datapath on loopback, with a client written against the RFCs.
 
     use super::*;
     use crate::metrics::Metrics;
-    use crate::tftp::packet::{ack, request};
+    use crate::tftp::packet::{ack, request, Opcode, Packet};
     use crate::tftp::AsRequested;
 
     /// Bound on every receive of the test client.
@@ -949,6 +613,7 @@ mod tests {
                 config: &config,
                 ports: base..=base + 3,
                 root: &root.path().canonicalize().unwrap(),
+                files: None,
                 mtu: 1500,
                 mapper: Arc::new(AsRequested),
                 timeline: None,
