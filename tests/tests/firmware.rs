@@ -128,6 +128,44 @@ fn bios_ipxe_rom_boots_over_the_xdp_datapath() {
     }
 }
 
+/// UEFI PXE with the AF_XDP datapath forced: OVMF's DHCP and its TFTP download of the NBP
+/// (tsize probe, then blksize and windowsize as EDK2 asks) went through AF_XDP both ways.
+#[test]
+fn uefi_pxe_boots_over_the_xdp_datapath() {
+    if !root_or_skip("uefi_pxe_boots_over_the_xdp_datapath") {
+        return;
+    }
+    let report = boot_over(
+        "fwuefix",
+        Firmware::Uefi,
+        DhcpSetup::Full,
+        true,
+        "52:54:00:fb:02:03",
+        "xdp",
+    );
+    let m = &report.metrics;
+    assert_eq!(
+        metric_value(m, "pxe_datapath_info", &[("datapath", "xdp")]),
+        Some(1.0),
+        "the daemon runs the xdp datapath"
+    );
+    let completed = metric_value(m, "pxe_tftp_transfers_completed_total", &[]).unwrap_or(0.0);
+    assert!(completed >= 1.0, "the NBP came over TFTP\n{m}");
+    for (service, least) in [("dhcp", 2.0), ("tftp", 10.0)] {
+        for direction in ["rx", "tx"] {
+            let frames = metric_sum(
+                m,
+                "pxe_afxdp_frames_total",
+                &[("direction", direction), ("service", service)],
+            );
+            assert!(
+                frames >= least,
+                "{service} frames {direction} over AF_XDP: {frames}\n{m}"
+            );
+        }
+    }
+}
+
 #[test]
 fn uefi_pxe_boots_in_proxy_mode() {
     if !root_or_skip("uefi_pxe_boots_in_proxy_mode") {
