@@ -1,5 +1,6 @@
-//! The load generator's datapath: one thread, one epoll set, one non-blocking UDP socket per
-//! client (a fresh one, so a fresh source port, for each transfer, as firmware does), read with
+//! The load generator's datapath: per thread, one epoll set and its share of the clients
+//! (`--threads`: one thread saturates a core before a fast server does), one non-blocking
+//! UDP socket per client (a fresh one, so a fresh source port, for each transfer, as firmware does), read with
 //! `recvmmsg` so that a window costs one call. Timeouts are found by a scan every
 //! [`TIMER_TICK`]; every loop is bounded by the run's time limit.
 
@@ -37,6 +38,8 @@ pub struct Plan {
     pub rrq: Vec<u8>,
     /// Concurrent clients.
     pub clients: usize,
+    /// Threads the clients are shared among (at least 1).
+    pub threads: usize,
     /// Transfers per client (`None`: until `stop_starting`).
     pub rounds: Option<u32>,
     /// No transfer starts after this long.
@@ -112,25 +115,71 @@ struct Client {
     stopped: bool,
 }
 
-/// Runs the plan to its end (every client's rounds done, or the time limits).
+/// Runs the plan to its end (every client's rounds done, or the time limits), the clients
+/// shared among `plan.threads` threads that start together.
 pub fn run(plan: &Plan) -> io::Result<Outcome> {
     raise_fd_limit();
+    let cpu_before = cpu_times();
+    let threads = plan.threads.clamp(1, plan.clients.max(1));
+    let t0 = Instant::now();
+    let share = |i: usize| plan.clients / threads + usize::from(i < plan.clients % threads);
+    let shards: Vec<io::Result<(Outcome, Option<Instant>)>> = if threads == 1 {
+        vec![run_shard(plan, plan.clients, t0)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| scope.spawn(move || run_shard(plan, share(i), t0)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a generator thread panicked")))
+                })
+                .collect()
+        })
+    };
+    let mut outcome = Outcome::default();
+    let mut last_end: Option<Instant> = None;
+    for shard in shards {
+        let (part, end) = shard?;
+        last_end = last_end.max(end);
+        outcome.started += part.started;
+        outcome.completed += part.completed;
+        outcome.verified += part.verified;
+        outcome.bytes += part.bytes;
+        outcome.durations.extend(part.durations);
+        for (reason, (n, first)) in part.failures {
+            outcome.failures.entry(reason).or_insert((0, first)).0 += n;
+        }
+        for (key, n) in part.negotiated {
+            *outcome.negotiated.entry(key).or_default() += n;
+        }
+        outcome.add_counters(part.counters);
+    }
+    let (user, sys) = cpu_times();
+    outcome.cpu_user = user.saturating_sub(cpu_before.0);
+    outcome.cpu_sys = sys.saturating_sub(cpu_before.1);
+    outcome.wall = last_end.unwrap_or(t0).saturating_duration_since(t0);
+    Ok(outcome)
+}
+
+/// One thread's share: `clients` clients from `t0`; returns what they measured and when the
+/// last transfer ended.
+fn run_shard(plan: &Plan, clients: usize, t0: Instant) -> io::Result<(Outcome, Option<Instant>)> {
     let epoll = Epoll::new()?;
     let mut load = Load {
         plan,
         epoll,
-        clients: (0..plan.clients).map(|_| Client::default()).collect(),
+        clients: (0..clients).map(|_| Client::default()).collect(),
         active: 0,
         outcome: Outcome::default(),
-        t0: Instant::now(),
+        t0,
         last_end: None,
     };
-    let cpu_before = cpu_times();
     let mut batch = RecvBatch::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
-    let t0 = Instant::now();
-    load.t0 = t0;
-    for index in 0..plan.clients {
+    for index in 0..clients {
         load.start(index, t0);
     }
     let hard_deadline = t0 + plan.max_duration;
@@ -156,11 +205,7 @@ pub fn run(plan: &Plan) -> io::Result<Outcome> {
             next_scan = now + TIMER_TICK;
         }
     }
-    let (user, sys) = cpu_times();
-    load.outcome.cpu_user = user.saturating_sub(cpu_before.0);
-    load.outcome.cpu_sys = sys.saturating_sub(cpu_before.1);
-    load.outcome.wall = load.last_end.unwrap_or(t0).saturating_duration_since(t0);
-    Ok(load.outcome)
+    Ok((load.outcome, load.last_end))
 }
 
 struct Load<'a> {

@@ -35,6 +35,10 @@ pub struct LoadArgs {
     /// Concurrent clients, each with its own socket (source port).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=60_000))]
     clients: u32,
+    /// Threads the clients are shared among, each with its own epoll set (one thread
+    /// saturates a core before a fast server does).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    threads: u32,
     /// Block size asked for (RFC 2348).
     #[arg(long, default_value_t = 1468, value_parser = clap::value_parser!(u16).range(8..=i64::from(MAX_BLKSIZE)))]
     blksize: u16,
@@ -114,6 +118,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<i32> {
         bind: args.bind,
         rrq: wire::rrq(&args.file, &Transfer::request_options(&params)),
         clients: args.clients as usize,
+        threads: args.threads as usize,
         rounds,
         stop_starting_after: args.duration_secs.map(Duration::from_secs_f64),
         max_duration: Duration::from_secs(args.max_secs),

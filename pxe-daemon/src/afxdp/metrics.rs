@@ -1,7 +1,7 @@
 //! Counters of the AF_XDP datapath: frames received and sent per service, frames dropped by
 //! reason, and the sockets open per bind mode.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::frame::Malformed;
 use crate::metrics::{MetricsError, NAMESPACE};
@@ -14,6 +14,15 @@ pub const DROP_BAD_DESCRIPTOR: &str = "bad_descriptor";
 pub const DROP_TX_FULL: &str = "tx_full";
 /// A payload larger than a frame holds.
 pub const DROP_TOO_LARGE: &str = "too_large";
+
+/// The frame counters of one service, looked up once (not per frame).
+#[derive(Clone, Debug)]
+pub struct ServiceCounters {
+    /// Frames received for the service.
+    pub rx: IntCounter,
+    /// Frames the service sent.
+    pub tx: IntCounter,
+}
 
 /// The AF_XDP datapath's metrics.
 #[derive(Clone, Debug)]
@@ -68,14 +77,12 @@ impl AfxdpMetrics {
         })
     }
 
-    /// One frame received for `service`.
-    pub fn received(&self, service: &str) {
-        self.frames.with_label_values(&["rx", service]).inc();
-    }
-
-    /// One frame sent by `service`.
-    pub fn sent(&self, service: &str) {
-        self.frames.with_label_values(&["tx", service]).inc();
+    /// The counters of `service`.
+    pub fn service(&self, service: &str) -> ServiceCounters {
+        ServiceCounters {
+            rx: self.frames.with_label_values(&["rx", service]),
+            tx: self.frames.with_label_values(&["tx", service]),
+        }
     }
 
     /// One frame dropped for `reason`.

@@ -6,12 +6,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
     frame::{self, Sender, REPLY_HEADER_BYTES},
-    metrics::{AfxdpMetrics, DROP_BAD_DESCRIPTOR, DROP_NO_SERVICE, DROP_TOO_LARGE, DROP_TX_FULL},
+    metrics::{
+        AfxdpMetrics, ServiceCounters, DROP_BAD_DESCRIPTOR, DROP_NO_SERVICE, DROP_TOO_LARGE,
+        DROP_TX_FULL,
+    },
     socket::{XskSocket, XskTx, RX_BATCH},
     Waker,
 };
@@ -66,7 +70,7 @@ struct FrameTx<'a> {
     sender: Sender,
     max_payload: usize,
     metrics: &'a AfxdpMetrics,
-    service: &'static str,
+    sent_frames: &'a IntCounter,
 }
 
 impl UdpTx for FrameTx<'_> {
@@ -98,7 +102,7 @@ impl UdpTx for FrameTx<'_> {
             sent = self.tx.send(&mut build);
         }
         if sent {
-            self.metrics.sent(self.service);
+            self.sent_frames.inc();
             Ok(())
         } else {
             self.metrics.dropped(DROP_TX_FULL);
@@ -128,6 +132,8 @@ impl Worker {
                 revents: 0,
             })
             .collect();
+        let counters: Vec<ServiceCounters> =
+            services.iter().map(|s| metrics.service(s.name())).collect();
         info!(sockets = sockets.len(), "AF_XDP datapath running");
         let mut busy = false;
         let mut coalesce = false;
@@ -156,7 +162,15 @@ impl Worker {
                 socket.tx.reclaim();
                 let XskSocket { rx, tx, .. } = socket;
                 let taken = rx.receive(|bytes| {
-                    dispatch(bytes, &mut services, tx, sender, max_payload, &metrics);
+                    dispatch(
+                        bytes,
+                        &mut services,
+                        &counters,
+                        tx,
+                        sender,
+                        max_payload,
+                        &metrics,
+                    );
                 });
                 busy |= taken == RX_BATCH;
                 coalesce |= taken > 0;
@@ -172,14 +186,14 @@ impl Worker {
             }
             let now = Instant::now();
             if let Some(first) = sockets.first_mut() {
-                for service in &mut services {
+                for (service, counters) in services.iter_mut().zip(&counters) {
                     if woken || service.next_deadline().is_some_and(|d| d <= now) {
                         let mut tx = FrameTx {
                             tx: &mut first.tx,
                             sender,
                             max_payload,
                             metrics: &metrics,
-                            service: service.name(),
+                            sent_frames: &counters.tx,
                         };
                         service.on_tick(now, &mut tx);
                     }
@@ -192,9 +206,14 @@ impl Worker {
 }
 
 /// Hands one received frame to the service that wants it.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the loop's state, borrowed field by field"
+)]
 fn dispatch(
     bytes: Option<&[u8]>,
     services: &mut [BoxedService],
+    counters: &[ServiceCounters],
     tx: &mut XskTx,
     sender: Sender,
     max_payload: usize,
@@ -217,18 +236,19 @@ fn dispatch(
         }
     };
     let port = datagram.dst.port();
-    let Some(service) = services.iter_mut().find(|s| s.wants(port)) else {
+    let Some(index) = services.iter().position(|s| s.wants(port)) else {
         debug!(port, src = %datagram.src, "AF_XDP frame for no service dropped");
         metrics.dropped(DROP_NO_SERVICE);
         return;
     };
-    metrics.received(service.name());
+    let (service, counters) = (&mut services[index], &counters[index]);
+    counters.rx.inc();
     let mut tx = FrameTx {
         tx,
         sender,
         max_payload,
         metrics,
-        service: service.name(),
+        sent_frames: &counters.tx,
     };
     service.on_datagram(&datagram, Instant::now(), &mut tx);
 }
