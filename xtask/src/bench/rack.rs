@@ -55,8 +55,9 @@ pub struct RackArgs {
     /// Rack sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [500u32, 2000, 5000])]
     machines: Vec<u32>,
-    /// Servers under test, comma-separated: pxe-daemon, dnsmasq (with nginx).
-    #[arg(long, value_delimiter = ',', default_values_t = [Target::PxeDaemon, Target::Dnsmasq])]
+    /// Servers under test, comma-separated: pxe-daemon (kernel datapath), pxe-daemon-xdp
+    /// (`--datapath xdp`; full DHCP only, see [`Target::PxeDaemonXdp`]), dnsmasq (with nginx).
+    #[arg(long, value_delimiter = ',', default_values_t = [Target::PxeDaemon, Target::PxeDaemonXdp, Target::Dnsmasq])]
     targets: Vec<Target>,
     /// DHCP modes, comma-separated: `proxy` (beside a site DHCP server, a dnsmasq giving
     /// addresses), `full` (the server under test gives the addresses too).
@@ -95,8 +96,13 @@ pub struct RackArgs {
 /// A server (set) under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Target {
-    /// pxe-daemon: DHCP, TFTP and HTTP.
+    /// pxe-daemon: DHCP, TFTP and HTTP, on kernel sockets.
     PxeDaemon,
+    /// pxe-daemon with `--datapath xdp`: DHCP and TFTP over AF_XDP. Full DHCP only: in proxy
+    /// mode the site DHCP server runs on the server's interface, where the XDP program would
+    /// take the PXE DISCOVERs from it (on a real network the site server has a host of its
+    /// own).
+    PxeDaemonXdp,
     /// dnsmasq (DHCP and TFTP) with nginx (HTTP).
     Dnsmasq,
 }
@@ -105,6 +111,7 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Target::PxeDaemon => "pxe-daemon",
+            Target::PxeDaemonXdp => "pxe-daemon-xdp",
             Target::Dnsmasq => "dnsmasq",
         })
     }
@@ -114,8 +121,13 @@ impl Target {
     fn label(self) -> &'static str {
         match self {
             Target::PxeDaemon => "pxe-daemon (kernel datapath)",
+            Target::PxeDaemonXdp => "pxe-daemon (XDP datapath)",
             Target::Dnsmasq => "dnsmasq + nginx",
         }
+    }
+
+    fn is_ours(self) -> bool {
+        matches!(self, Target::PxeDaemon | Target::PxeDaemonXdp)
     }
 }
 
@@ -221,6 +233,14 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
     for &full in &modes {
         for &n in &args.machines {
             for &target in &args.targets {
+                if target == Target::PxeDaemonXdp && !full {
+                    println!(
+                        "==> rack: {} skipped in proxy mode (the site DHCP server shares its \
+                         interface)",
+                        target.label()
+                    );
+                    continue;
+                }
                 println!(
                     "==> rack: {n} machines against {}, {} DHCP",
                     target.label(),
@@ -396,7 +416,8 @@ fn run_one(
         }
     }
     let servers = match target {
-        Target::PxeDaemon => vec![start_daemon(env, &run_dir, full)?],
+        Target::PxeDaemon => vec![start_daemon(env, &run_dir, full, false)?],
+        Target::PxeDaemonXdp => vec![start_daemon(env, &run_dir, full, true)?],
         Target::Dnsmasq => start_dnsmasq_nginx(env, &run_dir, full)?,
     };
     let site_pid = site.as_ref().map(NsChild::id);
@@ -434,7 +455,7 @@ fn run_one(
         .filter(|(pid, _)| Some(*pid) != site_pid)
         .map(|(_, d)| d)
         .sum();
-    if target == Target::PxeDaemon {
+    if target.is_ours() {
         // The daemon's own view of the run, kept beside the report.
         let url = format!("{}/metrics", env.base_url());
         let out = env.net.server(&[
@@ -717,7 +738,7 @@ fn raise_rcvbuf(pid: u32, bytes: libc::c_int) -> anyhow::Result<usize> {
 }
 
 /// pxe-daemon with the rack's profile (and full DHCP on the pool in full mode).
-fn start_daemon(env: &Env<'_>, dir: &Path, full: bool) -> anyhow::Result<NsChild> {
+fn start_daemon(env: &Env<'_>, dir: &Path, full: bool, xdp: bool) -> anyhow::Result<NsChild> {
     let server = env.server();
     let mut config = format!(
         "[dhcp]\nmode = \"{}\"\nserver_address = \"{server}\"\nlease_file = \"{}\"\n\n\
@@ -738,20 +759,25 @@ fn start_daemon(env: &Env<'_>, dir: &Path, full: bool) -> anyhow::Result<NsChild
     let path = dir.join("pxe-daemon.toml");
     std::fs::write(&path, config)?;
     let listen = format!("{server}:{HTTP_PORT}");
-    let mut child = env.net.spawn_server(&[
-        &env.daemon_bin.to_string_lossy(),
+    let bin = env.daemon_bin.to_string_lossy();
+    let root = env.root.to_string_lossy();
+    let config_path = path.to_string_lossy();
+    let mut argv = vec![
+        bin.as_ref(),
         "run",
         "--interface",
         env.net.server_if(),
         "--root",
-        &env.root.to_string_lossy(),
+        root.as_ref(),
         "--http-listen",
         &listen,
         "--config",
-        &path.to_string_lossy(),
+        config_path.as_ref(),
         "--log-level",
         "info",
-    ]);
+    ];
+    argv.extend(["--datapath", if xdp { "xdp" } else { "kernel" }]);
+    let mut child = env.net.spawn_server(&argv);
     wait_listening(env, &mut child, "-t", HTTP_PORT, "pxe-daemon")?;
     wait_listening(env, &mut child, "-u", 69, "pxe-daemon")?;
     Ok(child)
@@ -988,10 +1014,7 @@ fn results_section(
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "Verdicts (the goal: every machine boots against pxe-daemon, in at most half the time dnsmasq + nginx take):\n");
-    for (r, ours) in reports
-        .iter()
-        .filter(|(r, _)| r.target == Target::PxeDaemon)
-    {
+    for (r, ours) in reports.iter().filter(|(r, _)| r.target.is_ours()) {
         let Some((_, theirs)) = reports.iter().find(|(o, _)| {
             o.target == Target::Dnsmasq && o.machines == r.machines && o.full == r.full
         }) else {
@@ -999,20 +1022,21 @@ fn results_section(
         };
         let ours_all = field(ours, "all_booted_secs").as_f64();
         let theirs_all = field(theirs, "all_booted_secs").as_f64();
+        let ours_label = r.target.label();
         let verdict = match (ours_all, theirs_all) {
             (Some(a), Some(b)) => format!(
-                "pxe-daemon {a:.2} s, dnsmasq + nginx {b:.2} s: {:.2}x as fast{}",
+                "{ours_label} {a:.2} s, dnsmasq + nginx {b:.2} s: {:.2}x as fast{}",
                 b / a,
                 if a * 2.0 <= b { " (goal met)" } else { " (goal: 2x, not met)" }
             ),
             (Some(a), None) => format!(
-                "pxe-daemon booted all in {a:.2} s; dnsmasq + nginx booted {} of {} (the last at {}): not all, so the goal is met",
+                "{ours_label} booted all in {a:.2} s; dnsmasq + nginx booted {} of {} (the last at {}): not all, so the goal is met",
                 field(theirs, "booted"),
                 field(theirs, "machines"),
                 secs(field(theirs, "last_booted_secs"))
             ),
             (None, _) => format!(
-                "pxe-daemon did not boot every machine ({} of {}): goal not met",
+                "{ours_label} did not boot every machine ({} of {}): goal not met",
                 field(ours, "booted"),
                 field(ours, "machines")
             ),
