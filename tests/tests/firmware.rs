@@ -92,6 +92,29 @@ fn bios_ipxe_rom_boots_in_full_mode() {
     );
 }
 
+/// Asserts that the daemon ran the xdp datapath and that each of `services` moved at least
+/// its number of frames through AF_XDP in both directions.
+fn assert_served_over_af_xdp(metrics: &str, services: &[(&str, f64)]) {
+    assert_eq!(
+        metric_value(metrics, "pxe_datapath_info", &[("datapath", "xdp")]),
+        Some(1.0),
+        "the daemon runs the xdp datapath"
+    );
+    for &(service, least) in services {
+        for direction in ["rx", "tx"] {
+            let frames = metric_sum(
+                metrics,
+                "pxe_afxdp_frames_total",
+                &[("direction", direction), ("service", service)],
+            );
+            assert!(
+                frames >= least,
+                "{service} frames {direction} over AF_XDP: {frames}\n{metrics}"
+            );
+        }
+    }
+}
+
 /// The same BIOS boot with the AF_XDP datapath forced: the firmware's and iPXE's DHCP went
 /// through the daemon's AF_XDP sockets, as its metrics show.
 #[test]
@@ -107,25 +130,9 @@ fn bios_ipxe_rom_boots_over_the_xdp_datapath() {
         "52:54:00:fb:01:03",
         "xdp",
     );
-    let m = &report.metrics;
-    assert_eq!(
-        metric_value(m, "pxe_datapath_info", &[("datapath", "xdp")]),
-        Some(1.0),
-        "the daemon runs the xdp datapath"
-    );
     // QEMU's ROM is iPXE itself: its DISCOVER and REQUEST in, the OFFER and ACK out, all
     // through AF_XDP (a kernel socket never saw them).
-    for direction in ["rx", "tx"] {
-        let frames = metric_sum(
-            m,
-            "pxe_afxdp_frames_total",
-            &[("direction", direction), ("service", "dhcp")],
-        );
-        assert!(
-            frames >= 2.0,
-            "DHCP frames {direction} over AF_XDP: {frames}\n{m}"
-        );
-    }
+    assert_served_over_af_xdp(&report.metrics, &[("dhcp", 2.0)]);
 }
 
 /// UEFI PXE with the AF_XDP datapath forced: OVMF's DHCP and its TFTP download of the NBP
@@ -144,26 +151,9 @@ fn uefi_pxe_boots_over_the_xdp_datapath() {
         "xdp",
     );
     let m = &report.metrics;
-    assert_eq!(
-        metric_value(m, "pxe_datapath_info", &[("datapath", "xdp")]),
-        Some(1.0),
-        "the daemon runs the xdp datapath"
-    );
     let completed = metric_value(m, "pxe_tftp_transfers_completed_total", &[]).unwrap_or(0.0);
     assert!(completed >= 1.0, "the NBP came over TFTP\n{m}");
-    for (service, least) in [("dhcp", 2.0), ("tftp", 10.0)] {
-        for direction in ["rx", "tx"] {
-            let frames = metric_sum(
-                m,
-                "pxe_afxdp_frames_total",
-                &[("direction", direction), ("service", service)],
-            );
-            assert!(
-                frames >= least,
-                "{service} frames {direction} over AF_XDP: {frames}\n{m}"
-            );
-        }
-    }
+    assert_served_over_af_xdp(m, &[("dhcp", 2.0), ("tftp", 10.0)]);
 }
 
 #[test]

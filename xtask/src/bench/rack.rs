@@ -480,6 +480,9 @@ fn run_one(
         // SIGTERM: nginx's master then ends its workers (a SIGKILL would orphan them, holding
         // the port).
         s.stop();
+        if target.is_ours() {
+            let _ = std::fs::write(out_dir.join(format!("rack-{tag}.log")), s.log());
+        }
     }
     if let Some(site) = site {
         site.stop();
@@ -759,6 +762,8 @@ fn start_daemon(env: &Env<'_>, dir: &Path, full: bool, xdp: bool) -> anyhow::Res
     let path = dir.join("pxe-daemon.toml");
     std::fs::write(&path, config)?;
     let listen = format!("{server}:{HTTP_PORT}");
+    // The daemon's log is kept beside the report; PXE_RACK_LOG sets its filter.
+    let log_level = std::env::var("PXE_RACK_LOG").unwrap_or_else(|_| "info".to_owned());
     let bin = env.daemon_bin.to_string_lossy();
     let root = env.root.to_string_lossy();
     let config_path = path.to_string_lossy();
@@ -774,7 +779,7 @@ fn start_daemon(env: &Env<'_>, dir: &Path, full: bool, xdp: bool) -> anyhow::Res
         "--config",
         config_path.as_ref(),
         "--log-level",
-        "info",
+        log_level.as_str(),
     ];
     argv.extend(["--datapath", if xdp { "xdp" } else { "kernel" }]);
     let mut child = env.net.spawn_server(&argv);
