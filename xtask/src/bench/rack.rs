@@ -479,10 +479,10 @@ fn run_one(
         }
         // SIGTERM: nginx's master then ends its workers (a SIGKILL would orphan them, holding
         // the port).
-        s.stop();
         if target.is_ours() {
             let _ = std::fs::write(out_dir.join(format!("rack-{tag}.log")), s.log());
         }
+        s.stop();
     }
     if let Some(site) = site {
         site.stop();
