@@ -2,7 +2,8 @@
 //! (`pxe-bench rack`: BIOS, UEFI and UEFI HTTP Boot firmware, each its own MAC, DHCP from raw
 //! frames, firmware-like TFTP, then iPXE's DHCP, the script, kernel and initrd over HTTP),
 //! once with the daemon as proxy-DHCP beside a site DHCP server (dnsmasq), once as the full DHCP
-//! server. Every machine must boot, every stage must be timed, every byte must arrive. Root only.
+//! server, on kernel sockets and on the AF_XDP datapath. Every machine must boot, every stage
+//! must be timed, every byte must arrive. Root only.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -194,18 +195,77 @@ fn fifty_machines_boot_with_the_daemon_as_full_dhcp_server() {
     if !root_or_skip("fifty_machines_boot_with_the_daemon_as_full_dhcp_server") {
         return;
     }
-    let net = TestNet::new("rackfull");
+    full_rack("rackfull", "kernel");
+}
+
+/// The same rack with `--datapath xdp`: DHCP and TFTP over AF_XDP, and every frame the XDP
+/// program steered reached the daemon (none lost to a full receive ring).
+#[test]
+fn fifty_machines_boot_over_the_xdp_datapath_as_full_dhcp_server() {
+    if !root_or_skip("fifty_machines_boot_over_the_xdp_datapath_as_full_dhcp_server") {
+        return;
+    }
+    let metrics = full_rack("rackxdp", "xdp");
+    let m =
+        |name: &str, labels: &[(&str, &str)]| metric_value(&metrics, name, labels).unwrap_or(0.0);
+    assert_eq!(
+        m("pxe_datapath_info", &[("datapath", "xdp")]),
+        1.0,
+        "{metrics}"
+    );
+    let steered = |class| {
+        m(
+            "pxe_xdp_verdicts_total",
+            &[("class", class), ("verdict", "steer")],
+        )
+    };
+    let received = |service| {
+        m(
+            "pxe_afxdp_frames_total",
+            &[("direction", "rx"), ("service", service)],
+        )
+    };
+    let rom_machines = 2 * MACHINES / 3;
+    assert!(
+        received("tftp") >= (rom_machines * 10) as f64,
+        "the NBPs came over AF_XDP: {metrics}"
+    );
+    assert_eq!(
+        steered("dhcp") + steered("pxe_discovery"),
+        received("dhcp"),
+        "every steered DHCP frame reached the daemon: {metrics}"
+    );
+    assert_eq!(
+        steered("tftp") + steered("tftp_transfer"),
+        received("tftp"),
+        "every steered TFTP frame reached the daemon: {metrics}"
+    );
+}
+
+/// Boots the rack with the daemon as the full DHCP server on `datapath`; returns its metrics.
+fn full_rack(tag: &str, datapath: &str) -> String {
+    let net = TestNet::new(tag);
     let dir = tempfile::tempdir().unwrap();
     let (root, _) = boot_root(dir.path(), "");
     let full = full_dhcp_config(&net, dir.path(), (10, 250), 600, "");
     let full_text = std::fs::read_to_string(&full).unwrap();
     let (_, config) = boot_root(dir.path(), &format!("\n{full_text}"));
-    let daemon = Daemon::start_with_root(&net, &root, &["--config", &config.to_string_lossy()]);
-    let report = run_rack(&net, dir.path(), "pxe-daemon full");
+    let daemon = Daemon::start_with_root(
+        &net,
+        &root,
+        &[
+            "--config",
+            &config.to_string_lossy(),
+            "--datapath",
+            datapath,
+        ],
+    );
+    let report = run_rack(&net, dir.path(), &format!("pxe-daemon full ({datapath})"));
     check_report(&report);
     let metrics = daemon.metrics();
     let acks = metric_value(&metrics, "pxe_dhcp_replies_total", &[("type", "ack")]).unwrap_or(0.0);
     // Each machine leases twice: its firmware, then iPXE.
     assert!(acks >= (2 * MACHINES) as f64, "{acks} ACKs");
     assert!(daemon.stop().success());
+    metrics
 }
