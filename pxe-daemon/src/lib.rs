@@ -156,12 +156,7 @@ pub async fn run(
     let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
     let mtu = interface_mtu(&interface);
     // One file store (and cache of hot boot files) for both datapaths.
-    let files = tftp::SharedFiles::open(&root, config.tftp.cache_bytes).map_err(|source| {
-        tftp::ServerError::Root {
-            path: root.display().to_string(),
-            source,
-        }
-    })?;
+    let files = tftp::open_files(&root, config.tftp.cache_bytes)?;
     let tftp_mapper: Arc<dyn tftp::PathMapper> = Arc::new(tftp::PolicyMapper::new(
         root.clone(),
         config.tftp.rewrites.clone(),
@@ -171,7 +166,7 @@ pub async fn run(
         .dhcp
         .server_address
         .or_else(|| netif::ipv4_of(&interface));
-    let dhcp = match listeners.dhcp {
+    let (handler, dhcp_sockets) = match listeners.dhcp {
         Some(sockets) => {
             let server = server_address.ok_or_else(|| {
                 RunError::Config(format!(
@@ -199,12 +194,8 @@ pub async fn run(
             };
             info!(%server, mode = ?config.dhcp.mode, "DHCP server address");
             let handler = dhcp::server::RequestHandler::new(core, dhcp_metrics, commit, options);
-            Some((handler, sockets))
+            (Some(handler), Some(sockets))
         }
-        None => None,
-    };
-    let (handler, dhcp_sockets) = match dhcp {
-        Some((handler, sockets)) => (Some(handler), Some(sockets)),
         None => (None, None),
     };
     let xdp_tftp = tftp::table::TableSettings {
@@ -264,8 +255,7 @@ pub async fn run(
         tftp::ServerSettings {
             config: &config.tftp,
             ports: config.tftp_ports.clone(),
-            root: &root,
-            files: Some(files),
+            files,
             mtu,
             mapper: tftp_mapper,
             timeline: Some(timeline.clone()),

@@ -30,5 +30,5 @@ pub mod uring;
 pub use files::{check_rewrite_template, AsRequested, FileStore, PathMapper, PolicyMapper};
 pub use metrics::TftpMetrics;
 pub use options::{Limits, MAX_BLKSIZE, MIN_BLKSIZE};
-pub use server::{limits_for, Server, ServerError, ServerSettings};
+pub use server::{limits_for, open_files, Server, ServerError, ServerSettings};
 pub use table::SharedFiles;

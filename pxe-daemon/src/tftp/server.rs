@@ -83,16 +83,22 @@ pub struct ServerSettings<'a> {
     pub config: &'a TftpConfig,
     /// Transfer ports.
     pub ports: RangeInclusive<u16>,
-    /// The boot root.
-    pub root: &'a Path,
-    /// The file store shared with the AF_XDP datapath; `None` opens one on `root`.
-    pub files: Option<SharedFiles>,
+    /// The boot root's file store ([`open_files`]), shared with the AF_XDP datapath.
+    pub files: SharedFiles,
     /// MTU of the boot interface: caps the block size so that no DATA is fragmented.
     pub mtu: u32,
     /// Maps requested names to served ones (the boot policy's hook).
     pub mapper: Arc<dyn PathMapper>,
     /// Where machines' boots are followed.
     pub timeline: Option<crate::timeline::Timeline>,
+}
+
+/// Opens the boot root `root` with a cache of at most `cache_bytes` bytes.
+pub fn open_files(root: &Path, cache_bytes: u64) -> Result<SharedFiles, ServerError> {
+    SharedFiles::open(root, cache_bytes).map_err(|source| ServerError::Root {
+        path: root.display().to_string(),
+        source,
+    })
 }
 
 /// The block size and window a server on an interface of `mtu` offers at most.
@@ -226,15 +232,6 @@ impl Server {
         metrics: TftpMetrics,
     ) -> Result<Server, ServerError> {
         let config = settings.config;
-        let files = match settings.files {
-            Some(files) => files,
-            None => SharedFiles::open(settings.root, config.cache_bytes).map_err(|source| {
-                ServerError::Root {
-                    path: settings.root.display().to_string(),
-                    source,
-                }
-            })?,
-        };
         listener
             .set_nonblocking(true)
             .map_err(ServerError::Listener)?;
@@ -287,7 +284,7 @@ impl Server {
             ring.watch(fd).map_err(ServerError::Uring)?;
         }
         let table = Transfers::new(TableSettings {
-            files,
+            files: settings.files,
             mapper: settings.mapper,
             timeline: settings.timeline,
             limits: limits_for(config, settings.mtu),
@@ -335,6 +332,7 @@ impl Server {
             root = %self.table.files().root().display(),
             max_blksize = limits.max_blksize,
             max_windowsize = limits.max_windowsize,
+            max_transfers = self.table.max_transfers(),
             "TFTP serving"
         );
         let mut drain_until: Option<Instant> = None;
@@ -612,8 +610,8 @@ mod tests {
             ServerSettings {
                 config: &config,
                 ports: base..=base + 3,
-                root: &root.path().canonicalize().unwrap(),
-                files: None,
+                files: open_files(&root.path().canonicalize().unwrap(), config.cache_bytes)
+                    .unwrap(),
                 mtu: 1500,
                 mapper: Arc::new(AsRequested),
                 timeline: None,

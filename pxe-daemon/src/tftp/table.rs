@@ -207,6 +207,11 @@ impl Transfers {
         self.limits
     }
 
+    /// Transfers allowed at once.
+    pub fn max_transfers(&self) -> usize {
+        self.max_transfers
+    }
+
     /// The file store.
     pub fn files(&self) -> &SharedFiles {
         &self.files
