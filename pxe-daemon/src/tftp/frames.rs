@@ -1,8 +1,8 @@
 //! TFTP as a [`FrameService`] of the AF_XDP datapath: the same transfer table
 //! ([`Transfers`]) as the kernel-socket datapath, with every datagram written straight into
 //! the frame that leaves. DATA comes from the shared file cache (a copy into the frame), or,
-//! for a file too large for the cache, from a positioned read of the page cache into the
-//! frame.
+//! for a file too large for the cache, from a positioned read of the page cache, done before
+//! the frame is taken so that a failed read sends nothing.
 //!
 //! Replies go to the MAC the client's datagrams came from, so no ARP is needed. When the
 //! transmit ring is full the rest of a step's datagrams are dropped: the transfer's timer
@@ -29,6 +29,8 @@ pub struct TftpFrameService {
     ports: RangeInclusive<u16>,
     /// Transfers whose block read failed during the last step.
     failed_reads: Vec<u64>,
+    /// A block of a file served from disk, read before its frame is taken.
+    disk_block: Vec<u8>,
 }
 
 impl TftpFrameService {
@@ -39,6 +41,7 @@ impl TftpFrameService {
             table: Transfers::new(settings),
             ports,
             failed_reads: Vec::new(),
+            disk_block: Vec::new(),
         }
     }
 
@@ -49,6 +52,7 @@ impl TftpFrameService {
                 tx,
                 first_port: *self.ports.start(),
                 failed_reads: &mut Vec::new(),
+                disk_block: &mut self.disk_block,
             };
             self.table.read_failed(token, &mut io);
         }
@@ -61,6 +65,7 @@ struct FrameIo<'a> {
     tx: &'a mut dyn UdpTx,
     first_port: u16,
     failed_reads: &'a mut Vec<u64>,
+    disk_block: &'a mut Vec<u8>,
 }
 
 impl FrameIo<'_> {
@@ -105,20 +110,21 @@ impl TransferIo for FrameIo<'_> {
                     .tx
                     .send(route, bytes.len(), &mut |buf| buf.copy_from_slice(bytes)),
                 &Send::Data { block, offset, len } => {
-                    let mut read_ok = true;
+                    let Some(payload) = block_bytes(&entry.source, offset, len, self.disk_block)
+                    else {
+                        // Nothing is sent: the transfer ends with ERROR 0 after this step.
+                        self.failed_reads.push(token);
+                        return;
+                    };
                     let result =
                         self.tx
-                            .send(route, DATA_HEADER_BYTES + len as usize, &mut |buf| {
-                                let (header, payload) = buf.split_at_mut(DATA_HEADER_BYTES);
+                            .send(route, DATA_HEADER_BYTES + payload.len(), &mut |buf| {
+                                let (header, body) = buf.split_at_mut(DATA_HEADER_BYTES);
                                 write_data_header(block, header);
-                                read_ok = fill(&entry.source, offset, payload);
+                                body.copy_from_slice(payload);
                             });
                     if result.is_ok() {
                         metrics.data_bytes.inc_by(u64::from(len));
-                    }
-                    if !read_ok {
-                        self.failed_reads.push(token);
-                        return;
                     }
                     result
                 }
@@ -139,21 +145,27 @@ impl TransferIo for FrameIo<'_> {
     }
 }
 
-/// Writes the file's bytes `offset..offset + payload.len()` into `payload`; `false` when they
-/// could not all be read (the file shrank or the disk failed).
-fn fill(source: &Source, offset: u64, payload: &mut [u8]) -> bool {
+/// The file's bytes `offset..offset + len`: a slice of the cached file, or for a file served
+/// from disk a positioned read (page cache) into `disk_block`, done before a frame is taken so
+/// that a failed read sends nothing. `None` when they cannot all be had (the file shrank or
+/// the disk failed).
+fn block_bytes<'a>(
+    source: &'a Source,
+    offset: u64,
+    len: u32,
+    disk_block: &'a mut Vec<u8>,
+) -> Option<&'a [u8]> {
+    let len = len as usize;
     match source {
         Source::Cached(data) => {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            match data.get(start..start.saturating_add(payload.len())) {
-                Some(bytes) => {
-                    payload.copy_from_slice(bytes);
-                    true
-                }
-                None => false,
-            }
+            let start = usize::try_from(offset).ok()?;
+            data.get(start..start.checked_add(len)?)
         }
-        Source::Disk { file, .. } => file.read_exact_at(payload, offset).is_ok(),
+        Source::Disk { file, .. } => {
+            disk_block.resize(len, 0);
+            file.read_exact_at(disk_block, offset).ok()?;
+            Some(disk_block)
+        }
     }
 }
 
@@ -176,6 +188,7 @@ impl FrameService for TftpFrameService {
             tx: &mut *tx,
             first_port: *self.ports.start(),
             failed_reads: &mut self.failed_reads,
+            disk_block: &mut self.disk_block,
         };
         if port == pxe_common::TFTP_PORT {
             self.table.on_request(peer, datagram.payload, now, &mut io);
@@ -203,6 +216,7 @@ impl FrameService for TftpFrameService {
             tx: &mut *tx,
             first_port: *self.ports.start(),
             failed_reads: &mut self.failed_reads,
+            disk_block: &mut self.disk_block,
         };
         self.table.fire_timers(now, &mut io);
         self.settle(tx);
@@ -375,6 +389,48 @@ mod tests {
             })
             .collect();
         assert_eq!(blocks, [1, 2, 3, 4], "the window again after the timeout");
+    }
+
+    #[test]
+    fn a_disk_block_that_cannot_be_read_is_not_sent_and_ends_the_transfer() {
+        let file = vec![7u8; 10_000];
+        let (mut service, registry, root) = service(&file, 0);
+        let now = Instant::now();
+        let mut tx = Recorder::default();
+        let rrq = request(
+            Opcode::Rrq,
+            "nbp.efi",
+            "octet",
+            &[("blksize", "1000"), ("windowsize", "4")],
+        );
+        service.on_datagram(&datagram(69, &rrq), now, &mut tx);
+        let port = tx.sent.remove(0).0.from_port;
+        service.on_datagram(&datagram(port, &ack(0)), now, &mut tx);
+        assert_eq!(tx.sent.len(), 4, "the first window, read from disk");
+        tx.sent.clear();
+        // The file shrinks under the transfer: blocks 5 on cannot be read.
+        std::fs::File::options()
+            .write(true)
+            .open(root.path().join("nbp.efi"))
+            .unwrap()
+            .set_len(4_500)
+            .unwrap();
+        service.on_datagram(&datagram(port, &ack(4)), now, &mut tx);
+        let kinds: Vec<_> = tx
+            .sent
+            .iter()
+            .map(|(_, b)| match Packet::parse(b) {
+                Ok(Packet::Data { block, .. }) => format!("data {block}"),
+                Ok(Packet::Error { code, .. }) => format!("error {code}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["error 0"], "no DATA with bytes that were not read");
+        let text = registry.render();
+        assert!(
+            text.contains("pxe_tftp_transfers_failed_total{reason=\"read_error\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
