@@ -607,8 +607,37 @@ fn socket_drops(env: &Env<'_>) -> Vec<(u32, u64)> {
     found
 }
 
-/// Polls until `addr` (`ip:port` or `:port`) is listened on in the server namespace over
-/// `proto` (`-u` or `-t`).
+/// Polls `ready` every 50 ms until it holds, for at most [`READY_TIMEOUT`]; fails when
+/// `child` (`what`) exits first or the time is up (`waiting_for` says what was awaited).
+fn wait_ready(
+    child: &mut NsChild,
+    what: &str,
+    waiting_for: &str,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait() {
+            bail!(
+                "{what} exited with {status} before it could {waiting_for}:\n{}",
+                child.log()
+            );
+        }
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{what} did not {waiting_for} within {} s:\n{}",
+                READY_TIMEOUT.as_secs(),
+                child.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls until `port` is listened on in the server namespace over `proto` (`-u` or `-t`).
 fn wait_listening(
     env: &Env<'_>,
     child: &mut NsChild,
@@ -616,28 +645,11 @@ fn wait_listening(
     port: u16,
     what: &str,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait() {
-            bail!(
-                "{what} exited with {status} before it listened:\n{}",
-                child.log()
-            );
-        }
-        let filter = format!("sport = :{port}");
+    let filter = format!("sport = :{port}");
+    wait_ready(child, what, &format!("listen on port {port}"), || {
         let out = env.net.server(&["ss", "-H", "-l", "-n", proto, &filter]);
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{what} did not listen on port {port} within {} s:\n{}",
-                READY_TIMEOUT.as_secs(),
-                child.log()
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    })
 }
 
 /// A dnsmasq in the server namespace with `lines` after the common ones (no DNS, the server
@@ -795,38 +807,23 @@ fn start_daemon(env: &Env<'_>, dir: &Path, full: bool, xdp: bool) -> anyhow::Res
 /// and those machines wait for their firmware's 4 s retry (seen: 20 of 500 machines).
 fn wait_healthy(env: &Env<'_>, child: &mut NsChild) -> anyhow::Result<()> {
     let url = format!("{}/healthz", env.base_url());
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait() {
-            bail!(
-                "pxe-daemon exited with {status} before it was healthy:\n{}",
-                child.log()
-            );
-        }
-        let out = env.net.server(&[
-            "curl",
-            "--silent",
-            "--fail",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "2",
-            "--output",
-            "/dev/null",
-            &url,
-        ]);
-        if out.status.success() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "pxe-daemon did not answer {url} within {} s:\n{}",
-                READY_TIMEOUT.as_secs(),
-                child.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(child, "pxe-daemon", &format!("answer {url}"), || {
+        env.net
+            .server(&[
+                "curl",
+                "--silent",
+                "--fail",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "2",
+                "--output",
+                "/dev/null",
+                &url,
+            ])
+            .status
+            .success()
+    })
 }
 
 /// dnsmasq (proxy or full DHCP, and TFTP) and nginx serving the same tree.
