@@ -1,8 +1,8 @@
 //! The load generator's datapath: per thread, one epoll set and its share of the clients
 //! (`--threads`: one thread saturates a core before a fast server does), one non-blocking
-//! UDP socket per client (a fresh one, so a fresh source port, for each transfer, as firmware does), read with
-//! `recvmmsg` so that a window costs one call. Timeouts are found by a scan every
-//! [`TIMER_TICK`]; every loop is bounded by the run's time limit.
+//! UDP socket per client (a fresh one, so a fresh source port, for each transfer, as
+//! firmware does), read with `recvmmsg` so that a window costs one call. Timeouts are found
+//! by a scan every [`TIMER_TICK`]; every loop is bounded by the run's time limit.
 
 use std::collections::BTreeMap;
 use std::io;

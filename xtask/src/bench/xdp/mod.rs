@@ -581,18 +581,12 @@ type CellKey = (TftpServer, u32, u16);
 /// The median run (by MB/s) of each cell, in first-run order, and every run's MB/s by cell.
 fn medians(runs: Vec<TftpRow>) -> (Vec<TftpRow>, Vec<(CellKey, Vec<f64>)>) {
     let key = |r: &TftpRow| (r.cell.server, r.cell.clients, r.cell.windowsize);
-    let mut order: Vec<CellKey> = Vec::new();
-    for r in &runs {
-        if !order.contains(&key(r)) {
-            order.push(key(r));
-        }
-    }
-    let mut by_cell: Vec<(CellKey, Vec<TftpRow>)> =
-        order.iter().map(|&k| (k, Vec::new())).collect();
+    let mut by_cell: Vec<(CellKey, Vec<TftpRow>)> = Vec::new();
     for r in runs {
         let k = key(&r);
-        if let Some((_, v)) = by_cell.iter_mut().find(|(c, _)| *c == k) {
-            v.push(r);
+        match by_cell.iter_mut().find(|(c, _)| *c == k) {
+            Some((_, v)) => v.push(r),
+            None => by_cell.push((k, vec![r])),
         }
     }
     let mut rows = Vec::new();
