@@ -103,7 +103,7 @@ pub fn add_boot(m: &mut Message, req: &Request, spec: &BootSpec, server: Ipv4Add
     m.set_siaddr(server);
     if let BootTarget::Tftp(_) = spec.target {
         m.opts_mut()
-            .insert(DhcpOption::TFTPServerName(server.to_string().into_bytes()));
+            .insert(DhcpOption::TFTPServerName(dotted_quad(server)));
     }
     if file.len() <= FILE_FIELD_MAX {
         m.set_fname_str(file);
@@ -150,6 +150,25 @@ pub fn add_boot(m: &mut Message, req: &Request, spec: &BootSpec, server: Ipv4Add
     }
 }
 
+/// `ip` as the text `a.b.c.d`, written digit by digit: this runs on every boot offer, where
+/// `to_string` would go through the formatting machinery.
+fn dotted_quad(ip: Ipv4Addr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(15);
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
+    }
+    out
+}
+
 /// Where a reply to `req` goes (RFC 2131 4.1): to the relay's server port if relayed; to the
 /// source of a port-4011 request; to `ciaddr` when the client has an address; else broadcast
 /// (unicast to an address the client does not have yet would need an ARP entry we cannot add
@@ -177,4 +196,23 @@ pub fn finish(m: &Message, kind: MessageType, to: Destination) -> Reply {
         tracing::error!(error = %e, "encoding DHCP reply");
     }
     Reply { bytes, to, kind }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_quad_matches_display_for_every_octet_value() {
+        for v in 0..=255u8 {
+            for ip in [
+                Ipv4Addr::new(v, 0, 9, 255),
+                Ipv4Addr::new(198, v, 10, 1),
+                Ipv4Addr::new(7, 99, v, 100),
+                Ipv4Addr::new(0, 250, 19, v),
+            ] {
+                assert_eq!(dotted_quad(ip), ip.to_string().into_bytes(), "{ip}");
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod status;
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, VecDeque},
     net::Ipv4Addr,
     sync::{Arc, Mutex},
@@ -27,6 +28,8 @@ pub const MAX_MACHINES_DEFAULT: usize = 10_000;
 pub const STUCK_AFTER_SECS_DEFAULT: u64 = 300;
 /// Most stage entries kept per boot (a retrying machine cannot grow its record without bound).
 const STAGES_PER_BOOT_MAX: usize = 64;
+/// Stage entries a new record has room for (discover to done is eight).
+const STAGES_PER_BOOT_HINT: usize = 8;
 
 /// A stage of a boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -90,9 +93,9 @@ pub struct StageEntry {
     /// When it was entered, Unix milliseconds.
     pub at_unix_ms: u64,
     /// What happened: a file, a message type, a status.
-    pub detail: String,
+    pub detail: Cow<'static, str>,
     /// `ok`, or `failed: <reason>`.
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
 }
 
 /// A machine's latest boot.
@@ -171,10 +174,14 @@ struct Record {
     touch: u64,
 }
 
+/// Maps keyed by what clients send (MACs, addresses): foldhash, seeded per process, costs a
+/// fraction of SipHash on these short keys, and this map is looked up on every DHCP answer.
+type ClientMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    machines: HashMap<MacAddr, Record>,
-    by_ip: HashMap<Ipv4Addr, MacAddr>,
+    machines: ClientMap<MacAddr, Record>,
+    by_ip: ClientMap<Ipv4Addr, MacAddr>,
     /// (touch, mac) in the order they were last active; stale pairs are skipped.
     recency: VecDeque<(u64, MacAddr)>,
     clock: u64,
@@ -244,8 +251,12 @@ impl Timeline {
                 if let Some(ip) = ip {
                     rec.ip = Some(ip);
                 }
-                let group = self.policy.group_of(machine).map(|g| g.name.clone());
-                rec.group = group.or(rec.group.take());
+                // A machine that matches no group now keeps the one it had.
+                if let Some(group) = self.policy.group_of(machine) {
+                    if rec.group.as_deref() != Some(group.name.as_str()) {
+                        rec.group = Some(group.name.clone());
+                    }
+                }
                 if restart && rec.stage > Stage::Offer {
                     rec.stages.clear();
                 }
@@ -254,7 +265,7 @@ impl Timeline {
                     &mut inner,
                     machine.mac,
                     stage,
-                    detail.to_owned(),
+                    Cow::Borrowed(detail),
                     Ok(()),
                     now,
                 );
@@ -277,7 +288,14 @@ impl Timeline {
                     Some(Ok(())) => format!("{file} sent"),
                     Some(Err(_)) => format!("{file} failed"),
                 };
-                self.advance(&mut inner, mac, Stage::NbpTransfer, detail, outcome, now);
+                self.advance(
+                    &mut inner,
+                    mac,
+                    Stage::NbpTransfer,
+                    detail.into(),
+                    outcome,
+                    now,
+                );
             }
             Event::Http {
                 ip,
@@ -296,7 +314,7 @@ impl Timeline {
                 } else {
                     Err(format!("HTTP {status}"))
                 };
-                let detail = format!("GET {path} {status}");
+                let detail: Cow<'static, str> = format!("GET {path} {status}").into();
                 if stage == Stage::Done {
                     // The last piece: it is also an initrd (or kernel) fetch.
                     self.advance(
@@ -355,14 +373,15 @@ impl Timeline {
                     stage: Stage::Discover,
                     entered: now,
                     failed: false,
-                    stages: Vec::new(),
+                    // A boot has a handful of stages: room for them without regrowing.
+                    stages: Vec::with_capacity(STAGES_PER_BOOT_HINT),
                     touch,
                 },
             );
         }
         // Keep the recency queue from growing past a few entries per machine.
         if inner.recency.len() > 4 * self.max_machines {
-            let live: HashMap<MacAddr, u64> =
+            let live: ClientMap<MacAddr, u64> =
                 inner.machines.iter().map(|(m, r)| (*m, r.touch)).collect();
             inner
                 .recency
@@ -379,7 +398,7 @@ impl Timeline {
         inner: &mut Inner,
         mac: MacAddr,
         stage: Stage,
-        detail: String,
+        detail: Cow<'static, str>,
         outcome: Result<(), String>,
         now: Instant,
     ) {
@@ -387,17 +406,17 @@ impl Timeline {
             return;
         };
         let arch = rec.arch.map_or("unknown", |a| a.label());
-        let group = rec.group.clone().unwrap_or_else(|| "none".into());
+        let group = rec.group.as_deref().unwrap_or("none");
         let new_stage = rec.stages.is_empty() || rec.stage != stage;
         if new_stage && !rec.stages.is_empty() {
             let seconds = now.saturating_duration_since(rec.entered).as_secs_f64();
-            self.metrics.stage_ended(rec.stage, arch, &group, seconds);
+            self.metrics.stage_ended(rec.stage, arch, group, seconds);
         }
         match &outcome {
             Ok(()) => {
                 rec.failed = false;
                 if stage == Stage::Done && new_stage {
-                    self.metrics.completed(arch, &group);
+                    self.metrics.completed(arch, group);
                 }
             }
             Err(_) => {
@@ -409,9 +428,9 @@ impl Timeline {
             rec.stage = stage;
             rec.entered = now;
         }
-        let outcome = match outcome {
-            Ok(()) => "ok".to_owned(),
-            Err(reason) => format!("failed: {reason}"),
+        let outcome: Cow<'static, str> = match outcome {
+            Ok(()) => Cow::Borrowed("ok"),
+            Err(reason) => format!("failed: {reason}").into(),
         };
         match rec.stages.last_mut() {
             // Still in the same stage: the entry keeps its start and shows the latest step.
