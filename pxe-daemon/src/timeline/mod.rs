@@ -28,7 +28,8 @@ pub const MAX_MACHINES_DEFAULT: usize = 10_000;
 pub const STUCK_AFTER_SECS_DEFAULT: u64 = 300;
 /// Most stage entries kept per boot (a retrying machine cannot grow its record without bound).
 const STAGES_PER_BOOT_MAX: usize = 64;
-/// Stage entries a new record has room for (discover to done is eight).
+/// Stage entries a new record has room for (discover to done is eight), so that a boot does
+/// not regrow its list.
 const STAGES_PER_BOOT_HINT: usize = 8;
 
 /// A stage of a boot.
@@ -350,6 +351,9 @@ impl Timeline {
         let touch = inner.clock;
         inner.recency.push_back((touch, mac));
         if !inner.machines.contains_key(&mac) {
+            // The stage list of a forgotten machine is reused: a rack of new machines past
+            // the bound allocates nothing per machine here.
+            let mut stages = None;
             while inner.machines.len() >= self.max_machines {
                 let Some((t, old)) = inner.recency.pop_front() else {
                     break;
@@ -359,9 +363,12 @@ impl Timeline {
                         if let Some(ip) = r.ip {
                             inner.by_ip.remove(&ip);
                         }
+                        stages = Some(r.stages);
                     }
                 }
             }
+            let mut stages = stages.unwrap_or_else(|| Vec::with_capacity(STAGES_PER_BOOT_HINT));
+            stages.clear();
             inner.machines.insert(
                 mac,
                 Record {
@@ -373,8 +380,7 @@ impl Timeline {
                     stage: Stage::Discover,
                     entered: now,
                     failed: false,
-                    // A boot has a handful of stages: room for them without regrowing.
-                    stages: Vec::with_capacity(STAGES_PER_BOOT_HINT),
+                    stages,
                     touch,
                 },
             );

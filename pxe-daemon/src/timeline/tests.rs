@@ -194,6 +194,11 @@ fn memory_is_bounded_by_forgetting_the_oldest() {
     assert_eq!(all.len(), 3);
     assert_eq!(all[0].mac, "52:54:00:00:00:09", "most recent first");
     assert!(t.machine(MacAddr([0x52, 0x54, 0, 0, 0, 0])).is_none());
+    // A record made in place of a forgotten one starts empty (its stage list is reused).
+    for m in &all {
+        assert_eq!(m.stages.len(), 1, "{}: {:?}", m.mac, m.stages);
+        assert_eq!(m.stages[0].stage, Stage::Offer, "{}", m.mac);
+    }
     // Thousands of events for one machine keep its record bounded.
     let m = machine([0x52, 0x54, 0, 0, 0, 9], Firmware::BiosPxe);
     for i in 0..1000u32 {
