@@ -1,7 +1,7 @@
 //! A small rack boots through the whole chain against the daemon: 50 simulated machines
 //! (`pxe-bench rack`: BIOS, UEFI and UEFI HTTP Boot firmware, each its own MAC, DHCP from raw
 //! frames, firmware-like TFTP, then iPXE's DHCP, the script, kernel and initrd over HTTP),
-//! once with the daemon as proxy-DHCP beside a site DHCP server (dnsmasq), once as the full DHCP
+//! with the daemon as proxy-DHCP beside a site DHCP server (dnsmasq), and as the full DHCP
 //! server, on kernel sockets and on the AF_XDP datapath. Every machine must boot, every stage
 //! must be timed, every byte must arrive. Root only.
 
@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pxe_tests::{
-    full_dhcp_config, metric_value, root_or_skip, workspace_root, Daemon, Dnsmasq, TestNet,
+    full_dhcp_config, metric_value, root_or_skip, workspace_root, Daemon, Dnsmasq, SiteHost,
+    TestNet, SITE_BRIDGE,
 };
 
 /// Machines in the rack.
@@ -66,8 +67,8 @@ fn boot_root(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
     (root, config)
 }
 
-/// Runs the rack from the client namespace and returns its JSON report.
-fn run_rack(net: &TestNet, dir: &Path, label: &str) -> serde_json::Value {
+/// Runs the rack from the client namespace, on `interface`, and returns its JSON report.
+fn run_rack(net: &TestNet, interface: &str, dir: &Path, label: &str) -> serde_json::Value {
     let json = dir.join("rack.json");
     let machines = MACHINES.to_string();
     let deadline = DEADLINE_SECS.to_string();
@@ -77,7 +78,7 @@ fn run_rack(net: &TestNet, dir: &Path, label: &str) -> serde_json::Value {
             &bin.to_string_lossy(),
             "rack",
             "--interface",
-            net.client_if(),
+            interface,
             "--machines",
             &machines,
             "--mix",
@@ -169,7 +170,7 @@ fn fifty_machines_boot_through_proxy_dhcp_beside_a_site_server() {
         ],
     );
     let daemon = Daemon::start_with_root(&net, &root, &["--config", &config.to_string_lossy()]);
-    let report = run_rack(&net, dir.path(), "pxe-daemon proxy");
+    let report = run_rack(&net, net.client_if(), dir.path(), "pxe-daemon proxy");
     check_report(&report);
     let metrics = daemon.metrics();
     let rom_machines = report["machines"]
@@ -206,8 +207,62 @@ fn fifty_machines_boot_over_the_xdp_datapath_as_full_dhcp_server() {
         return;
     }
     let metrics = full_rack("rackxdp", "xdp");
+    assert_rack_went_over_af_xdp(&metrics);
+}
+
+/// Proxy-DHCP over AF_XDP, with the site DHCP server on a host of its own on the machines'
+/// segment (as on a real network: on the daemon's interface the XDP program would take the
+/// PXE DISCOVERs from it). The machines get their addresses from the site server and their
+/// boot offers, 4011 answers and NBPs from the daemon over AF_XDP.
+#[test]
+fn fifty_machines_boot_over_the_xdp_datapath_beside_a_site_server_on_its_own_host() {
+    if !root_or_skip(
+        "fifty_machines_boot_over_the_xdp_datapath_beside_a_site_server_on_its_own_host",
+    ) {
+        return;
+    }
+    let net = TestNet::new("rackpxdp");
+    let site_host = SiteHost::new(&net);
+    let [a, b, c, _] = net.server_ip().octets();
+    let _site = Dnsmasq::start_on_site(
+        &site_host,
+        &[
+            &format!("dhcp-range={a}.{b}.{c}.10,{a}.{b}.{c}.250,255.255.255.0,10m"),
+            "dhcp-lease-max=1000",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (root, config) = boot_root(dir.path(), "");
+    let daemon = Daemon::start_with_root(
+        &net,
+        &root,
+        &["--config", &config.to_string_lossy(), "--datapath", "xdp"],
+    );
+    let report = run_rack(&net, SITE_BRIDGE, dir.path(), "pxe-daemon proxy (xdp)");
+    check_report(&report);
+    let metrics = daemon.metrics();
+    assert_rack_went_over_af_xdp(&metrics);
+    // UEFI PXE asks the boot server on port 4011 after the proxy offer.
+    let uefi_machines = (MACHINES / 3) as f64;
+    let discovery = metric_value(
+        &metrics,
+        "pxe_xdp_verdicts_total",
+        &[("class", "pxe_discovery"), ("verdict", "steer")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        discovery >= uefi_machines,
+        "the port-4011 requests came over AF_XDP: {metrics}"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// The daemon served the rack over AF_XDP: its datapath is xdp, the NBPs came over it, and
+/// every DHCP and TFTP frame the XDP program steered reached the daemon (none lost to a full
+/// receive ring).
+fn assert_rack_went_over_af_xdp(metrics: &str) {
     let m =
-        |name: &str, labels: &[(&str, &str)]| metric_value(&metrics, name, labels).unwrap_or(0.0);
+        |name: &str, labels: &[(&str, &str)]| metric_value(metrics, name, labels).unwrap_or(0.0);
     assert_eq!(
         m("pxe_datapath_info", &[("datapath", "xdp")]),
         1.0,
@@ -226,6 +281,10 @@ fn fifty_machines_boot_over_the_xdp_datapath_as_full_dhcp_server() {
         )
     };
     let rom_machines = 2 * MACHINES / 3;
+    assert!(
+        steered("dhcp") >= MACHINES as f64,
+        "the DHCP requests came over AF_XDP: {metrics}"
+    );
     assert!(
         received("tftp") >= (rom_machines * 10) as f64,
         "the NBPs came over AF_XDP: {metrics}"
@@ -260,7 +319,12 @@ fn full_rack(tag: &str, datapath: &str) -> String {
             datapath,
         ],
     );
-    let report = run_rack(&net, dir.path(), &format!("pxe-daemon full ({datapath})"));
+    let report = run_rack(
+        &net,
+        net.client_if(),
+        dir.path(),
+        &format!("pxe-daemon full ({datapath})"),
+    );
     check_report(&report);
     let metrics = daemon.metrics();
     let acks = metric_value(&metrics, "pxe_dhcp_replies_total", &[("type", "ack")]).unwrap_or(0.0);
