@@ -15,12 +15,12 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use pxe_tests::{run_bounded, NsChild, TestNet};
+use pxe_tests::{run_bounded, NsChild, SiteHost, TestNet, SITE_BRIDGE};
 
 use super::snmp::UdpCounters;
 use crate::{cmd, workspace};
@@ -56,7 +56,7 @@ pub struct RackArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [500u32, 2000, 5000])]
     machines: Vec<u32>,
     /// Servers under test, comma-separated: pxe-daemon (kernel datapath), pxe-daemon-xdp
-    /// (`--datapath xdp`; full DHCP only, see [`Target::PxeDaemonXdp`]), dnsmasq (with nginx).
+    /// (`--datapath xdp`), dnsmasq (with nginx).
     #[arg(long, value_delimiter = ',', default_values_t = [Target::PxeDaemon, Target::PxeDaemonXdp, Target::Dnsmasq])]
     targets: Vec<Target>,
     /// DHCP modes, comma-separated: `proxy` (beside a site DHCP server, a dnsmasq giving
@@ -98,10 +98,7 @@ pub struct RackArgs {
 enum Target {
     /// pxe-daemon: DHCP, TFTP and HTTP, on kernel sockets.
     PxeDaemon,
-    /// pxe-daemon with `--datapath xdp`: DHCP and TFTP over AF_XDP. Full DHCP only: in proxy
-    /// mode the site DHCP server runs on the server's interface, where the XDP program would
-    /// take the PXE DISCOVERs from it (on a real network the site server has a host of its
-    /// own).
+    /// pxe-daemon with `--datapath xdp`: DHCP and TFTP over AF_XDP.
     PxeDaemonXdp,
     /// dnsmasq (DHCP and TFTP) with nginx (HTTP).
     Dnsmasq,
@@ -134,6 +131,10 @@ impl Target {
 /// Everything a run needs to know about the network and the files.
 struct Env<'a> {
     net: &'a TestNet,
+    /// The site DHCP server's host (proxy mode): a third namespace on the machines' segment,
+    /// as on a real network. On the servers' own interface an XDP program would take the PXE
+    /// DISCOVERs from it.
+    site: Option<&'a SiteHost>,
     /// The /16 the machines get addresses in; the servers are its `.0.1`.
     pool: [u8; 2],
     root: PathBuf,
@@ -156,6 +157,21 @@ impl Env<'_> {
 
     fn base_url(&self) -> String {
         format!("http://{}:{HTTP_PORT}", self.server())
+    }
+
+    /// The site DHCP server's address in the pool.
+    fn site_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(self.pool[0], self.pool[1], 0, 3)
+    }
+
+    /// Where the simulated machines are: the bridge that reaches the servers and the site
+    /// host, or (no site host) the client end of the veth.
+    fn machines_interface(&self) -> &str {
+        if self.site.is_some() {
+            SITE_BRIDGE
+        } else {
+            self.net.client_if()
+        }
     }
 }
 
@@ -210,12 +226,16 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
     } else {
         [198, 18]
     };
+    // Made before the first run and kept to the last, so that every run of the bench (full
+    // mode too) has the same segment.
+    let site_host = modes.iter().any(|full| !full).then(|| SiteHost::new(&net));
     let tmp = tempfile::Builder::new()
         .prefix("pxe-rack-bench-")
         .tempdir()
         .context("creating a temporary directory")?;
     let env = Env {
         net: &net,
+        site: site_host.as_ref(),
         pool,
         root: tmp.path().join("root"),
         dir: tmp.path().to_path_buf(),
@@ -227,20 +247,16 @@ pub fn run(args: &RackArgs) -> anyhow::Result<()> {
         net.server_ns(),
         &["addr", "add", &server_cidr, "dev", net.server_if()],
     )?;
+    if let Some(site) = env.site {
+        let site_cidr = format!("{}/16", env.site_ip());
+        ip_ns(site.ns(), &["addr", "add", &site_cidr, "dev", site.ns()])?;
+    }
     write_boot_tree(&env, args)?;
 
     let mut results = Vec::new();
     for &full in &modes {
         for &n in &args.machines {
             for &target in &args.targets {
-                if target == Target::PxeDaemonXdp && !full {
-                    println!(
-                        "==> rack: {} skipped in proxy mode (the site DHCP server shares its \
-                         interface)",
-                        target.label()
-                    );
-                    continue;
-                }
                 println!(
                     "==> rack: {n} machines against {}, {} DHCP",
                     target.label(),
@@ -396,6 +412,7 @@ fn run_one(
         let (first, last) = env.range();
         site = Some(start_dnsmasq(
             env,
+            Host::Site,
             &run_dir.join("site"),
             &[
                 format!("dhcp-range={first},{last},255.255.0.0,1h"),
@@ -420,16 +437,15 @@ fn run_one(
         Target::PxeDaemonXdp => vec![start_daemon(env, &run_dir, full, true)?],
         Target::Dnsmasq => start_dnsmasq_nginx(env, &run_dir, full)?,
     };
-    let site_pid = site.as_ref().map(NsChild::id);
-    let cpu_before = namespace_cpu(env.net.server_ns(), site_pid);
-    let all_before = namespace_cpu(env.net.server_ns(), None);
+    let cpu_before = namespace_cpu(env.net.server_ns());
+    let site_before = site_cpu(env);
     let machine_before = machine_busy_secs();
     let client_udp_before = UdpCounters::read(env.net, false)?;
     let report = out_dir.join(format!("rack-{tag}.json"));
     let mut sim = Command::new("ip");
     sim.args(["netns", "exec", env.net.client_ns()])
         .arg(&env.bench_bin)
-        .args(["rack", "--interface", env.net.client_if()])
+        .args(["rack", "--interface", env.machines_interface()])
         .args(["--machines", &n.to_string(), "--mix", &args.mix])
         .args(["--spread-secs", &args.spread_secs.to_string()])
         .args(["--deadline-secs", &args.deadline_secs.to_string()])
@@ -440,21 +456,16 @@ fn run_one(
         &mut sim,
         Duration::from_secs(args.deadline_secs) + RUN_GRACE,
     )?;
-    let cpu_after = namespace_cpu(env.net.server_ns(), site_pid);
-    let all_after = namespace_cpu(env.net.server_ns(), None);
+    let cpu_after = namespace_cpu(env.net.server_ns());
+    let site_secs = site_cpu(env) - site_before;
     let machine_busy = machine_busy_secs() - machine_before;
     let client_udp = UdpCounters::read(env.net, false)?.since(&client_udp_before);
-    let drops = socket_drops(env);
-    let site_drops: u64 = drops
-        .iter()
-        .filter(|(pid, _)| Some(*pid) == site_pid)
-        .map(|(_, d)| d)
-        .sum();
-    let target_drops: u64 = drops
-        .iter()
-        .filter(|(pid, _)| Some(*pid) != site_pid)
-        .map(|(_, d)| d)
-        .sum();
+    let target_drops = socket_drops(Host::Server.run_fn(env));
+    let site_drops = if site.is_some() {
+        socket_drops(Host::Site.run_fn(env))
+    } else {
+        0
+    };
     if target.is_ours() {
         // The daemon's own view of the run, kept beside the report.
         let url = format!("{}/metrics", env.base_url());
@@ -488,6 +499,9 @@ fn run_one(
         site.stop();
     }
     end_strays(env.net.server_ns());
+    if let Some(site) = env.site {
+        end_strays(site.ns());
+    }
     ensure!(report.is_file(), "the simulator wrote no report ({exit})");
     let sim_cpu = std::fs::read_to_string(&report)
         .ok()
@@ -498,13 +512,14 @@ fn run_one(
         });
     // What else ran on the machine meanwhile: its busy time less the servers (site included)
     // and the simulator.
-    let others_cpu_secs = (machine_busy - (all_after - all_before) - sim_cpu).max(0.0);
+    let server_cpu_secs = (cpu_after - cpu_before).max(0.0);
+    let others_cpu_secs = (machine_busy - server_cpu_secs - site_secs - sim_cpu).max(0.0);
     Ok(RunResult {
         machines: n,
         full,
         target,
         report,
-        server_cpu_secs: (cpu_after - cpu_before).max(0.0),
+        server_cpu_secs,
         others_cpu_secs,
         site_udp_drops: site_drops,
         target_udp_drops: target_drops,
@@ -557,8 +572,8 @@ fn machine_busy_secs() -> f64 {
     super::cpu::MachineTime::now().map_or(0.0, |t| t.busy.as_secs_f64())
 }
 
-/// CPU seconds (user + system) of every process in namespace `ns` but `except`.
-fn namespace_cpu(ns: &str, except: Option<u32>) -> f64 {
+/// CPU seconds (user + system) of every process in namespace `ns`.
+fn namespace_cpu(ns: &str) -> f64 {
     let out = run_bounded(
         Command::new("ip").args(["netns", "pids", ns]),
         Duration::from_secs(10),
@@ -566,19 +581,24 @@ fn namespace_cpu(ns: &str, except: Option<u32>) -> f64 {
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|p| p.parse::<u32>().ok())
-        .filter(|p| Some(*p) != except)
         .filter_map(|pid| super::cpu::process_time(pid).ok())
         .map(|t| t.as_secs_f64())
         .sum()
 }
 
-/// The UDP sockets of the server namespace that dropped datagrams (a full receive buffer):
-/// (owner pid, drops), each also printed with its address and owner. Where a burst was lost.
-fn socket_drops(env: &Env<'_>) -> Vec<(u32, u64)> {
-    let out = env.net.server(&["ss", "-H", "-u", "-a", "-m", "-n", "-p"]);
+/// CPU seconds of the site host's processes (0 without a site host).
+fn site_cpu(env: &Env<'_>) -> f64 {
+    env.site.map_or(0.0, |site| namespace_cpu(site.ns()))
+}
+
+/// Datagrams the UDP sockets of a host (`run` runs a command there) dropped for a full
+/// receive buffer, each socket that dropped any printed with its address and owner: where a
+/// burst was lost.
+fn socket_drops(run: impl Fn(&[&str]) -> Output) -> u64 {
+    let out = run(&["ss", "-H", "-u", "-a", "-m", "-n", "-p"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut socket = "";
-    let mut found = Vec::new();
+    let mut found = 0;
     for line in text.lines() {
         if let Some(mem) = line.trim().strip_prefix("skmem:(") {
             let drops = mem
@@ -588,17 +608,11 @@ fn socket_drops(env: &Env<'_>) -> Vec<(u32, u64)> {
                 .and_then(|d| d.parse::<u64>().ok())
                 .unwrap_or(0);
             if drops > 0 {
-                let pid = socket
-                    .split("pid=")
-                    .nth(1)
-                    .and_then(|p| p.split(',').next())
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
                 println!(
                     "rack: {drops} datagrams dropped at {}",
                     socket.split_whitespace().collect::<Vec<_>>().join(" ")
                 );
-                found.push((pid, drops));
+                found += drops;
             }
         } else {
             socket = line;
@@ -637,9 +651,10 @@ fn wait_ready(
     }
 }
 
-/// Polls until `port` is listened on in the server namespace over `proto` (`-u` or `-t`).
+/// Polls until `port` is listened on at `host` over `proto` (`-u` or `-t`).
 fn wait_listening(
     env: &Env<'_>,
+    host: Host,
     child: &mut NsChild,
     proto: &str,
     port: u16,
@@ -647,18 +662,54 @@ fn wait_listening(
 ) -> anyhow::Result<()> {
     let filter = format!("sport = :{port}");
     wait_ready(child, what, &format!("listen on port {port}"), || {
-        let out = env.net.server(&["ss", "-H", "-l", "-n", proto, &filter]);
+        let out = host.run_fn(env)(&["ss", "-H", "-l", "-n", proto, &filter]);
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()
     })
 }
 
-/// A dnsmasq in the server namespace with `lines` after the common ones (no DNS, the server
-/// interface only, no ping before offers, its log in `dir`).
-fn start_dnsmasq(env: &Env<'_>, dir: &Path, lines: &[String]) -> anyhow::Result<NsChild> {
+/// Where a server runs.
+#[derive(Clone, Copy, Debug)]
+enum Host {
+    /// The server namespace: the servers under test.
+    Server,
+    /// The site host (proxy mode): the site DHCP server.
+    Site,
+}
+
+impl Host {
+    /// Its namespace and interface (the same name on the site host).
+    fn ns_and_interface<'e>(self, env: &'e Env<'_>) -> (&'e str, &'e str) {
+        match (self, env.site) {
+            (Host::Site, Some(site)) => (site.ns(), site.ns()),
+            _ => (env.net.server_ns(), env.net.server_if()),
+        }
+    }
+
+    /// Runs a command there, bounded (`ip netns exec`).
+    fn run_fn<'e>(self, env: &'e Env<'_>) -> impl Fn(&[&str]) -> Output + 'e {
+        let (ns, _) = self.ns_and_interface(env);
+        move |argv: &[&str]| {
+            run_bounded(
+                Command::new("ip").args(["netns", "exec", ns]).args(argv),
+                pxe_tests::CMD_TIMEOUT,
+            )
+        }
+    }
+}
+
+/// A dnsmasq at `host` with `lines` after the common ones (no DNS, the host's interface only,
+/// no ping before offers, its log in `dir`).
+fn start_dnsmasq(
+    env: &Env<'_>,
+    host: Host,
+    dir: &Path,
+    lines: &[String],
+) -> anyhow::Result<NsChild> {
     std::fs::create_dir_all(dir)?;
+    let (ns, interface) = host.ns_and_interface(env);
     let mut config = vec![
         "port=0".to_owned(),
-        format!("interface={}", env.net.server_if()),
+        format!("interface={interface}"),
         "bind-interfaces".to_owned(),
         "no-ping".to_owned(),
         "user=root".to_owned(),
@@ -670,10 +721,19 @@ fn start_dnsmasq(env: &Env<'_>, dir: &Path, lines: &[String]) -> anyhow::Result<
     let conf = dir.join("dnsmasq.conf");
     std::fs::write(&conf, config.join("\n") + "\n")?;
     let conf_arg = format!("--conf-file={}", conf.display());
-    let mut child = env
-        .net
-        .spawn_server(&["/usr/sbin/dnsmasq", "--no-daemon", &conf_arg]);
-    wait_listening(env, &mut child, "-u", 67, "dnsmasq")?;
+    let mut child = NsChild::spawn({
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            ns,
+            "/usr/sbin/dnsmasq",
+            "--no-daemon",
+            &conf_arg,
+        ]);
+        cmd
+    });
+    wait_listening(env, host, &mut child, "-u", 67, "dnsmasq")?;
     Ok(child)
 }
 
@@ -795,8 +855,8 @@ fn start_daemon(env: &Env<'_>, dir: &Path, full: bool, xdp: bool) -> anyhow::Res
     ];
     argv.extend(["--datapath", if xdp { "xdp" } else { "kernel" }]);
     let mut child = env.net.spawn_server(&argv);
-    wait_listening(env, &mut child, "-t", HTTP_PORT, "pxe-daemon")?;
-    wait_listening(env, &mut child, "-u", 69, "pxe-daemon")?;
+    wait_listening(env, Host::Server, &mut child, "-t", HTTP_PORT, "pxe-daemon")?;
+    wait_listening(env, Host::Server, &mut child, "-u", 69, "pxe-daemon")?;
     wait_healthy(env, &mut child)?;
     Ok(child)
 }
@@ -861,7 +921,7 @@ fn start_dnsmasq_nginx(env: &Env<'_>, dir: &Path, full: bool) -> anyhow::Result<
         ]);
     }
     // dnsmasq limits tftp-max by its open-file limit: give it the hard limit.
-    let dnsmasq = start_dnsmasq(env, &dir.join("dnsmasq"), &lines)?;
+    let dnsmasq = start_dnsmasq(env, Host::Server, &dir.join("dnsmasq"), &lines)?;
     let nginx_dir = dir.join("nginx");
     std::fs::create_dir_all(&nginx_dir)?;
     let nd = nginx_dir.display();
@@ -888,7 +948,7 @@ fn start_dnsmasq_nginx(env: &Env<'_>, dir: &Path, full: bool) -> anyhow::Result<
         "-p",
         &nginx_dir.to_string_lossy(),
     ]);
-    wait_listening(env, &mut nginx, "-t", HTTP_PORT, "nginx")?;
+    wait_listening(env, Host::Server, &mut nginx, "-t", HTTP_PORT, "nginx")?;
     Ok(vec![dnsmasq, nginx])
 }
 
