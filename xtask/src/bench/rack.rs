@@ -1015,11 +1015,13 @@ fn results_section(
          simulated rack (`pxe-bench rack`: every machine its own MAC, firmware DHCP from raw frames \
          with the 4-8-16-32 s retry schedule, TFTP with blksize 1468, windowsize 4 on UEFI and the \
          tsize probe-abort, then iPXE's DHCP, `/boot.ipxe`, `/ipxe?mac=...`, a {} MiB kernel and a \
-         {} MiB initrd over HTTP) against each server set in turn, in the same two namespaces on one \
-         veth pair, on this 2-core machine (shared with other work while it ran). NBPs: \
+         {} MiB initrd over HTTP) against each server set in turn, in the same namespaces (the \
+         servers in one, the machines in another, joined by a veth pair; with proxy runs, the site \
+         DHCP server in a third, on a bridge with the machines' end of the veth, as a host of its \
+         own), on this 2-core machine (shared with other work while it ran). NBPs: \
          {NBP_BIOS_BYTES} bytes for BIOS (undionly.kpxe's size) and {NBP_EFI_BYTES} bytes for UEFI \
          (snponly.efi's size). Proxy: the servers under test answer PXE beside a site DHCP server \
-         (a dnsmasq giving addresses only, the same in both runs); full: they give the addresses \
+         (a dnsmasq giving addresses only, the same in every run); full: they give the addresses \
          too. \"all booted\" is the time from the first power-on until the last machine has its \
          initrd; p99 per stage is over the machines that completed the stage. \
          \"others' CPU meanwhile\" is what the rest of this shared machine used during the run \
