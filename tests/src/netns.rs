@@ -127,6 +127,13 @@ impl TestNet {
     /// Kills what runs in the namespaces and deletes them, and any host interface with their
     /// names. Never panics; missing pieces are fine.
     fn remove(&self) {
+        // A site host a killed run left behind (its own drop removes it otherwise).
+        let site_ns = site_ns_of(&self.server_ns);
+        kill_processes_in(&site_ns);
+        let _ = try_run_bounded(
+            Command::new("ip").args(["netns", "delete", &site_ns]),
+            SETUP_CMD_TIMEOUT,
+        );
         for ns in [&self.server_ns, &self.client_ns] {
             kill_processes_in(ns);
             let _ = try_run_bounded(
@@ -221,6 +228,11 @@ impl Drop for TestNet {
 /// Name of the bridge [`SiteHost`] makes in the client namespace.
 pub const SITE_BRIDGE: &str = "brsite";
 
+/// The namespace of the [`SiteHost`] of the net whose server namespace is `server_ns`.
+fn site_ns_of(server_ns: &str) -> String {
+    format!("{}d", server_ns.trim_end_matches('s'))
+}
+
 /// A third host on the client's Ethernet segment, in a namespace of its own: the client's
 /// veth and a veth to this host are joined by a bridge ([`SITE_BRIDGE`]) in the client
 /// namespace, which takes over the client's address. A client that sends on the bridge
@@ -239,7 +251,7 @@ pub struct SiteHost {
 impl SiteHost {
     /// Adds the host to `net`, at address .3 of its subnet.
     pub fn new(net: &TestNet) -> SiteHost {
-        let ns = format!("{}d", net.server_ns.trim_end_matches('s'));
+        let ns = site_ns_of(&net.server_ns);
         let [a, b, c, _] = net.server_ip.octets();
         let site = SiteHost {
             ns,

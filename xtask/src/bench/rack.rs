@@ -3,7 +3,8 @@
 //! the comparison table, the completion plots and how the run was made fair go to
 //! bench/RESULTS.md between `<!-- rack:begin -->` and `<!-- rack:end -->`.
 //!
-//! Fairness: the servers run one after the other in the same namespaces on the same veth, with
+//! Fairness: the servers run one after the other in the same namespaces on the same veth (and,
+//! when proxy mode is run, the machines on the same bridge to the site DHCP server's host), with
 //! the same boot files, the same machines (MACs, firmware mix, power-on times: one seed), the
 //! same site DHCP server (proxy mode), the same script chain (`/boot.ipxe` chains to
 //! `/ipxe?mac=...`, which names the kernel and initrd: pxe-daemon renders it per machine,
@@ -679,9 +680,14 @@ enum Host {
 impl Host {
     /// Its namespace and interface (the same name on the site host).
     fn ns_and_interface<'e>(self, env: &'e Env<'_>) -> (&'e str, &'e str) {
-        match (self, env.site) {
-            (Host::Site, Some(site)) => (site.ns(), site.ns()),
-            _ => (env.net.server_ns(), env.net.server_if()),
+        match self {
+            Host::Server => (env.net.server_ns(), env.net.server_if()),
+            Host::Site => {
+                let site = env
+                    .site
+                    .expect("a site host exists whenever proxy mode runs");
+                (site.ns(), site.ns())
+            }
         }
     }
 
@@ -1016,9 +1022,10 @@ fn results_section(
          with the 4-8-16-32 s retry schedule, TFTP with blksize 1468, windowsize 4 on UEFI and the \
          tsize probe-abort, then iPXE's DHCP, `/boot.ipxe`, `/ipxe?mac=...`, a {} MiB kernel and a \
          {} MiB initrd over HTTP) against each server set in turn, in the same namespaces (the \
-         servers in one, the machines in another, joined by a veth pair; with proxy runs, the site \
-         DHCP server in a third, on a bridge with the machines' end of the veth, as a host of its \
-         own), on this 2-core machine (shared with other work while it ran). NBPs: \
+         servers in one, the machines in another, joined by a veth pair; when proxy mode is run, \
+         the site DHCP server in a third, a host of its own, and the machines, in every run of \
+         the bench, on a bridge that joins their end of the veth and the site host's), on this \
+         2-core machine (shared with other work while it ran). NBPs: \
          {NBP_BIOS_BYTES} bytes for BIOS (undionly.kpxe's size) and {NBP_EFI_BYTES} bytes for UEFI \
          (snponly.efi's size). Proxy: the servers under test answer PXE beside a site DHCP server \
          (a dnsmasq giving addresses only, the same in every run); full: they give the addresses \

@@ -198,16 +198,6 @@ impl Row {
         }
     }
 
-    /// Generator CPU seconds per 10^9 bytes delivered.
-    pub fn generator_cpu_per_gb(&self) -> f64 {
-        let gb = self.report["bytes"].as_f64().unwrap_or(0.0) / 1e9;
-        if gb > 0.0 {
-            self.num(&["generator_cpu", "total_secs"]) / gb
-        } else {
-            f64::NAN
-        }
-    }
-
     /// The generator's CPU time over the run's wall time, in cores.
     pub fn generator_cores(&self) -> f64 {
         self.num(&["generator_cpu", "total_secs"]) / self.num(&["wall_secs"])

@@ -721,59 +721,39 @@ fn tftp_section(bins: tftp::Bins, datapaths: &Datapaths, quick: bool) -> anyhow:
     ));
     let mut goal = Vec::new();
     for &(n, w) in cells {
-        let row = |server: TftpServer| {
+        let mbps = |server: TftpServer| {
             rows.iter()
                 .find(|r| r.cell.server == server && r.cell.clients == n && r.cell.windowsize == w)
+                .map(TftpRow::mb_per_sec)
         };
-        let kernel_row = row(TftpServer::OursKernel).or_else(|| row(TftpServer::Ours));
-        let kernel = kernel_row.map(TftpRow::mb_per_sec);
+        let kernel = mbps(TftpServer::OursKernel).or_else(|| mbps(TftpServer::Ours));
         // Only a run in which TFTP went through AF_XDP measures the XDP datapath.
-        let xdp_row = rows.iter().find(|r| {
-            r.cell.server == TftpServer::OursXdp
-                && r.cell.clients == n
-                && r.cell.windowsize == w
-                && r.steered.is_some_and(|s| s > 0.0)
-        });
-        let xdp = xdp_row.map(TftpRow::mb_per_sec);
+        let xdp = rows
+            .iter()
+            .find(|r| {
+                r.cell.server == TftpServer::OursXdp
+                    && r.cell.clients == n
+                    && r.cell.windowsize == w
+                    && r.steered.is_some_and(|s| s > 0.0)
+            })
+            .map(TftpRow::mb_per_sec);
         let ratio_text = match (xdp, kernel) {
             (Some(x), Some(k)) if k > 0.0 => format!("{:.2}x", x / k),
             _ => "-".to_owned(),
         };
-        // The larger of the server's and the generator's kernel / xdp CPU per GB.
-        let ceiling = kernel_row
-            .zip(xdp_row)
-            .map(|(k, x)| {
-                (k.server_cpu_per_gb() / x.server_cpu_per_gb())
-                    .max(k.generator_cpu_per_gb() / x.generator_cpu_per_gb())
-            })
-            .filter(|c| c.is_finite())
-            .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}x"));
         let met = xdp.zip(kernel).map(|(x, k)| x >= GOAL_TFTP_RATIO * k);
         goal.push(vec![
             format!("N={n} W={w}: xdp at least {GOAL_TFTP_RATIO:.0}x kernel"),
             ratio_text,
-            ceiling,
             verdict(met),
         ]);
     }
     s.push_str("\nGoal (issue #6):\n\n");
-    s.push_str(&table(
-        &[
-            "goal",
-            "xdp / kernel MB/s",
-            "ceiling: kernel / xdp CPU per GB, server or generator",
-            "met",
-        ],
-        &goal,
-    ));
+    s.push_str(&table(&["goal", "xdp / kernel MB/s", "met"], &goal));
     s.push_str(
         "\nServer CPU comes from a cgroup made for each server; MB/s counts completed \
          transfers over the run's wall time. See the TFTP section for how to read the CPU \
-         columns on a veth pair. Where a run keeps both cores busy, its MB/s is 2 cores over the \
-         CPU seconds per GB of what shares them (server + generator, softirq threads aside), so \
-         xdp / kernel MB/s is at most the larger of the server's and the generator's kernel / \
-         xdp CPU per GB (the ceiling column): a ceiling under 2x means that, with the generator \
-         on the same 2 cores, this machine cannot show the goal for that cell.\n",
+         columns on a veth pair.\n",
     );
     Ok(s)
 }
