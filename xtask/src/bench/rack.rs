@@ -461,9 +461,9 @@ fn run_one(
     let site_secs = site_cpu(env) - site_before;
     let machine_busy = machine_busy_secs() - machine_before;
     let client_udp = UdpCounters::read(env.net, false)?.since(&client_udp_before);
-    let target_drops = socket_drops(Host::Server.run_fn(env));
+    let target_drops = socket_drops(env, Host::Server);
     let site_drops = if site.is_some() {
-        socket_drops(Host::Site.run_fn(env))
+        socket_drops(env, Host::Site)
     } else {
         0
     };
@@ -592,11 +592,10 @@ fn site_cpu(env: &Env<'_>) -> f64 {
     env.site.map_or(0.0, |site| namespace_cpu(site.ns()))
 }
 
-/// Datagrams the UDP sockets of a host (`run` runs a command there) dropped for a full
-/// receive buffer, each socket that dropped any printed with its address and owner: where a
-/// burst was lost.
-fn socket_drops(run: impl Fn(&[&str]) -> Output) -> u64 {
-    let out = run(&["ss", "-H", "-u", "-a", "-m", "-n", "-p"]);
+/// Datagrams the UDP sockets at `host` dropped for a full receive buffer, each socket that
+/// dropped any printed with its address and owner: where a burst was lost.
+fn socket_drops(env: &Env<'_>, host: Host) -> u64 {
+    let out = host.run(env, &["ss", "-H", "-u", "-a", "-m", "-n", "-p"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut socket = "";
     let mut found = 0;
@@ -663,7 +662,7 @@ fn wait_listening(
 ) -> anyhow::Result<()> {
     let filter = format!("sport = :{port}");
     wait_ready(child, what, &format!("listen on port {port}"), || {
-        let out = host.run_fn(env)(&["ss", "-H", "-l", "-n", proto, &filter]);
+        let out = host.run(env, &["ss", "-H", "-l", "-n", proto, &filter]);
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()
     })
 }
@@ -678,27 +677,32 @@ enum Host {
 }
 
 impl Host {
-    /// Its namespace and interface (the same name on the site host).
-    fn ns_and_interface<'e>(self, env: &'e Env<'_>) -> (&'e str, &'e str) {
+    fn site<'e>(env: &'e Env<'_>) -> &'e SiteHost {
+        env.site
+            .expect("a site host exists whenever proxy mode runs")
+    }
+
+    /// Its interface (on the site host, named as its namespace).
+    fn interface<'e>(self, env: &'e Env<'_>) -> &'e str {
         match self {
-            Host::Server => (env.net.server_ns(), env.net.server_if()),
-            Host::Site => {
-                let site = env
-                    .site
-                    .expect("a site host exists whenever proxy mode runs");
-                (site.ns(), site.ns())
-            }
+            Host::Server => env.net.server_if(),
+            Host::Site => Host::site(env).ns(),
         }
     }
 
-    /// Runs a command there, bounded (`ip netns exec`).
-    fn run_fn<'e>(self, env: &'e Env<'_>) -> impl Fn(&[&str]) -> Output + 'e {
-        let (ns, _) = self.ns_and_interface(env);
-        move |argv: &[&str]| {
-            run_bounded(
-                Command::new("ip").args(["netns", "exec", ns]).args(argv),
-                pxe_tests::CMD_TIMEOUT,
-            )
+    /// Runs `argv` there, bounded.
+    fn run(self, env: &Env<'_>, argv: &[&str]) -> Output {
+        match self {
+            Host::Server => env.net.server(argv),
+            Host::Site => Host::site(env).run(argv),
+        }
+    }
+
+    /// Starts `argv` there; the guard kills it when dropped.
+    fn spawn(self, env: &Env<'_>, argv: &[&str]) -> NsChild {
+        match self {
+            Host::Server => env.net.spawn_server(argv),
+            Host::Site => Host::site(env).spawn(argv),
         }
     }
 }
@@ -712,10 +716,9 @@ fn start_dnsmasq(
     lines: &[String],
 ) -> anyhow::Result<NsChild> {
     std::fs::create_dir_all(dir)?;
-    let (ns, interface) = host.ns_and_interface(env);
     let mut config = vec![
         "port=0".to_owned(),
-        format!("interface={interface}"),
+        format!("interface={}", host.interface(env)),
         "bind-interfaces".to_owned(),
         "no-ping".to_owned(),
         "user=root".to_owned(),
@@ -727,18 +730,7 @@ fn start_dnsmasq(
     let conf = dir.join("dnsmasq.conf");
     std::fs::write(&conf, config.join("\n") + "\n")?;
     let conf_arg = format!("--conf-file={}", conf.display());
-    let mut child = NsChild::spawn({
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            ns,
-            "/usr/sbin/dnsmasq",
-            "--no-daemon",
-            &conf_arg,
-        ]);
-        cmd
-    });
+    let mut child = host.spawn(env, &["/usr/sbin/dnsmasq", "--no-daemon", &conf_arg]);
     wait_listening(env, host, &mut child, "-u", 67, "dnsmasq")?;
     Ok(child)
 }
