@@ -301,9 +301,9 @@ mod tests {
         }
     }
 
-    /// Reads the file as a windowsize-4 client would, over the service; returns the bytes
-    /// and the server port the transfer used.
-    fn read(service: &mut TftpFrameService, tx: &mut Recorder, now: Instant) -> (Vec<u8>, u16) {
+    /// Asks for the file as a windowsize-4 client would (blksize 1000) and takes the OACK;
+    /// returns the server port of the transfer.
+    fn open(service: &mut TftpFrameService, tx: &mut Recorder, now: Instant) -> u16 {
         let rrq = request(
             Opcode::Rrq,
             "nbp.efi",
@@ -317,7 +317,13 @@ mod tests {
         assert_eq!(route.mac, CLIENT_MAC, "unicast to the client's MAC");
         assert_eq!(route.to, "198.18.0.50:2000".parse().unwrap());
         assert!(service.wants(route.from_port));
-        let port = route.from_port;
+        route.from_port
+    }
+
+    /// Reads the file as a windowsize-4 client would, over the service; returns the bytes
+    /// and the server port the transfer used.
+    fn read(service: &mut TftpFrameService, tx: &mut Recorder, now: Instant) -> (Vec<u8>, u16) {
+        let port = open(service, tx, now);
         service.on_datagram(&datagram(port, &ack(0)), now, tx);
         let mut data = Vec::new();
         for _ in 0..10_000 {
@@ -361,14 +367,7 @@ mod tests {
         let (mut service, _registry, _root) = service(&file, 1 << 20);
         let now = Instant::now();
         let mut tx = Recorder::default();
-        let rrq = request(
-            Opcode::Rrq,
-            "nbp.efi",
-            "octet",
-            &[("blksize", "1000"), ("windowsize", "4")],
-        );
-        service.on_datagram(&datagram(69, &rrq), now, &mut tx);
-        let port = tx.sent.remove(0).0.from_port;
+        let port = open(&mut service, &mut tx, now);
         tx.room = Some(1);
         service.on_datagram(&datagram(port, &ack(0)), now, &mut tx);
         assert_eq!(
@@ -397,14 +396,7 @@ mod tests {
         let (mut service, registry, root) = service(&file, 0);
         let now = Instant::now();
         let mut tx = Recorder::default();
-        let rrq = request(
-            Opcode::Rrq,
-            "nbp.efi",
-            "octet",
-            &[("blksize", "1000"), ("windowsize", "4")],
-        );
-        service.on_datagram(&datagram(69, &rrq), now, &mut tx);
-        let port = tx.sent.remove(0).0.from_port;
+        let port = open(&mut service, &mut tx, now);
         service.on_datagram(&datagram(port, &ack(0)), now, &mut tx);
         assert_eq!(tx.sent.len(), 4, "the first window, read from disk");
         tx.sent.clear();
