@@ -198,18 +198,15 @@ pub async fn run(
         }
         None => (None, None),
     };
-    let xdp_tftp = tftp::table::TableSettings {
-        files: files.clone(),
-        mapper: tftp_mapper.clone(),
+    let tftp_settings = tftp::ServerSettings {
+        config: &config.tftp,
+        ports: config.tftp_ports.clone(),
+        files,
+        mtu,
+        mapper: tftp_mapper,
         timeline: Some(timeline.clone()),
-        limits: tftp::limits_for(&config.tftp, mtu),
-        retry: tftp::transfer::Retry {
-            max_retries: config.tftp.retries,
-        },
-        max_transfers: config.tftp.max_transfers,
-        ports: config.tftp_ports.len(),
-        metrics: tftp_metrics.clone(),
     };
+    let xdp_tftp = tftp_settings.table(config.tftp_ports.len(), tftp_metrics.clone());
     let (afxdp, handler) = match start_afxdp(
         &config,
         &interface,
@@ -251,18 +248,7 @@ pub async fn run(
 
     // Also beside the AF_XDP datapath: it answers what is not steered (other addresses of
     // the host, queues without a socket).
-    let tftp = tftp::Server::new(
-        tftp::ServerSettings {
-            config: &config.tftp,
-            ports: config.tftp_ports.clone(),
-            files,
-            mtu,
-            mapper: tftp_mapper,
-            timeline: Some(timeline.clone()),
-        },
-        listeners.tftp,
-        tftp_metrics,
-    )?;
+    let tftp = tftp::Server::new(tftp_settings, listeners.tftp, tftp_metrics)?;
     let tftp_thread = tftp.spawn(token.child_token(), config.drain_timeout)?;
     let state = Arc::new(http::HttpState {
         metrics: metrics.clone(),

@@ -110,6 +110,25 @@ pub fn limits_for(config: &TftpConfig, mtu: u32) -> Limits {
     }
 }
 
+impl ServerSettings<'_> {
+    /// The settings of a transfer table serving `ports` transfer ports: the kernel server's,
+    /// and the AF_XDP datapath's (the whole range), from the same `[tftp]`.
+    pub fn table(&self, ports: usize, metrics: TftpMetrics) -> TableSettings {
+        TableSettings {
+            files: self.files.clone(),
+            mapper: self.mapper.clone(),
+            timeline: self.timeline.clone(),
+            limits: limits_for(self.config, self.mtu),
+            retry: super::transfer::Retry {
+                max_retries: self.config.retries,
+            },
+            max_transfers: self.config.max_transfers,
+            ports,
+            metrics,
+        }
+    }
+}
+
 /// The TFTP server on kernel sockets.
 #[derive(Debug)]
 pub struct Server {
@@ -231,7 +250,6 @@ impl Server {
         listener: UdpSocket,
         metrics: TftpMetrics,
     ) -> Result<Server, ServerError> {
-        let config = settings.config;
         listener
             .set_nonblocking(true)
             .map_err(ServerError::Listener)?;
@@ -283,18 +301,7 @@ impl Server {
         for &fd in &fds {
             ring.watch(fd).map_err(ServerError::Uring)?;
         }
-        let table = Transfers::new(TableSettings {
-            files: settings.files,
-            mapper: settings.mapper,
-            timeline: settings.timeline,
-            limits: limits_for(config, settings.mtu),
-            retry: super::transfer::Retry {
-                max_retries: config.retries,
-            },
-            max_transfers: config.max_transfers,
-            ports: sockets.len() - 1,
-            metrics,
-        });
+        let table = Transfers::new(settings.table(sockets.len() - 1, metrics));
         Ok(Server {
             sockets,
             fds,
