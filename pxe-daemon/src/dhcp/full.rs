@@ -8,11 +8,11 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4},
 };
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType};
+use dhcproto::v4::MessageType;
 use ipnet::Ipv4Net;
 
 use super::{
-    reply::{self, Destination},
+    reply::{self, Destination, ReplyMessage},
     request::{Request, RequestType},
     Context, Ignored, Outcome,
 };
@@ -206,7 +206,7 @@ impl FullDhcp {
     }
 
     /// Handles one request (the DHCP four-step and the rest).
-    pub fn respond(&mut self, req: &Request, ctx: &Context<'_>) -> Outcome {
+    pub fn respond(&mut self, req: &Request<'_>, ctx: &Context<'_>) -> Outcome {
         let Context {
             policy,
             server,
@@ -226,7 +226,7 @@ impl FullDhcp {
                 };
                 let m = self.offer_or_ack(req, policy, server, pool_idx, ip, MessageType::Offer);
                 let to = reply::destination(req, src, local_port);
-                Outcome::Reply(reply::finish(&m, MessageType::Offer, to), None)
+                Outcome::Reply(reply::finish(&m, to), None)
             }
             RequestType::Request => self.request(req, ctx, pool_idx),
             RequestType::Decline => {
@@ -244,7 +244,7 @@ impl FullDhcp {
                 Outcome::NoReply(Some(LeaseEvent::Declined { ip, until_unix }))
             }
             RequestType::Release => {
-                let ip = req.msg.ciaddr();
+                let ip = req.ciaddr();
                 if self.leases.get(&mac).map(|l| l.ip) != Some(ip) {
                     return Outcome::Ignored(Ignored::UnknownLease);
                 }
@@ -258,12 +258,12 @@ impl FullDhcp {
                     reply::add_boot(&mut m, req, &spec, server, false);
                 }
                 let to = reply::destination(req, src, local_port);
-                Outcome::Reply(reply::finish(&m, MessageType::Ack, to), None)
+                Outcome::Reply(reply::finish(&m, to), None)
             }
         }
     }
 
-    fn request(&mut self, req: &Request, ctx: &Context<'_>, pool_idx: usize) -> Outcome {
+    fn request(&mut self, req: &Request<'_>, ctx: &Context<'_>, pool_idx: usize) -> Outcome {
         let Context {
             policy,
             server,
@@ -272,7 +272,7 @@ impl FullDhcp {
             now_unix,
         } = *ctx;
         let mac = req.machine.mac;
-        let ciaddr = req.msg.ciaddr();
+        let ciaddr = req.ciaddr();
         let current = self.leases.get(&mac).copied();
         let wanted = match (req.server_id(), req.requested_ip()) {
             // SELECTING: answering an offer.
@@ -347,16 +347,16 @@ impl FullDhcp {
             client_id: req.client_id().map(<[u8]>::to_vec),
             hostname: req.hostname().map(str::to_owned),
         };
-        Outcome::Reply(reply::finish(&m, MessageType::Ack, to), Some(event))
+        Outcome::Reply(reply::finish(&m, to), Some(event))
     }
 
-    fn nak(&self, req: &Request, server: Ipv4Addr, why: &str) -> Outcome {
+    fn nak(&self, req: &Request<'_>, server: Ipv4Addr, why: &str) -> Outcome {
         tracing::debug!(mac = %req.machine.mac, why, "DHCPNAK");
         let mut m = reply::base_reply(req, MessageType::Nak, server);
-        m.opts_mut().insert(DhcpOption::Message(why.to_owned()));
+        m.insert(reply::OPTION_MESSAGE, why.as_bytes());
         // RFC 2131 4.3.2: a NAK not sent to a relay is broadcast.
-        let to = if req.msg.giaddr().is_unspecified() {
-            m.set_flags(Flags::default().set_broadcast());
+        let to = if req.giaddr().is_unspecified() {
+            m.set_flags(reply::FLAG_BROADCAST);
             Destination::Broadcast
         } else {
             reply::destination(
@@ -365,24 +365,24 @@ impl FullDhcp {
                 reply::DHCP_SERVER_PORT,
             )
         };
-        Outcome::Reply(reply::finish(&m, MessageType::Nak, to), None)
+        Outcome::Reply(reply::finish(&m, to), None)
     }
 
     fn offer_or_ack(
         &self,
-        req: &Request,
+        req: &Request<'_>,
         policy: &BootPolicy,
         server: Ipv4Addr,
         pool_idx: usize,
         ip: Ipv4Addr,
         kind: MessageType,
-    ) -> Message {
+    ) -> ReplyMessage {
         let mut m = reply::base_reply(req, kind, server);
         m.set_yiaddr(ip);
         self.add_subnet_options(&mut m, pool_idx, true);
         if let Some(r) = self.reservations.get(&req.machine.mac) {
             if let Some(h) = &r.hostname {
-                m.opts_mut().insert(DhcpOption::Hostname(h.clone()));
+                m.insert(reply::OPTION_HOSTNAME, h.as_bytes());
             }
         }
         let spec = policy
@@ -392,32 +392,28 @@ impl FullDhcp {
         m
     }
 
-    fn add_subnet_options(&self, m: &mut Message, pool_idx: usize, with_lease: bool) {
+    fn add_subnet_options(&self, m: &mut ReplyMessage, pool_idx: usize, with_lease: bool) {
         let c = &self.pools[pool_idx].config;
-        m.opts_mut()
-            .insert(DhcpOption::SubnetMask(c.network.netmask()));
+        m.insert_ip(reply::OPTION_SUBNET_MASK, c.network.netmask());
         if let Some(r) = c.router {
-            m.opts_mut().insert(DhcpOption::Router(vec![r]));
+            m.insert_ip(reply::OPTION_ROUTER, r);
         }
         if !c.dns.is_empty() {
-            m.opts_mut()
-                .insert(DhcpOption::DomainNameServer(c.dns.clone()));
+            m.insert_ips(reply::OPTION_DNS, &c.dns);
         }
         if let Some(d) = &c.domain {
-            m.opts_mut().insert(DhcpOption::DomainName(d.clone()));
+            m.insert(reply::OPTION_DOMAIN_NAME, d.as_bytes());
         }
         if with_lease {
-            m.opts_mut()
-                .insert(DhcpOption::AddressLeaseTime(c.lease_secs));
-            m.opts_mut().insert(DhcpOption::Renewal(c.lease_secs / 2));
-            m.opts_mut()
-                .insert(DhcpOption::Rebinding(c.lease_secs / 8 * 7));
+            m.insert_u32(reply::OPTION_LEASE_TIME, c.lease_secs);
+            m.insert_u32(reply::OPTION_RENEWAL_TIME, c.lease_secs / 2);
+            m.insert_u32(reply::OPTION_REBINDING_TIME, c.lease_secs / 8 * 7);
         }
     }
 
     /// The pool of the client's network: the relay's if relayed, else the one our own address
     /// is in.
-    fn pool_for(&self, req: &Request, server: Ipv4Addr) -> Option<usize> {
+    fn pool_for(&self, req: &Request<'_>, server: Ipv4Addr) -> Option<usize> {
         let anchor = req.machine.relay.unwrap_or(server);
         self.pools
             .iter()
@@ -425,7 +421,7 @@ impl FullDhcp {
     }
 
     /// Picks an address for a DISCOVER and holds it as offered.
-    fn allocate(&mut self, pool_idx: usize, req: &Request, now_unix: u64) -> Option<Ipv4Addr> {
+    fn allocate(&mut self, pool_idx: usize, req: &Request<'_>, now_unix: u64) -> Option<Ipv4Addr> {
         let mac = req.machine.mac;
         let network = self.pools[pool_idx].config.network;
         let hold = Lease {

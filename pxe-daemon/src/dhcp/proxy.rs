@@ -11,7 +11,7 @@ use super::{
 /// Answers `req`: an OFFER (no address) to a PXE, HTTP Boot or iPXE DISCOVER on port 67, an ACK
 /// to a boot-server DHCPREQUEST (or INFORM) on port 4011. Everything else is left to the site's
 /// DHCP server.
-pub fn respond(req: &Request, ctx: &Context<'_>) -> Outcome {
+pub fn respond(req: &Request<'_>, ctx: &Context<'_>) -> Outcome {
     let Context {
         policy,
         server,
@@ -31,5 +31,5 @@ pub fn respond(req: &Request, ctx: &Context<'_>) -> Outcome {
     let mut m = reply::base_reply(req, kind, server);
     reply::add_boot(&mut m, req, &spec, server, true);
     let to = reply::destination(req, src, local_port);
-    Outcome::Reply(reply::finish(&m, kind, to), None)
+    Outcome::Reply(reply::finish(&m, to), None)
 }

@@ -2,11 +2,10 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::{
-    v4::{self, DhcpOption, Message, MessageType, Opcode, OptionCode},
-    Decodable, Decoder,
+use super::reply::{
+    OPTION_CLIENT_MACHINE_ID, OPTION_HOSTNAME, OPTION_MESSAGE_TYPE, OPTION_RELAY_AGENT_INFO,
+    OPTION_SERVER_ID, OPTION_VENDOR_CLASS,
 };
-
 use crate::boot::{arch_from_vendor_class, classify_firmware, Arch, MacAddr, Machine};
 
 /// Fixed BOOTP header plus the magic cookie.
@@ -18,10 +17,23 @@ pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Offset of the magic cookie.
 const MAGIC_OFFSET: usize = 236;
 /// Ethernet hardware type and address length: the only link this server boots.
-const HTYPE_ETHERNET: u8 = 1;
-const HLEN_ETHERNET: u8 = 6;
-/// Option 175: iPXE's encapsulated options; only iPXE sends it.
-const OPTION_IPXE_ENCAP: u8 = 175;
+pub const HTYPE_ETHERNET: u8 = 1;
+pub const HLEN_ETHERNET: u8 = 6;
+/// Offset of chaddr.
+const CHADDR_OFFSET: usize = 28;
+/// op of a client's message.
+const BOOTREQUEST: u8 = 1;
+/// Option codes only requests carry (the rest are in [`super::reply`]).
+const OPTION_REQUESTED_IP: u8 = 50;
+const OPTION_CLIENT_ID: u8 = 61;
+const OPTION_USER_CLASS: u8 = 77;
+const OPTION_CLIENT_ARCH: u8 = 93;
+/// Option 175: iPXE's encapsulated options; only iPXE sends it (and a full server's offer to
+/// iPXE).
+pub const OPTION_IPXE_ENCAP: u8 = 175;
+/// Option 82's sub-options: agent circuit id and remote id (RFC 3046).
+const RELAY_CIRCUIT_ID: u8 = 1;
+const RELAY_REMOTE_ID: u8 = 2;
 
 /// Why a datagram was dropped without an answer. Bounded: used as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,27 +121,86 @@ impl RequestType {
     }
 }
 
-/// A checked client request.
+/// A checked client request, read in place: the BOOTP header fields and the options the
+/// server looks at, borrowed from the datagram. Reading one allocates nothing but what the
+/// [`Machine`] keeps (option 97 and the relay's sub-options, when sent); a rack's DISCOVERs
+/// are read on the datapath thread at line rate.
 #[derive(Clone, Debug)]
-pub struct Request {
-    /// The decoded message.
-    pub msg: Message,
+pub struct Request<'a> {
+    bytes: &'a [u8],
+    options: Options<'a>,
     /// Option 53.
     pub kind: RequestType,
     /// What it says about the machine.
     pub machine: Machine,
 }
 
-impl Request {
-    /// Checks and decodes `bytes`.
-    pub fn parse(bytes: &[u8]) -> Result<Request, DropReason> {
+/// Where the options the server reads sit in a request: the first occurrence of each code.
+#[derive(Clone, Copy, Debug)]
+struct Options<'a> {
+    /// For each code, where its value starts in `opts` (0: not sent; a value never starts at
+    /// 0, its code and length come first). The length is the byte before.
+    at: [u16; 256],
+    opts: &'a [u8],
+}
+
+impl<'a> Options<'a> {
+    /// Walks the option area: each option must fit in the packet (a decoder that stops quietly
+    /// at a cut option would read half a request as a whole one). A list that fills the packet
+    /// exactly but lacks option 255 is accepted, as other servers do.
+    fn index(opts: &'a [u8]) -> Result<Options<'a>, DropReason> {
+        const PAD: u8 = 0;
+        const END: u8 = 255;
+        let mut at = [0u16; 256];
+        let mut i = 0;
+        while i < opts.len() {
+            let code = opts[i];
+            match code {
+                END => break,
+                PAD => i += 1,
+                _ => {
+                    let len = *opts.get(i + 1).ok_or(DropReason::BadOptions)?;
+                    let start = i + 2;
+                    if start + usize::from(len) > opts.len() {
+                        return Err(DropReason::BadOptions);
+                    }
+                    let slot = &mut at[usize::from(code)];
+                    if *slot == 0 {
+                        // Fits: a request is at most DHCP_MAX_REQUEST_BYTES long.
+                        *slot = u16::try_from(start).unwrap_or(u16::MAX);
+                    }
+                    i = start + usize::from(len);
+                }
+            }
+        }
+        Ok(Options { at, opts })
+    }
+
+    fn get(&self, code: u8) -> Option<&'a [u8]> {
+        let start = usize::from(self.at[usize::from(code)]);
+        if start == 0 {
+            return None;
+        }
+        let len = usize::from(self.opts[start - 1]);
+        self.opts.get(start..start + len)
+    }
+
+    fn ip(&self, code: u8) -> Option<Ipv4Addr> {
+        let v: [u8; 4] = self.get(code)?.try_into().ok()?;
+        Some(Ipv4Addr::from(v))
+    }
+}
+
+impl<'a> Request<'a> {
+    /// Checks and reads `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Result<Request<'a>, DropReason> {
         if bytes.len() < DHCP_MIN_BYTES {
             return Err(DropReason::Truncated);
         }
         if bytes.len() > DHCP_MAX_REQUEST_BYTES {
             return Err(DropReason::Oversized);
         }
-        if bytes[0] != 1 {
+        if bytes[0] != BOOTREQUEST {
             return Err(DropReason::WrongOp);
         }
         if bytes[1] != HTYPE_ETHERNET || bytes[2] != HLEN_ETHERNET {
@@ -138,132 +209,142 @@ impl Request {
         if bytes[MAGIC_OFFSET..DHCP_MIN_BYTES] != MAGIC_COOKIE {
             return Err(DropReason::BadMagic);
         }
-        check_options(&bytes[DHCP_MIN_BYTES..])?;
-        let msg = Message::decode(&mut Decoder::new(bytes)).map_err(|_| DropReason::BadOptions)?;
-        if msg.opcode() != Opcode::BootRequest {
-            return Err(DropReason::WrongOp);
-        }
-        let kind = match msg.opts().msg_type() {
+        let options = Options::index(&bytes[DHCP_MIN_BYTES..])?;
+        let kind = match options.get(OPTION_MESSAGE_TYPE) {
             None => return Err(DropReason::NoMessageType),
-            Some(MessageType::Discover) => RequestType::Discover,
-            Some(MessageType::Request) => RequestType::Request,
-            Some(MessageType::Decline) => RequestType::Decline,
-            Some(MessageType::Release) => RequestType::Release,
-            Some(MessageType::Inform) => RequestType::Inform,
+            Some([1]) => RequestType::Discover,
+            Some([3]) => RequestType::Request,
+            Some([4]) => RequestType::Decline,
+            Some([7]) => RequestType::Release,
+            Some([8]) => RequestType::Inform,
             Some(_) => return Err(DropReason::UnexpectedMessageType),
         };
-        let machine = machine_of(&msg);
-        Ok(Request { msg, kind, machine })
+        let mut req = Request {
+            bytes,
+            options,
+            kind,
+            machine: Machine {
+                mac: MacAddr([0; 6]),
+                arch: None,
+                firmware: None,
+                guid: None,
+                relay: None,
+                circuit_id: None,
+                remote_id: None,
+            },
+        };
+        req.machine = req.machine_of();
+        Ok(req)
+    }
+
+    /// The transaction id.
+    pub fn xid(&self) -> u32 {
+        u32::from_be_bytes([self.bytes[4], self.bytes[5], self.bytes[6], self.bytes[7]])
+    }
+
+    /// The flags field (bit 15: broadcast).
+    pub fn flags(&self) -> u16 {
+        u16::from_be_bytes([self.bytes[10], self.bytes[11]])
+    }
+
+    /// The client's address, when it has one.
+    pub fn ciaddr(&self) -> Ipv4Addr {
+        self.header_ip(12)
+    }
+
+    /// The relay's address, when relayed.
+    pub fn giaddr(&self) -> Ipv4Addr {
+        self.header_ip(24)
+    }
+
+    /// The client's hardware address (chaddr's first six bytes: Ethernet, checked at parse).
+    pub fn chaddr(&self) -> [u8; 6] {
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&self.bytes[CHADDR_OFFSET..CHADDR_OFFSET + 6]);
+        mac
+    }
+
+    fn header_ip(&self, at: usize) -> Ipv4Addr {
+        Ipv4Addr::new(
+            self.bytes[at],
+            self.bytes[at + 1],
+            self.bytes[at + 2],
+            self.bytes[at + 3],
+        )
     }
 
     /// Option 60, if sent.
-    pub fn vendor_class(&self) -> Option<&[u8]> {
-        match self.msg.opts().get(OptionCode::ClassIdentifier) {
-            Some(DhcpOption::ClassIdentifier(v)) => Some(v),
-            _ => None,
-        }
+    pub fn vendor_class(&self) -> Option<&'a [u8]> {
+        self.options.get(OPTION_VENDOR_CLASS)
     }
 
-    /// Option 50, if sent.
+    /// Option 50, if sent (and four bytes long).
     pub fn requested_ip(&self) -> Option<Ipv4Addr> {
-        match self.msg.opts().get(OptionCode::RequestedIpAddress) {
-            Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
-            _ => None,
-        }
+        self.options.ip(OPTION_REQUESTED_IP)
     }
 
-    /// Option 54, if sent.
+    /// Option 54, if sent (and four bytes long).
     pub fn server_id(&self) -> Option<Ipv4Addr> {
-        match self.msg.opts().get(OptionCode::ServerIdentifier) {
-            Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
-            _ => None,
-        }
+        self.options.ip(OPTION_SERVER_ID)
     }
 
     /// Option 61, if sent.
-    pub fn client_id(&self) -> Option<&[u8]> {
-        match self.msg.opts().get(OptionCode::ClientIdentifier) {
-            Some(DhcpOption::ClientIdentifier(id)) => Some(id),
-            _ => None,
-        }
+    pub fn client_id(&self) -> Option<&'a [u8]> {
+        self.options.get(OPTION_CLIENT_ID)
     }
 
-    /// Option 12, if sent.
-    pub fn hostname(&self) -> Option<&str> {
-        match self.msg.opts().get(OptionCode::Hostname) {
-            Some(DhcpOption::Hostname(h)) => Some(h),
-            _ => None,
-        }
+    /// Option 12, if sent and text.
+    pub fn hostname(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.options.get(OPTION_HOSTNAME)?).ok()
     }
 
-    /// Option 82 as received, to echo it to the relay.
-    pub fn relay_info(&self) -> Option<&DhcpOption> {
-        self.msg.opts().get(OptionCode::RelayAgentInformation)
+    /// Option 82's value as received, to echo it to the relay.
+    pub fn relay_info(&self) -> Option<&'a [u8]> {
+        self.options.get(OPTION_RELAY_AGENT_INFO)
     }
-}
 
-/// Walks the options: each must fit in the packet (a decoder that stops quietly at a cut
-/// option would read half a request as a whole one). A list that fills the packet exactly but
-/// lacks option 255 is accepted, as other servers do.
-fn check_options(mut opts: &[u8]) -> Result<(), DropReason> {
-    const PAD: u8 = 0;
-    const END: u8 = 255;
-    loop {
-        match opts {
-            [] | [END, ..] => return Ok(()),
-            [PAD, rest @ ..] => opts = rest,
-            [_, len, rest @ ..] if usize::from(*len) <= rest.len() => {
-                opts = &rest[usize::from(*len)..];
+    fn machine_of(&self) -> Machine {
+        let opts = &self.options;
+        let vendor = opts.get(OPTION_VENDOR_CLASS);
+        let user_class = opts.get(OPTION_USER_CLASS);
+        // RFC 4578: a list of 16-bit types; the first is the one the firmware runs.
+        let arch = match opts.get(OPTION_CLIENT_ARCH) {
+            Some([hi, lo, ..]) => Some(Arch(u16::from_be_bytes([*hi, *lo]))),
+            _ => vendor.and_then(arch_from_vendor_class),
+        };
+        let has_ipxe = opts.get(OPTION_IPXE_ENCAP).is_some();
+        let (mut circuit_id, mut remote_id) = (None, None);
+        if let Some(info) = self.relay_info() {
+            for (code, value) in sub_options(info) {
+                match code {
+                    RELAY_CIRCUIT_ID if circuit_id.is_none() => circuit_id = Some(value.to_vec()),
+                    RELAY_REMOTE_ID if remote_id.is_none() => remote_id = Some(value.to_vec()),
+                    _ => {}
+                }
             }
-            _ => return Err(DropReason::BadOptions),
+        }
+        let giaddr = self.giaddr();
+        Machine {
+            mac: MacAddr(self.chaddr()),
+            arch,
+            firmware: classify_firmware(vendor, user_class, has_ipxe, arch),
+            guid: opts.get(OPTION_CLIENT_MACHINE_ID).map(<[u8]>::to_vec),
+            relay: (!giaddr.is_unspecified()).then_some(giaddr),
+            circuit_id,
+            remote_id,
         }
     }
 }
 
-fn machine_of(msg: &Message) -> Machine {
-    let opts = msg.opts();
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&msg.chaddr()[..6]);
-    let vendor = match opts.get(OptionCode::ClassIdentifier) {
-        Some(DhcpOption::ClassIdentifier(v)) => Some(v.as_slice()),
-        _ => None,
-    };
-    let user_class = match opts.get(OptionCode::UserClass) {
-        Some(DhcpOption::UserClass(u)) => Some(u.as_slice()),
-        _ => None,
-    };
-    let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
-        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(Arch(u16::from(*a))),
-        _ => vendor.and_then(arch_from_vendor_class),
-    };
-    let has_ipxe = opts.get(OptionCode::from(OPTION_IPXE_ENCAP)).is_some();
-    let guid = match opts.get(OptionCode::ClientMachineIdentifier) {
-        Some(DhcpOption::ClientMachineIdentifier(g)) => Some(g.clone()),
-        _ => None,
-    };
-    let (circuit_id, remote_id) = match opts.get(OptionCode::RelayAgentInformation) {
-        Some(DhcpOption::RelayAgentInformation(info)) => {
-            use v4::relay::{RelayCode, RelayInfo};
-            let circuit = match info.get(RelayCode::AgentCircuitId) {
-                Some(RelayInfo::AgentCircuitId(c)) => Some(c.clone()),
-                _ => None,
-            };
-            let remote = match info.get(RelayCode::AgentRemoteId) {
-                Some(RelayInfo::AgentRemoteId(r)) => Some(r.clone()),
-                _ => None,
-            };
-            (circuit, remote)
+/// The (code, value) sub-options of an encapsulated option such as 82; stops at the first
+/// one that does not fit.
+fn sub_options(mut value: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || match value {
+        [code, len, rest @ ..] if usize::from(*len) <= rest.len() => {
+            let (v, tail) = rest.split_at(usize::from(*len));
+            value = tail;
+            Some((*code, v))
         }
-        _ => (None, None),
-    };
-    let giaddr = msg.giaddr();
-    Machine {
-        mac: MacAddr(mac),
-        arch,
-        firmware: classify_firmware(vendor, user_class, has_ipxe, arch),
-        guid,
-        relay: (!giaddr.is_unspecified()).then_some(giaddr),
-        circuit_id,
-        remote_id,
-    }
+        _ => None,
+    })
 }
