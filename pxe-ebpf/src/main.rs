@@ -41,6 +41,12 @@ pub fn pxe_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn decide(ctx: &XdpContext, config: &XdpConfig, frame: &parse::Frame) -> (Verdict, u32) {
     let pass = (Verdict::Pass, xdp_action::XDP_PASS);
+    // A tagged frame is for a VLAN interface above this one, which the daemon does not serve
+    // here (its kernel sockets, bound to this interface, never see such frames): the kernel
+    // delivers it, untouched. Steering it would answer it untagged, on the wrong network.
+    if frame.tagged {
+        return pass;
+    }
     let bootp = matches!(frame.class, PacketClass::Dhcp | PacketClass::PxeDiscovery);
     if bootp {
         // Keyed by chaddr, not the Ethernet source: a relay forwards many clients.

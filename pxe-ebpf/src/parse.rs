@@ -80,6 +80,9 @@ pub struct Frame {
     pub dst_ip_be: u32,
     /// Offset of the UDP payload (0 when not UDP).
     pub payload: usize,
+    /// It carries an 802.1Q/802.1ad tag: it belongs to a VLAN on top of this interface, not
+    /// to the network the daemon serves here.
+    pub tagged: bool,
 }
 
 const BOOTP_CHADDR_OFFSET: usize = 28;
@@ -163,14 +166,16 @@ pub fn dhcp_is_pxe(ctx: &XdpContext, payload: usize) -> bool {
 /// Classifies one frame.
 #[inline(always)]
 pub fn classify(ctx: &XdpContext, config: &XdpConfig) -> Result<Frame, ParseError> {
+    let mut l3 = ETH_HDR_LEN;
+    let mut ethertype = be16_at(ctx, 12).ok_or(ParseError::TruncatedEthernet)?;
+    let tagged = ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD;
     let other = |dst| Frame {
         class: PacketClass::Other,
         dst_ip_be: dst,
         payload: 0,
+        tagged,
     };
-    let mut l3 = ETH_HDR_LEN;
-    let mut ethertype = be16_at(ctx, 12).ok_or(ParseError::TruncatedEthernet)?;
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+    if tagged {
         ethertype = be16_at(ctx, l3 + 2).ok_or(ParseError::TruncatedEthernet)?;
         l3 += VLAN_HDR_LEN;
     }
@@ -206,5 +211,6 @@ pub fn classify(ctx: &XdpContext, config: &XdpConfig) -> Result<Frame, ParseErro
         class: classify_udp_dst(dst_port, config),
         dst_ip_be,
         payload: l4 + UDP_HDR_LEN,
+        tagged,
     })
 }

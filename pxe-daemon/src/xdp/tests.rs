@@ -375,6 +375,26 @@ async fn pxe_dhcp_and_tftp_to_the_server_are_steered_the_rest_passes() {
             Verdict::Steer,
         ),
         (
+            "802.1Q-tagged BIOS PXE DISCOVER (another VLAN's)",
+            Frame {
+                vlan: Some(100),
+                ..Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS), (93, &[0, 0])])
+            }
+            .bytes(),
+            PacketClass::Dhcp,
+            Verdict::Pass,
+        ),
+        (
+            "802.1Q-tagged TFTP RRQ to the server's address",
+            to_server(Frame {
+                vlan: Some(7),
+                ..Frame::udp(69)
+            })
+            .bytes(),
+            PacketClass::Tftp,
+            Verdict::Pass,
+        ),
+        (
             "DNS to the server",
             to_server(Frame::udp(53)).bytes(),
             PacketClass::Other,
