@@ -99,4 +99,12 @@ pub trait FrameService {
     fn coalesce(&self) -> bool {
         true
     }
+
+    /// Whether the service's frames may leave their UDP checksum to the device, where the
+    /// datapath can ask for that (AF_XDP TX metadata in copy mode). Only for peers that read
+    /// through a UDP socket or a NIC: on a veth such a frame reaches a raw-socket reader with
+    /// the checksum unfinished (as a kernel socket's frames do), and DHCP clients read raw.
+    fn device_checksum(&self) -> bool {
+        false
+    }
 }

@@ -497,3 +497,69 @@ fn per_machine_names_are_served_where_the_root_has_them() {
     assert_eq!(get("other.cfg"), "no rule\n");
     assert!(daemon.stop().success());
 }
+
+/// Over AF_XDP, TFTP data frames leave their UDP checksum to the device (TX metadata in copy
+/// mode). A veth trusts such frames unverified; with its checksum offload turned off, the
+/// kernel finishes each sum in software before it crosses, as a NIC without the offload
+/// needs, and the clients' UDP stacks verify every block. A wrong pseudo-header sum would
+/// fail every transfer here (and count in the client's `InCsumErrors`).
+#[test]
+fn blocks_whose_checksum_the_device_finishes_verify_at_the_client() {
+    if !root_or_skip("blocks_whose_checksum_the_device_finishes_verify_at_the_client") {
+        return;
+    }
+    let nbp = pattern(NBP_BYTES, 3);
+    let boot = BootRoot::new(&[("nbp.efi", &nbp)]);
+    let net = TestNet::new("tftpcsx");
+    let off = net.server(&["ethtool", "-K", net.server_if(), "tx", "off"]);
+    assert!(off.status.success(), "ethtool: {off:?}");
+    let daemon = Daemon::start_with_root(&net, &boot.root(), &datapath_args("xdp"));
+    let server = net.server_ip().to_string();
+    let out = |name: &str| boot.download(name).to_string_lossy().into_owned();
+    let (hpa, atftp) = (out("tftp-hpa"), out("atftp-w4"));
+    let runs: [(&str, Vec<&str>); 2] = [
+        (
+            "tftp-hpa",
+            vec![
+                "tftp", "-m", "binary", &server, "-c", "get", "nbp.efi", &hpa,
+            ],
+        ),
+        (
+            "atftp-w4",
+            vec![
+                "atftp",
+                "--option",
+                "blksize 1468",
+                "--option",
+                "windowsize 4",
+                "-g",
+                "-r",
+                "nbp.efi",
+                "-l",
+                &atftp,
+                &server,
+            ],
+        ),
+    ];
+    for (label, argv) in &runs {
+        expect_ok(&net.client_timeout(argv, CLIENT_TIMEOUT), label);
+        assert_same_bytes(&boot.download(label), &nbp, label);
+    }
+    let snmp = net.client(&["cat", "/proc/net/snmp"]);
+    let snmp = String::from_utf8_lossy(&snmp.stdout);
+    let udp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Udp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let column = udp[0].iter().position(|h| *h == "InCsumErrors").unwrap();
+    assert_eq!(udp[1][column], "0", "client UDP checksum errors:\n{snmp}");
+    // The blocks really left their sums to the device: every TFTP frame sent but the OACKs.
+    let blocks = (NBP_BYTES / 512 + NBP_BYTES / 1468) as f64;
+    let device = metric(&daemon, "pxe_afxdp_device_checksum_frames_total", &[]);
+    assert!(
+        device >= blocks,
+        "{device} frames left to the device, want {blocks}"
+    );
+    assert_over_af_xdp(&daemon, "xdp", 2.0, blocks);
+}

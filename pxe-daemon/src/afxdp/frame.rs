@@ -15,6 +15,23 @@ pub const UDP_HEADER_BYTES: usize = 8;
 pub const REPLY_HEADER_BYTES: usize = ETH_HEADER_BYTES + IPV4_HEADER_BYTES + UDP_HEADER_BYTES;
 /// TTL of the frames we send.
 pub const TTL: u8 = 64;
+/// Where the device starts summing when it completes a frame's UDP checksum: the UDP header.
+pub const UDP_CHECKSUM_START: u16 = (ETH_HEADER_BYTES + IPV4_HEADER_BYTES) as u16;
+/// Where in the UDP header the device puts the checksum.
+pub const UDP_CHECKSUM_OFFSET: u16 = 6;
+
+/// Who computes a sent frame's UDP checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpChecksum {
+    /// We do, over the whole datagram.
+    Full,
+    /// The device (or the kernel for it), as for a kernel socket's CHECKSUM_PARTIAL frame:
+    /// the checksum field holds the pseudo-header's sum, which the device's sum from
+    /// [`UDP_CHECKSUM_START`] to the end takes in, and the result goes at
+    /// [`UDP_CHECKSUM_OFFSET`]. Saves summing every byte of a TFTP block twice (here, and
+    /// again in the receiver's stack on a veth).
+    Device,
+}
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -161,9 +178,16 @@ pub struct Sender {
 }
 
 /// Writes the Ethernet, IPv4 and UDP headers of a frame into `frame[..REPLY_HEADER_BYTES]`,
-/// around the `payload_len` bytes already at `frame[REPLY_HEADER_BYTES..]`, checksums
-/// included. Returns the frame's length. `frame` must hold the headers and the payload.
-pub fn write_headers(frame: &mut [u8], sender: Sender, route: Route, payload_len: usize) -> usize {
+/// around the `payload_len` bytes already at `frame[REPLY_HEADER_BYTES..]`: the IPv4 checksum,
+/// and the UDP checksum as `udp_checksum` says. Returns the frame's length. `frame` must hold
+/// the headers and the payload.
+pub fn write_headers(
+    frame: &mut [u8],
+    sender: Sender,
+    route: Route,
+    payload_len: usize,
+    udp_checksum: UdpChecksum,
+) -> usize {
     let udp_len = UDP_HEADER_BYTES + payload_len;
     let ip_len = IPV4_HEADER_BYTES + udp_len;
     let frame_len = ETH_HEADER_BYTES + ip_len;
@@ -207,10 +231,14 @@ pub fn write_headers(frame: &mut [u8], sender: Sender, route: Route, payload_len
     ]
     .iter()
     .sum();
-    let udp_sum = match checksum(udp, pseudo) {
-        // 0 means "no checksum" in UDP over IPv4; all ones is the same value.
-        0 => 0xffff,
-        s => s,
+    let udp_sum = match udp_checksum {
+        // The pseudo-header's sum, folded, not complemented: checksum() complements.
+        UdpChecksum::Device => !checksum(&[], pseudo),
+        UdpChecksum::Full => match checksum(udp, pseudo) {
+            // 0 means "no checksum" in UDP over IPv4; all ones is the same value.
+            0 => 0xffff,
+            s => s,
+        },
     };
     udp[6..8].copy_from_slice(&udp_sum.to_be_bytes());
     frame_len
@@ -405,7 +433,7 @@ mod tests {
         };
         let mut frame = vec![0xaa; 128];
         frame[REPLY_HEADER_BYTES..REPLY_HEADER_BYTES + 5].copy_from_slice(b"hello");
-        let len = write_headers(&mut frame, sender, route, 5);
+        let len = write_headers(&mut frame, sender, route, 5, UdpChecksum::Full);
         assert_eq!(len, 47);
         // Checksums computed apart from this code (a few lines of Python): IPv4 over the
         // header, UDP over the pseudo-header, the UDP header and "hello" padded to even.
@@ -429,5 +457,56 @@ mod tests {
         assert_eq!(d.dst, route.to);
         assert_eq!(d.src_mac, SERVER_MAC);
         assert_eq!(d.payload, b"hello");
+    }
+
+    /// What a device (or the kernel's skb_checksum_help) does with a frame whose UDP checksum
+    /// is left to it: sum from the start offset to the end, complement, store at the offset.
+    fn complete_as_a_device(frame: &mut [u8]) {
+        let start = usize::from(UDP_CHECKSUM_START);
+        let at = start + usize::from(UDP_CHECKSUM_OFFSET);
+        let sum = checksum(&frame[start..], 0);
+        frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    #[test]
+    fn a_checksum_left_to_the_device_comes_out_as_ours() {
+        let sender = Sender {
+            mac: SERVER_MAC,
+            ip: Ipv4Addr::new(198, 19, 99, 1),
+        };
+        // Odd and even payload lengths, a TFTP block's among them, and varied addresses.
+        for (len, to) in [
+            (5, "198.18.0.50:68"),
+            (516, "198.19.3.207:1069"),
+            (1472, "198.19.255.254:30999"),
+            (1473, "198.18.1.1:40000"),
+        ] {
+            let route = Route {
+                mac: CLIENT_MAC,
+                to: to.parse().unwrap(),
+                from_port: 30_123,
+            };
+            let mut ours = vec![0u8; REPLY_HEADER_BYTES + len];
+            for (i, b) in ours[REPLY_HEADER_BYTES..].iter_mut().enumerate() {
+                *b = (i * 7 + len) as u8;
+            }
+            let mut device = ours.clone();
+            let n = write_headers(&mut ours, sender, route, len, UdpChecksum::Full);
+            assert_eq!(
+                write_headers(&mut device, sender, route, len, UdpChecksum::Device),
+                n
+            );
+            assert_ne!(
+                ours, device,
+                "{len}: the field holds only the pseudo-header's sum"
+            );
+            complete_as_a_device(&mut device);
+            // A computed 0 leaves as 0 from a device, as all ones from us: the same value.
+            if device[40..42] == [0, 0] {
+                device[40..42].copy_from_slice(&[0xff, 0xff]);
+            }
+            assert_eq!(ours, device, "{len} bytes to {to}");
+            assert_eq!(parse(&device[..n]).unwrap().payload.len(), len);
+        }
     }
 }

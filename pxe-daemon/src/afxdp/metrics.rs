@@ -1,5 +1,5 @@
 //! Counters of the AF_XDP datapath: frames received and sent per service, frames dropped by
-//! reason, and the sockets open per bind mode.
+//! reason, the sockets open per bind mode, and frames whose checksum the device finished.
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -30,6 +30,8 @@ pub struct AfxdpMetrics {
     frames: IntCounterVec,
     dropped: IntCounterVec,
     sockets: IntGaugeVec,
+    /// Frames sent with their UDP checksum left to the device.
+    pub device_checksum: IntCounter,
 }
 
 impl AfxdpMetrics {
@@ -62,6 +64,15 @@ impl AfxdpMetrics {
             &["mode"],
         )?;
         registry.register(Box::new(sockets.clone()))?;
+        let device_checksum = IntCounter::with_opts(
+            Opts::new(
+                "afxdp_device_checksum_frames_total",
+                "Frames sent with their UDP checksum left to the device (AF_XDP TX metadata, \
+                 copy mode; TFTP data).",
+            )
+            .namespace(NAMESPACE),
+        )?;
+        registry.register(Box::new(device_checksum.clone()))?;
         for reason in Malformed::ALL.iter().map(|m| m.label()).chain([
             DROP_NO_SERVICE,
             DROP_BAD_DESCRIPTOR,
@@ -74,6 +85,7 @@ impl AfxdpMetrics {
             frames,
             dropped,
             sockets,
+            device_checksum,
         })
     }
 

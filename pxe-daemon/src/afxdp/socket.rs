@@ -29,6 +29,22 @@ pub const RX_FRAMES: u32 = FRAMES_PER_SOCKET / 2;
 pub const TX_FRAMES: u32 = FRAMES_PER_SOCKET - RX_FRAMES;
 /// Entries of each of the four rings (power of two, room for every frame of its half).
 pub const RING_ENTRIES: u32 = 4096;
+/// Bytes before each sent frame, in its UMEM frame, for its TX metadata (`struct
+/// xsk_tx_metadata`: 16 bytes before Linux 6.14, 24 since; the kernel wants a multiple of 8).
+/// Reserved in every TX frame, used or not, so a frame holds this much less.
+pub const TX_METADATA_BYTES: u32 = 24;
+/// UMEM flag XDP_UMEM_TX_METADATA_LEN: "use tx_metadata_len" (a kernel without TX metadata,
+/// or one that has it without this flag, refuses the registration: then there is none).
+const XDP_UMEM_TX_METADATA_LEN: u32 = 1 << 2;
+
+/// Where in a sent frame the device sums from, and where the sum goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChecksumRequest {
+    /// First byte summed (the L4 header), from the frame's start.
+    pub start: u16,
+    /// Where the checksum goes, from `start`.
+    pub offset: u16,
+}
 
 /// Why a socket could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +79,10 @@ pub struct XskTx {
     free: Vec<u64>,
     /// Descriptors put on the TX ring since the last kick.
     unkicked: u32,
+    /// The kernel reads TX metadata before each frame ([`TX_METADATA_BYTES`]), so a frame may
+    /// leave its checksum to the device; 0 where it does not (zero-copy: not every driver
+    /// does checksums from metadata; kernels before 6.8).
+    metadata: u32,
 }
 
 /// A bound AF_XDP socket. Field order is drop order: rings and frame areas before the
@@ -154,15 +174,7 @@ impl XskSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
         let umem = Mmap::anonymous((FRAMES_PER_SOCKET * FRAME_BYTES) as usize)?;
-        let reg = libc::xdp_umem_reg {
-            addr: umem.ptr().as_ptr() as u64,
-            len: umem.bytes() as u64,
-            chunk_size: FRAME_BYTES,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        setsockopt(raw, libc::XDP_UMEM_REG, &reg)?;
+        let metadata = register_umem(raw, &umem, !zero_copy)?;
         for opt in [
             libc::XDP_UMEM_FILL_RING,
             libc::XDP_UMEM_COMPLETION_RING,
@@ -246,6 +258,7 @@ impl XskSocket {
                 frames: tx_frames,
                 free,
                 unkicked: 0,
+                metadata,
             },
             _rings: [rx_map, tx_map, fill_map, comp_map],
             _umem: umem,
@@ -254,6 +267,34 @@ impl XskSocket {
             zero_copy,
         })
     }
+}
+
+/// Registers `umem` on the socket `fd`, with room for TX metadata before each sent frame when
+/// `want_metadata` and the kernel has it. Returns the metadata bytes registered (0: none).
+fn register_umem(fd: RawFd, umem: &Mmap, want_metadata: bool) -> io::Result<u32> {
+    let reg = |flags, tx_metadata_len| libc::xdp_umem_reg {
+        addr: umem.ptr().as_ptr() as u64,
+        len: umem.bytes() as u64,
+        chunk_size: FRAME_BYTES,
+        headroom: 0,
+        flags,
+        tx_metadata_len,
+    };
+    if want_metadata {
+        match setsockopt(
+            fd,
+            libc::XDP_UMEM_REG,
+            &reg(XDP_UMEM_TX_METADATA_LEN, TX_METADATA_BYTES),
+        ) {
+            Ok(()) => return Ok(TX_METADATA_BYTES),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                debug!(error = %e, "no AF_XDP TX metadata here; UDP checksums computed in full");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    setsockopt(fd, libc::XDP_UMEM_REG, &reg(0, 0))?;
+    Ok(0)
 }
 
 /// A ring over the mapping `m` at the kernel's offsets `off`.
@@ -372,27 +413,54 @@ impl XskTx {
         }
     }
 
+    /// Whether a frame may leave its checksum to the device (see [`XskTx::send`]).
+    pub fn checksum_offload(&self) -> bool {
+        self.metadata > 0
+    }
+
     /// Builds a frame with `build` (which writes it and returns its length, at most
-    /// [`FRAME_BYTES`]) and puts it on the TX ring. `false` when no frame or ring slot is
-    /// free now.
-    pub fn send(&mut self, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
+    /// [`FRAME_BYTES`] less [`TX_METADATA_BYTES`]) and puts it on the TX ring, asking the
+    /// device for the checksum `checksum` names (only where [`XskTx::checksum_offload`]; else
+    /// it is ignored and the frame must carry its checksum). `false` when no frame or ring
+    /// slot is free now.
+    pub fn send(
+        &mut self,
+        checksum: Option<ChecksumRequest>,
+        build: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
         if self.free.is_empty() {
             self.reclaim();
         }
         if self.tx.producer_free(1) == 0 {
             return false;
         }
-        let Some(addr) = self.free.pop() else {
+        let Some(start) = self.free.pop() else {
             return false;
         };
-        let Some(buf) = self.frames.get_mut(addr, FRAME_BYTES as usize) else {
+        // The frame follows the metadata area, which every TX frame keeps (the kernel checks
+        // that metadata and frame fit in one UMEM frame).
+        let addr = start + u64::from(TX_METADATA_BYTES);
+        let mut options = 0;
+        if let Some(c) = checksum.filter(|_| self.checksum_offload()) {
+            let Some(meta) = self.frames.get_mut(start, TX_METADATA_BYTES as usize) else {
+                return false;
+            };
+            // struct xsk_tx_metadata: u64 flags, then request.csum_start and csum_offset.
+            meta.fill(0);
+            meta[..8].copy_from_slice(&u64::from(libc::XDP_TXMD_FLAGS_CHECKSUM).to_ne_bytes());
+            meta[8..10].copy_from_slice(&c.start.to_ne_bytes());
+            meta[10..12].copy_from_slice(&c.offset.to_ne_bytes());
+            options = libc::XDP_TX_METADATA;
+        }
+        let room = (FRAME_BYTES - TX_METADATA_BYTES) as usize;
+        let Some(buf) = self.frames.get_mut(addr, room) else {
             return false;
         };
-        let len = build(buf).min(FRAME_BYTES as usize);
+        let len = build(buf).min(room);
         let pushed = self.tx.push(libc::xdp_desc {
             addr,
             len: len as u32,
-            options: 0,
+            options,
         });
         debug_assert!(pushed, "room was checked");
         self.tx.submit();

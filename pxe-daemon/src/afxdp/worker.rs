@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    frame::{self, Sender, REPLY_HEADER_BYTES},
+    frame::{self, Sender, UdpChecksum, REPLY_HEADER_BYTES},
     metrics::{
         AfxdpMetrics, ServiceCounters, DROP_BAD_DESCRIPTOR, DROP_NO_SERVICE, DROP_TOO_LARGE,
         DROP_TX_FULL,
     },
-    socket::{XskSocket, XskTx, RX_BATCH},
+    socket::{ChecksumRequest, XskSocket, XskTx, RX_BATCH},
     Waker,
 };
 use crate::datapath::{Datagram, FrameService, Route, TxError, UdpTx};
@@ -71,6 +71,8 @@ struct FrameTx<'a> {
     max_payload: usize,
     metrics: &'a AfxdpMetrics,
     sent_frames: &'a IntCounter,
+    /// The service lets the device finish UDP checksums ([`FrameService::device_checksum`]).
+    device_checksum: bool,
 }
 
 impl UdpTx for FrameTx<'_> {
@@ -89,20 +91,32 @@ impl UdpTx for FrameTx<'_> {
             return Err(TxError::TooLarge(len));
         }
         let sender = self.sender;
+        let (checksum, request) = if self.device_checksum && self.tx.checksum_offload() {
+            let request = ChecksumRequest {
+                start: frame::UDP_CHECKSUM_START,
+                offset: frame::UDP_CHECKSUM_OFFSET,
+            };
+            (UdpChecksum::Device, Some(request))
+        } else {
+            (UdpChecksum::Full, None)
+        };
         let mut build = |buf: &mut [u8]| {
             fill(&mut buf[REPLY_HEADER_BYTES..REPLY_HEADER_BYTES + len]);
-            frame::write_headers(buf, sender, route, len)
+            frame::write_headers(buf, sender, route, len, checksum)
         };
-        let mut sent = self.tx.send(&mut build);
+        let mut sent = self.tx.send(request, &mut build);
         if !sent {
             // A TFTP window can outrun the ring within one step: send what waits, take the
             // sent frames back, and try once more.
             self.tx.kick();
             self.tx.reclaim();
-            sent = self.tx.send(&mut build);
+            sent = self.tx.send(request, &mut build);
         }
         if sent {
             self.sent_frames.inc();
+            if request.is_some() {
+                self.metrics.device_checksum.inc();
+            }
             Ok(())
         } else {
             self.metrics.dropped(DROP_TX_FULL);
@@ -194,6 +208,7 @@ impl Worker {
                             max_payload,
                             metrics: &metrics,
                             sent_frames: &counters.tx,
+                            device_checksum: service.device_checksum(),
                         };
                         service.on_tick(now, &mut tx);
                     }
@@ -249,6 +264,7 @@ fn dispatch(
         max_payload,
         metrics,
         sent_frames: &counters.tx,
+        device_checksum: service.device_checksum(),
     };
     service.on_datagram(&datagram, Instant::now(), &mut tx);
 }
