@@ -24,7 +24,7 @@ use std::net::UdpSocket;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 
@@ -395,6 +395,17 @@ fn start_afxdp(
         .serve(services, waker, afxdp_metrics)
         .map_err(|e| RunError::Datapath(e.to_string()))?;
     xdp.set_steering(steering)?;
+    let vlans = netif::vlan_uppers(interface);
+    if !vlans.is_empty() {
+        warn!(
+            interface,
+            vlans = vlans.join(","),
+            "VLAN interfaces sit on the AF_XDP interface: their tagged frames pass to the kernel, \
+             but a NIC that strips tags (rx VLAN offload) shows them untagged to XDP, and their \
+             PXE requests would be answered here, untagged; turn it off (ethtool -K {interface} \
+             rxvlan off) or use --datapath kernel"
+        );
+    }
     metrics.set_datapath(metrics::Datapath::Xdp);
     info!(
         interface,

@@ -34,6 +34,29 @@ pub fn ipv4_of(interface: &str) -> Option<Ipv4Addr> {
     found
 }
 
+/// The VLAN interfaces stacked on `interface` (`eth0.100` on `eth0`), from sysfs: its
+/// `upper_*` links whose device type is `vlan`.
+pub fn vlan_uppers(interface: &str) -> Vec<String> {
+    vlan_uppers_in(std::path::Path::new("/sys/class/net"), interface)
+}
+
+fn vlan_uppers_in(sys_class_net: &std::path::Path, interface: &str) -> Vec<String> {
+    let dir = sys_class_net.join(interface);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut uppers: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| name.strip_prefix("upper_").map(str::to_owned))
+        .filter(|upper| {
+            std::fs::read_to_string(dir.join(format!("upper_{upper}/uevent")))
+                .is_ok_and(|u| u.lines().any(|l| l == "DEVTYPE=vlan"))
+        })
+        .collect();
+    uppers.sort();
+    uppers
+}
+
 /// How long a neighbour lookup waits for the kernel's answer.
 const NETLINK_TIMEOUT: Duration = Duration::from_millis(200);
 /// Receive buffer of a lookup: one route or neighbour message (a few hundred bytes).
@@ -226,6 +249,32 @@ pub fn mac_of(interface: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vlan_uppers_are_the_upper_links_of_type_vlan() {
+        // sysfs as the kernel lays it out: eth0 with a VLAN and a bond above it.
+        let sys = tempfile::tempdir().unwrap();
+        let dev = |name: &str, devtype: Option<&str>| {
+            std::fs::create_dir(sys.path().join(name)).unwrap();
+            let uevent = devtype.map_or(String::new(), |t| format!("DEVTYPE={t}\n"));
+            let uevent = format!("{uevent}INTERFACE={name}\nIFINDEX=7\n");
+            std::fs::write(sys.path().join(name).join("uevent"), uevent).unwrap();
+        };
+        dev("eth0", None);
+        dev("eth0.100", Some("vlan"));
+        dev("eth0.7", Some("vlan"));
+        dev("bond0", Some("bond"));
+        for upper in ["eth0.100", "eth0.7", "bond0"] {
+            std::os::unix::fs::symlink(
+                format!("../{upper}"),
+                sys.path().join("eth0").join(format!("upper_{upper}")),
+            )
+            .unwrap();
+        }
+        assert_eq!(vlan_uppers_in(sys.path(), "eth0"), ["eth0.100", "eth0.7"]);
+        assert!(vlan_uppers_in(sys.path(), "eth0.100").is_empty());
+        assert!(vlan_uppers_in(sys.path(), "missing").is_empty());
+    }
 
     /// A reply as the kernel writes it: header, fixed part, attributes.
     fn reply(kind: u16, fixed: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {

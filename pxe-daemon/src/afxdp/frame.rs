@@ -35,6 +35,7 @@ pub enum UdpChecksum {
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
 const IPPROTO_UDP: u8 = 17;
 
 /// Why a received frame was dropped.
@@ -42,8 +43,12 @@ const IPPROTO_UDP: u8 = 17;
 pub enum Malformed {
     /// Shorter than the headers it announces.
     Truncated,
-    /// Not IPv4 (ARP, IPv6, a second VLAN tag...).
+    /// Not IPv4 (ARP, IPv6...).
     NotIpv4,
+    /// 802.1Q/802.1ad-tagged: for a VLAN interface above this one, not ours to answer (the
+    /// XDP program passes such frames to the kernel; one that comes anyway is not answered
+    /// untagged on the wrong network).
+    Tagged,
     /// IPv4 version, header length or total length not valid, or a wrong header checksum.
     BadIpHeader,
     /// An IPv4 fragment: not reassembled here.
@@ -56,9 +61,10 @@ pub enum Malformed {
 
 impl Malformed {
     /// Every reason, for exporting all label values.
-    pub const ALL: [Malformed; 6] = [
+    pub const ALL: [Malformed; 7] = [
         Malformed::Truncated,
         Malformed::NotIpv4,
+        Malformed::Tagged,
         Malformed::BadIpHeader,
         Malformed::Fragment,
         Malformed::NotUdp,
@@ -70,6 +76,7 @@ impl Malformed {
         match self {
             Malformed::Truncated => "truncated",
             Malformed::NotIpv4 => "not_ipv4",
+            Malformed::Tagged => "vlan_tagged",
             Malformed::BadIpHeader => "bad_ip_header",
             Malformed::Fragment => "fragment",
             Malformed::NotUdp => "not_udp",
@@ -88,14 +95,13 @@ fn ipv4_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
 
-/// Parses an Ethernet frame (at most one 802.1Q tag) carrying IPv4 (options allowed, no
-/// fragments) and UDP. Bytes after the IPv4 total length (Ethernet padding) are ignored.
+/// Parses an untagged Ethernet frame carrying IPv4 (options allowed, no fragments) and UDP.
+/// Bytes after the IPv4 total length (Ethernet padding) are ignored.
 pub fn parse(frame: &[u8]) -> Result<Datagram<'_>, Malformed> {
-    let mut l3 = ETH_HEADER_BYTES;
-    let mut ethertype = be16(frame, 12)?;
-    if ethertype == ETHERTYPE_VLAN {
-        ethertype = be16(frame, 16)?;
-        l3 += 4;
+    let l3 = ETH_HEADER_BYTES;
+    let ethertype = be16(frame, 12)?;
+    if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+        return Err(Malformed::Tagged);
     }
     if ethertype != ETHERTYPE_IPV4 {
         return Err(Malformed::NotIpv4);
@@ -289,11 +295,9 @@ mod tests {
     }
 
     #[test]
-    fn one_vlan_tag_and_ip_options_are_skipped() {
+    fn ip_options_are_skipped() {
         let plain = request();
-        let mut f = plain[..12].to_vec();
-        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
-        f.extend_from_slice(&plain[12..14]);
+        let mut f = plain[..14].to_vec();
         // IHL 6: one word of options (NOPs + end), total length 37.
         let mut ip = plain[14..34].to_vec();
         ip[0] = 0x46;
@@ -329,8 +333,18 @@ mod tests {
             with(&|f| f
                 .splice(12..12, [0x81, 0, 0, 1, 0x81, 0, 0, 2])
                 .for_each(drop)),
-            Malformed::NotIpv4,
+            Malformed::Tagged,
             "two VLAN tags"
+        );
+        assert_eq!(
+            with(&|f| f.splice(12..12, [0x81, 0, 0, 10]).for_each(drop)),
+            Malformed::Tagged,
+            "one 802.1Q tag"
+        );
+        assert_eq!(
+            with(&|f| f.splice(12..12, [0x88, 0xa8, 0, 10]).for_each(drop)),
+            Malformed::Tagged,
+            "an 802.1ad tag"
         );
         assert_eq!(
             with(&|f| f[14] = 0x65),

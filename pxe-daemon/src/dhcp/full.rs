@@ -354,9 +354,10 @@ impl FullDhcp {
         tracing::debug!(mac = %req.machine.mac, why, "DHCPNAK");
         let mut m = reply::base_reply(req, MessageType::Nak, server);
         m.insert(reply::OPTION_MESSAGE, why.as_bytes());
-        // RFC 2131 4.3.2: a NAK not sent to a relay is broadcast.
+        // RFC 2131 4.3.2: a NAK not sent to a relay is broadcast; one sent to a relay has the
+        // broadcast bit set, so that the relay broadcasts it on the client's network.
+        m.set_flags(reply::FLAG_BROADCAST);
         let to = if req.giaddr().is_unspecified() {
-            m.set_flags(reply::FLAG_BROADCAST);
             Destination::Broadcast
         } else {
             reply::destination(

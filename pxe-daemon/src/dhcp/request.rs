@@ -135,13 +135,17 @@ pub struct Request<'a> {
     pub machine: Machine,
 }
 
-/// Where the options the server reads sit in a request: the first occurrence of each code.
-#[derive(Clone, Copy, Debug)]
+/// Where the options sit in a request, by code. An option sent more than once is one value,
+/// its parts joined in order (RFC 3396: a relay's long option 82, a long vendor class).
+#[derive(Clone, Debug)]
 struct Options<'a> {
-    /// For each code, where its value starts in `opts` (0: not sent; a value never starts at
-    /// 0, its code and length come first). The length is the byte before.
+    /// For each code, where its (first) value starts in `opts` (0: not sent; a value never
+    /// starts at 0, its code and length come first). The length is the byte before.
     at: [u16; 256],
     opts: &'a [u8],
+    /// The joined values of codes sent more than once (empty, unallocated, in the usual
+    /// request).
+    joined: Vec<(u8, Vec<u8>)>,
 }
 
 impl<'a> Options<'a> {
@@ -149,46 +153,82 @@ impl<'a> Options<'a> {
     /// at a cut option would read half a request as a whole one). A list that fills the packet
     /// exactly but lacks option 255 is accepted, as other servers do.
     fn index(opts: &'a [u8]) -> Result<Options<'a>, DropReason> {
-        const PAD: u8 = 0;
-        const END: u8 = 255;
         let mut at = [0u16; 256];
-        let mut i = 0;
-        while i < opts.len() {
-            let code = opts[i];
-            match code {
-                END => break,
-                PAD => i += 1,
-                _ => {
-                    let len = *opts.get(i + 1).ok_or(DropReason::BadOptions)?;
-                    let start = i + 2;
-                    if start + usize::from(len) > opts.len() {
-                        return Err(DropReason::BadOptions);
-                    }
-                    let slot = &mut at[usize::from(code)];
-                    if *slot == 0 {
-                        // Fits: a request is at most DHCP_MAX_REQUEST_BYTES long.
-                        *slot = u16::try_from(start).unwrap_or(u16::MAX);
-                    }
-                    i = start + usize::from(len);
+        let mut repeated: Vec<u8> = Vec::new();
+        for (code, start, _) in walk(opts) {
+            let slot = &mut at[usize::from(code?)];
+            if *slot == 0 {
+                // Fits: a request is at most DHCP_MAX_REQUEST_BYTES long.
+                *slot = u16::try_from(start).unwrap_or(u16::MAX);
+            } else if let Ok(code) = code {
+                if !repeated.contains(&code) {
+                    repeated.push(code);
                 }
             }
         }
-        Ok(Options { at, opts })
+        let joined = repeated
+            .into_iter()
+            .map(|want| {
+                let mut value = Vec::new();
+                for (code, start, len) in walk(opts) {
+                    if code == Ok(want) {
+                        value.extend_from_slice(&opts[start..start + len]);
+                    }
+                }
+                (want, value)
+            })
+            .collect();
+        Ok(Options { at, opts, joined })
     }
 
-    fn get(&self, code: u8) -> Option<&'a [u8]> {
+    fn get(&self, code: u8) -> Option<&[u8]> {
         let start = usize::from(self.at[usize::from(code)]);
         if start == 0 {
             return None;
+        }
+        if let Some((_, value)) = self.joined.iter().find(|(c, _)| *c == code) {
+            return Some(value);
         }
         let len = usize::from(self.opts[start - 1]);
         self.opts.get(start..start + len)
     }
 
-    fn ip(&self, code: u8) -> Option<Ipv4Addr> {
-        let v: [u8; 4] = self.get(code)?.try_into().ok()?;
-        Some(Ipv4Addr::from(v))
+    /// An address option: absent, or exactly four bytes (else the request is malformed).
+    fn ip(&self, code: u8) -> Result<Option<Ipv4Addr>, DropReason> {
+        match self.get(code) {
+            None => Ok(None),
+            Some(&[a, b, c, d]) => Ok(Some(Ipv4Addr::new(a, b, c, d))),
+            Some(_) => Err(DropReason::BadOptions),
+        }
     }
+}
+
+/// The options of `opts` as (code, value start, value length), up to option 255 or the end;
+/// a cut option ends the walk with `Err(BadOptions)` as its code.
+fn walk(opts: &[u8]) -> impl Iterator<Item = (Result<u8, DropReason>, usize, usize)> + '_ {
+    const PAD: u8 = 0;
+    const END: u8 = 255;
+    let mut i = 0;
+    std::iter::from_fn(move || loop {
+        let code = *opts.get(i)?;
+        match code {
+            END => return None,
+            PAD => i += 1,
+            _ => {
+                let start = i + 2;
+                let Some(len) = opts.get(i + 1).map(|l| usize::from(*l)) else {
+                    i = opts.len();
+                    return Some((Err(DropReason::BadOptions), 0, 0));
+                };
+                if start + len > opts.len() {
+                    i = opts.len();
+                    return Some((Err(DropReason::BadOptions), 0, 0));
+                }
+                i = start + len;
+                return Some((Ok(code), start, len));
+            }
+        }
+    })
 }
 
 impl<'a> Request<'a> {
@@ -217,8 +257,13 @@ impl<'a> Request<'a> {
             Some([4]) => RequestType::Decline,
             Some([7]) => RequestType::Release,
             Some([8]) => RequestType::Inform,
-            Some(_) => return Err(DropReason::UnexpectedMessageType),
+            Some([_]) => return Err(DropReason::UnexpectedMessageType),
+            Some(_) => return Err(DropReason::BadOptions),
         };
+        // The addresses the lease logic reads must be whole: a cut server identifier would
+        // make an answer to another server's offer look like a rebooting client's request.
+        options.ip(OPTION_REQUESTED_IP)?;
+        options.ip(OPTION_SERVER_ID)?;
         let mut req = Request {
             bytes,
             options,
@@ -274,32 +319,32 @@ impl<'a> Request<'a> {
     }
 
     /// Option 60, if sent.
-    pub fn vendor_class(&self) -> Option<&'a [u8]> {
+    pub fn vendor_class(&self) -> Option<&[u8]> {
         self.options.get(OPTION_VENDOR_CLASS)
     }
 
-    /// Option 50, if sent (and four bytes long).
+    /// Option 50, if sent (four bytes long: checked at parse).
     pub fn requested_ip(&self) -> Option<Ipv4Addr> {
-        self.options.ip(OPTION_REQUESTED_IP)
+        self.options.ip(OPTION_REQUESTED_IP).ok().flatten()
     }
 
-    /// Option 54, if sent (and four bytes long).
+    /// Option 54, if sent (four bytes long: checked at parse).
     pub fn server_id(&self) -> Option<Ipv4Addr> {
-        self.options.ip(OPTION_SERVER_ID)
+        self.options.ip(OPTION_SERVER_ID).ok().flatten()
     }
 
     /// Option 61, if sent.
-    pub fn client_id(&self) -> Option<&'a [u8]> {
+    pub fn client_id(&self) -> Option<&[u8]> {
         self.options.get(OPTION_CLIENT_ID)
     }
 
     /// Option 12, if sent and text.
-    pub fn hostname(&self) -> Option<&'a str> {
+    pub fn hostname(&self) -> Option<&str> {
         std::str::from_utf8(self.options.get(OPTION_HOSTNAME)?).ok()
     }
 
     /// Option 82's value as received, to echo it to the relay.
-    pub fn relay_info(&self) -> Option<&'a [u8]> {
+    pub fn relay_info(&self) -> Option<&[u8]> {
         self.options.get(OPTION_RELAY_AGENT_INFO)
     }
 

@@ -324,7 +324,10 @@ fn raspberry_pi_gets_its_vendor_string() {
 #[test]
 fn relayed_request_is_answered_to_the_relay_with_option_82() {
     let relay = Ipv4Addr::new(198, 19, 9, 1);
-    let option82 = vec![1, 4, b'p', b'o', b'r', b't', 2, 3, b's', b'w', b'1'];
+    // Sub-options out of order and one this server does not know: echoed as they came.
+    let option82 = vec![
+        2, 3, b's', b'w', b'1', 9, 1, 0xab, 1, 4, b'p', b'o', b'r', b't',
+    ];
     let mut options = pxe_options(1, 0, BIOS_VENDOR);
     options.push((82, option82.clone()));
     let req = Raw {
@@ -358,6 +361,34 @@ fn relayed_request_is_answered_to_the_relay_with_option_82() {
         ])
     };
     assert_bytes(&reply.bytes, &want.bytes());
+}
+
+#[test]
+fn an_option_sent_in_parts_is_read_and_echoed_whole() {
+    // RFC 3396: a relay's long option 82 and the vendor class, each split in two.
+    let relay = Ipv4Addr::new(198, 19, 9, 1);
+    let option82 = [&[1, 6][..], b"port-7", &[2, 3], b"sw1"].concat();
+    let (first, second) = option82.split_at(5);
+    let mut options = vec![opt(53, &[1])];
+    options.push(opt(82, first));
+    options.push(opt(60, &BIOS_VENDOR[..12]));
+    options.push(opt(93, &[0, 0]));
+    options.push(opt(60, &BIOS_VENDOR[12..]));
+    options.push(opt(82, second));
+    let req = Raw {
+        giaddr: relay,
+        flags: 0,
+        ..Raw::request(options)
+    }
+    .bytes();
+    let (outcome, info) = proxy_core().handle(&req, SocketAddrV4::new(relay, 67), 67, NOW);
+    let (_, machine) = info.unwrap();
+    assert_eq!(machine.firmware, Some(crate::boot::Firmware::BiosPxe));
+    assert_eq!(machine.circuit_id.as_deref(), Some(&b"port-7"[..]));
+    assert_eq!(machine.remote_id.as_deref(), Some(&b"sw1"[..]));
+    let reply = reply_of(outcome);
+    let tail = [&[82, option82.len() as u8][..], &option82, &[255]].concat();
+    assert!(reply.bytes.ends_with(&tail), "{:02x?}", reply.bytes);
 }
 
 #[test]
@@ -501,6 +532,21 @@ fn malformed_datagrams_are_dropped_by_reason() {
             "unknown message type 99",
             Raw::request(vec![opt(53, &[99])]).bytes(),
             DropReason::UnexpectedMessageType,
+        ),
+        (
+            "message type two bytes long",
+            Raw::request(vec![opt(53, &[1, 0])]).bytes(),
+            DropReason::BadOptions,
+        ),
+        (
+            "server identifier cut to three bytes",
+            Raw::request(vec![opt(53, &[3]), opt(54, &[198, 18, 0])]).bytes(),
+            DropReason::BadOptions,
+        ),
+        (
+            "requested address five bytes long",
+            Raw::request(vec![opt(53, &[3]), opt(50, &[198, 18, 0, 9, 9])]).bytes(),
+            DropReason::BadOptions,
         ),
     ];
     for (name, bytes, want) in cases {
@@ -688,13 +734,37 @@ mod full {
         // INIT-REBOOT asking for the other machine's address.
         let mut o = vec![opt(53, &[3])];
         o.push(opt(50, &taken.octets()));
-        let (outcome, _) = core.handle(&Raw::request(o).bytes(), FROM_CLIENT, 67, NOW);
+        let request = Raw {
+            flags: 0,
+            ..Raw::request(o)
+        };
+        let (outcome, _) = core.handle(&request.bytes(), FROM_CLIENT, 67, NOW);
         let nak = reply_of(outcome);
         assert_eq!(nak.to, Destination::Broadcast);
-        assert_eq!(
-            decode(&nak).opts().msg_type(),
-            Some(dhcproto::v4::MessageType::Nak)
+        let msg = decode(&nak);
+        assert_eq!(msg.opts().msg_type(), Some(dhcproto::v4::MessageType::Nak));
+        assert!(
+            msg.flags().broadcast(),
+            "RFC 2131 4.3.2: a NAK is broadcast"
         );
+        match msg.opts().get(dhcproto::v4::OptionCode::Message) {
+            Some(dhcproto::v4::DhcpOption::Message(why)) => {
+                assert_eq!(
+                    why,
+                    "address belongs to another client or is not ours to give"
+                );
+            }
+            other => panic!("option 56: {other:?}"),
+        }
+        // The same through a relay: to the relay, broadcast bit set for it to broadcast.
+        let relay = Ipv4Addr::new(198, 18, 0, 254);
+        let relayed = Raw {
+            giaddr: relay,
+            ..request
+        };
+        let nak = reply_of(core.handle(&relayed.bytes(), FROM_CLIENT, 67, NOW).0);
+        assert_eq!(nak.to, Destination::Unicast(SocketAddrV4::new(relay, 67)));
+        assert!(decode(&nak).flags().broadcast(), "relayed NAK");
 
         // INIT-REBOOT asking for an address of another network.
         let mut o = vec![opt(53, &[3])];
