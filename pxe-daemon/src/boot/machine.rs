@@ -171,6 +171,19 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// A machine known by its MAC alone (a TFTP or HTTP client whose requests say no more).
+    pub fn known_by_mac(mac: MacAddr) -> Machine {
+        Machine {
+            mac,
+            arch: None,
+            firmware: None,
+            guid: None,
+            relay: None,
+            circuit_id: None,
+            remote_id: None,
+        }
+    }
+
     /// The machine's family for choosing binaries; BIOS when no option 93 was sent.
     pub fn arch_or_bios(&self) -> Arch {
         self.arch.unwrap_or(Arch::BIOS)

@@ -268,15 +268,8 @@ impl<'a> Request<'a> {
             bytes,
             options,
             kind,
-            machine: Machine {
-                mac: MacAddr([0; 6]),
-                arch: None,
-                firmware: None,
-                guid: None,
-                relay: None,
-                circuit_id: None,
-                remote_id: None,
-            },
+            // Read from the request just made, below.
+            machine: Machine::known_by_mac(MacAddr([0; 6])),
         };
         req.machine = req.machine_of();
         Ok(req)

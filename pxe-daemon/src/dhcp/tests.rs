@@ -321,6 +321,19 @@ fn raspberry_pi_gets_its_vendor_string() {
     assert_bytes(&reply.bytes, &want.bytes());
 }
 
+/// A DISCOVER with `options` from `relay` (giaddr set, no broadcast flag) to a proxy core:
+/// the outcome and the machine it read.
+fn through_relay(relay: Ipv4Addr, options: Vec<(u8, Vec<u8>)>) -> (Outcome, crate::boot::Machine) {
+    let req = Raw {
+        giaddr: relay,
+        flags: 0,
+        ..Raw::request(options)
+    }
+    .bytes();
+    let (outcome, info) = proxy_core().handle(&req, SocketAddrV4::new(relay, 67), 67, NOW);
+    (outcome, info.expect("read").1)
+}
+
 #[test]
 fn relayed_request_is_answered_to_the_relay_with_option_82() {
     let relay = Ipv4Addr::new(198, 19, 9, 1);
@@ -330,14 +343,7 @@ fn relayed_request_is_answered_to_the_relay_with_option_82() {
     ];
     let mut options = pxe_options(1, 0, BIOS_VENDOR);
     options.push((82, option82.clone()));
-    let req = Raw {
-        giaddr: relay,
-        flags: 0,
-        ..Raw::request(options)
-    }
-    .bytes();
-    let (outcome, info) = proxy_core().handle(&req, SocketAddrV4::new(relay, 67), 67, NOW);
-    let (_, machine) = info.unwrap();
+    let (outcome, machine) = through_relay(relay, options);
     assert_eq!(machine.relay, Some(relay));
     assert_eq!(machine.circuit_id.as_deref(), Some(&b"port"[..]));
     assert_eq!(machine.remote_id.as_deref(), Some(&b"sw1"[..]));
@@ -375,14 +381,7 @@ fn an_option_sent_in_parts_is_read_and_echoed_whole() {
     options.push(opt(93, &[0, 0]));
     options.push(opt(60, &BIOS_VENDOR[12..]));
     options.push(opt(82, second));
-    let req = Raw {
-        giaddr: relay,
-        flags: 0,
-        ..Raw::request(options)
-    }
-    .bytes();
-    let (outcome, info) = proxy_core().handle(&req, SocketAddrV4::new(relay, 67), 67, NOW);
-    let (_, machine) = info.unwrap();
+    let (outcome, machine) = through_relay(relay, options);
     assert_eq!(machine.firmware, Some(crate::boot::Firmware::BiosPxe));
     assert_eq!(machine.circuit_id.as_deref(), Some(&b"port-7"[..]));
     assert_eq!(machine.remote_id.as_deref(), Some(&b"sw1"[..]));

@@ -308,17 +308,13 @@ impl Scripts {
         http_base: &str,
     ) -> Result<String, ScriptError> {
         let machine = Machine {
-            mac: q.mac,
             arch: q.arch,
             firmware: Some(match kind {
                 ScriptKind::Ipxe => Firmware::Ipxe,
                 // GRUB and generic fetches come from later stages; match them as iPXE would.
                 ScriptKind::Grub | ScriptKind::Generic => Firmware::Ipxe,
             }),
-            guid: None,
-            relay: None,
-            circuit_id: None,
-            remote_id: None,
+            ..Machine::known_by_mac(q.mac)
         };
         let group = self.policy.group_of(&machine);
         let profile_name = match (

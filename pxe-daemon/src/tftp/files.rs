@@ -197,15 +197,7 @@ impl PathMapper for PolicyMapper {
             std::net::IpAddr::V6(_) => None,
         };
         let group = mac.and_then(|mac| {
-            let machine = crate::boot::Machine {
-                mac,
-                arch: None,
-                firmware: None,
-                guid: None,
-                relay: None,
-                circuit_id: None,
-                remote_id: None,
-            };
+            let machine = crate::boot::Machine::known_by_mac(mac);
             self.policy.group_of(&machine).map(|g| g.name.clone())
         });
         if template.contains("{mac") && mac.is_none() {
