@@ -57,6 +57,17 @@ fn vlan_uppers_in(sys_class_net: &std::path::Path, interface: &str) -> Vec<Strin
     uppers
 }
 
+/// The kernel driver behind `interface` (`virtio_net`, `ice`, ...), from sysfs; `None` for a
+/// virtual device without one (veth, bridge, ...).
+pub fn driver_of(interface: &str) -> Option<String> {
+    driver_in(std::path::Path::new("/sys/class/net"), interface)
+}
+
+fn driver_in(sys_class_net: &std::path::Path, interface: &str) -> Option<String> {
+    let link = std::fs::read_link(sys_class_net.join(interface).join("device/driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
 /// How long a neighbour lookup waits for the kernel's answer.
 const NETLINK_TIMEOUT: Duration = Duration::from_millis(200);
 /// Receive buffer of a lookup: one route or neighbour message (a few hundred bytes).
@@ -251,7 +262,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vlan_uppers_are_the_upper_links_of_type_vlan() {
+    fn vlan_uppers_and_the_driver_come_from_sysfs() {
         // sysfs as the kernel lays it out: eth0 with a VLAN and a bond above it.
         let sys = tempfile::tempdir().unwrap();
         let dev = |name: &str, devtype: Option<&str>| {
@@ -272,6 +283,16 @@ mod tests {
             .unwrap();
         }
         assert_eq!(vlan_uppers_in(sys.path(), "eth0"), ["eth0.100", "eth0.7"]);
+        // The driver, where the device has one (not a veth).
+        std::fs::create_dir_all(sys.path().join("virtio0")).unwrap();
+        std::os::unix::fs::symlink("../virtio0", sys.path().join("eth0/device")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../bus/virtio/drivers/virtio_net",
+            sys.path().join("virtio0/driver"),
+        )
+        .unwrap();
+        assert_eq!(driver_in(sys.path(), "eth0").as_deref(), Some("virtio_net"));
+        assert_eq!(driver_in(sys.path(), "eth0.100"), None);
         assert!(vlan_uppers_in(sys.path(), "eth0.100").is_empty());
         assert!(vlan_uppers_in(sys.path(), "missing").is_empty());
     }

@@ -514,6 +514,11 @@ fn blocks_whose_checksum_the_device_finishes_verify_at_the_client() {
     let off = net.server(&["ethtool", "-K", net.server_if(), "tx", "off"]);
     assert!(off.status.success(), "ethtool: {off:?}");
     let daemon = Daemon::start_with_root(&net, &boot.root(), &datapath_args("xdp"));
+    if daemon.log().contains("tx_checksum_offload=false") {
+        // A kernel without XDP_UMEM_TX_METADATA_LEN: every checksum is computed by the daemon.
+        println!("skipped: no AF_XDP TX metadata on this kernel");
+        return;
+    }
     let server = net.server_ip().to_string();
     let out = |name: &str| boot.download(name).to_string_lossy().into_owned();
     let (hpa, atftp) = (out("tftp-hpa"), out("atftp-w4"));

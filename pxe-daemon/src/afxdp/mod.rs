@@ -167,9 +167,20 @@ impl BoundSockets {
             what: "no MAC address",
         })?;
         let queues = rx_queue_count(interface);
+        let driver = crate::netif::driver_of(interface);
+        let metadata = match driver.as_deref() {
+            Some("virtio_net") => socket::TxMetadata::Off,
+            _ => socket::TxMetadata::Wanted,
+        };
         let mut sockets = Vec::with_capacity(queues as usize);
         for queue in 0..queues {
-            sockets.push(XskSocket::open(interface, ifindex, queue, settings.bind)?);
+            sockets.push(XskSocket::open(
+                interface,
+                ifindex,
+                queue,
+                settings.bind,
+                metadata,
+            )?);
         }
         let mut registered = Vec::new();
         for socket in &sockets {
@@ -186,6 +197,7 @@ impl BoundSockets {
             interface,
             queues,
             zero_copy = zero_copy == sockets.len(),
+            driver = driver.as_deref().unwrap_or("none"),
             tx_checksum_offload = sockets.iter().all(|s| s.tx.checksum_offload()),
             "AF_XDP sockets bound"
         );

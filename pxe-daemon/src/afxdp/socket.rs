@@ -37,6 +37,17 @@ pub const TX_METADATA_BYTES: u32 = 24;
 /// or one that has it without this flag, refuses the registration: then there is none).
 const XDP_UMEM_TX_METADATA_LEN: u32 = 1 << 2;
 
+/// Whether a socket asks the kernel for TX metadata (in copy mode; zero-copy never does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxMetadata {
+    /// Where the kernel has it.
+    Wanted,
+    /// Not on this device: virtio-net builds copy-mode frames on a path that skipped TX
+    /// metadata in the kernels before late 2025 (`IFF_TX_SKB_NO_LINEAR`), which would send
+    /// unfinished checksums.
+    Off,
+}
+
 /// Where in a sent frame the device sums from, and where the sum goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChecksumRequest {
@@ -81,7 +92,8 @@ pub struct XskTx {
     unkicked: u32,
     /// The kernel reads TX metadata before each frame ([`TX_METADATA_BYTES`]), so a frame may
     /// leave its checksum to the device; 0 where it does not (zero-copy: not every driver
-    /// does checksums from metadata; kernels before 6.8).
+    /// does checksums from metadata; kernels without `XDP_UMEM_TX_METADATA_LEN`; drivers
+    /// whose copy-mode path skips the metadata, see [`TxMetadata`]).
     metadata: u32,
 }
 
@@ -128,6 +140,7 @@ impl XskSocket {
         ifindex: u32,
         queue: u32,
         bind: XskBindSetting,
+        metadata: TxMetadata,
     ) -> Result<XskSocket, XskError> {
         let err = |step: &'static str| {
             move |source: io::Error| XskError {
@@ -139,15 +152,15 @@ impl XskSocket {
         };
         match bind {
             XskBindSetting::Copy => {
-                Self::open_mode(ifindex, queue, false).map_err(err("bind (copy)"))
+                Self::open_mode(ifindex, queue, false, metadata).map_err(err("bind (copy)"))
             }
             XskBindSetting::Zerocopy => {
-                Self::open_mode(ifindex, queue, true).map_err(err("bind (zero-copy)"))
+                Self::open_mode(ifindex, queue, true, metadata).map_err(err("bind (zero-copy)"))
             }
-            XskBindSetting::Auto => match Self::open_mode(ifindex, queue, true) {
+            XskBindSetting::Auto => match Self::open_mode(ifindex, queue, true, metadata) {
                 Err(e) if unsupported(&e) => {
                     debug!(interface, queue, error = %e, "AF_XDP zero-copy not supported; binding in copy mode");
-                    Self::open_mode(ifindex, queue, false).map_err(err("bind (copy)"))
+                    Self::open_mode(ifindex, queue, false, metadata).map_err(err("bind (copy)"))
                 }
                 other => other.map_err(err("bind (zero-copy)")),
             },
@@ -164,7 +177,12 @@ impl XskSocket {
         self.zero_copy
     }
 
-    fn open_mode(ifindex: u32, queue: u32, zero_copy: bool) -> io::Result<XskSocket> {
+    fn open_mode(
+        ifindex: u32,
+        queue: u32,
+        zero_copy: bool,
+        metadata: TxMetadata,
+    ) -> io::Result<XskSocket> {
         // SAFETY: plain socket(2); the fd is owned at once.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -174,7 +192,7 @@ impl XskSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
         let umem = Mmap::anonymous((FRAMES_PER_SOCKET * FRAME_BYTES) as usize)?;
-        let metadata = register_umem(raw, &umem, !zero_copy)?;
+        let metadata = register_umem(raw, &umem, !zero_copy && metadata == TxMetadata::Wanted)?;
         for opt in [
             libc::XDP_UMEM_FILL_RING,
             libc::XDP_UMEM_COMPLETION_RING,
@@ -437,6 +455,20 @@ impl XskTx {
         let Some(start) = self.free.pop() else {
             return false;
         };
+        let sent = self.fill_and_push(start, checksum, build);
+        if !sent {
+            self.free.push(start);
+        }
+        sent
+    }
+
+    /// [`XskTx::send`] into the free frame at `start`.
+    fn fill_and_push(
+        &mut self,
+        start: u64,
+        checksum: Option<ChecksumRequest>,
+        build: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
         // The frame follows the metadata area, which every TX frame keeps (the kernel checks
         // that metadata and frame fit in one UMEM frame).
         let addr = start + u64::from(TX_METADATA_BYTES);

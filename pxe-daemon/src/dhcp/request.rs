@@ -123,8 +123,8 @@ impl RequestType {
 
 /// A checked client request, read in place: the BOOTP header fields and the options the
 /// server looks at, borrowed from the datagram. Reading one allocates nothing but what the
-/// [`Machine`] keeps (option 97 and the relay's sub-options, when sent); a rack's DISCOVERs
-/// are read on the datapath thread at line rate.
+/// [`Machine`] keeps (option 97 and the relay's sub-options, when sent) and the value of an
+/// option sent in parts; a rack's DISCOVERs are read on the datapath thread at line rate.
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
     bytes: &'a [u8],
@@ -154,30 +154,30 @@ impl<'a> Options<'a> {
     /// exactly but lacks option 255 is accepted, as other servers do.
     fn index(opts: &'a [u8]) -> Result<Options<'a>, DropReason> {
         let mut at = [0u16; 256];
-        let mut repeated: Vec<u8> = Vec::new();
-        for (code, start, _) in walk(opts) {
-            let slot = &mut at[usize::from(code?)];
+        let mut joined: Vec<(u8, Vec<u8>)> = Vec::new();
+        // One pass, whatever the request repeats: a code's parts are appended as they come.
+        let mut joined_at = [u8::MAX; 256];
+        for (code, start, len) in walk(opts) {
+            let code = code?;
+            let slot = &mut at[usize::from(code)];
             if *slot == 0 {
                 // Fits: a request is at most DHCP_MAX_REQUEST_BYTES long.
                 *slot = u16::try_from(start).unwrap_or(u16::MAX);
-            } else if let Ok(code) = code {
-                if !repeated.contains(&code) {
-                    repeated.push(code);
+                continue;
+            }
+            let part = &opts[start..start + len];
+            match joined_at[usize::from(code)] {
+                u8::MAX => {
+                    // The first repeat: the value so far is the first part.
+                    let first = usize::from(*slot);
+                    let first = &opts[first..first + usize::from(opts[first - 1])];
+                    // At most 254 codes repeat (0 and 255 carry no value).
+                    joined_at[usize::from(code)] = u8::try_from(joined.len()).unwrap_or(0);
+                    joined.push((code, [first, part].concat()));
                 }
+                i => joined[usize::from(i)].1.extend_from_slice(part),
             }
         }
-        let joined = repeated
-            .into_iter()
-            .map(|want| {
-                let mut value = Vec::new();
-                for (code, start, len) in walk(opts) {
-                    if code == Ok(want) {
-                        value.extend_from_slice(&opts[start..start + len]);
-                    }
-                }
-                (want, value)
-            })
-            .collect();
         Ok(Options { at, opts, joined })
     }
 
@@ -186,8 +186,10 @@ impl<'a> Options<'a> {
         if start == 0 {
             return None;
         }
-        if let Some((_, value)) = self.joined.iter().find(|(c, _)| *c == code) {
-            return Some(value);
+        if !self.joined.is_empty() {
+            if let Some((_, value)) = self.joined.iter().find(|(c, _)| *c == code) {
+                return Some(value);
+            }
         }
         let len = usize::from(self.opts[start - 1]);
         self.opts.get(start..start + len)

@@ -391,6 +391,25 @@ fn an_option_sent_in_parts_is_read_and_echoed_whole() {
 }
 
 #[test]
+fn options_repeated_in_turns_are_each_joined_in_order() {
+    // Two codes split in three and two parts, interleaved: 60 reads PXEClient:Arch:00007 and
+    // 77 reads iPXE, so the machine is iPXE (never the ROM's NBP again).
+    let options = vec![
+        opt(53, &[1]),
+        opt(60, b"PXE"),
+        opt(77, b"i"),
+        opt(60, b"Client"),
+        opt(77, b"PXE"),
+        opt(60, b":Arch:00007"),
+    ];
+    let bytes = Raw::request(options).bytes();
+    let req = request::Request::parse(&bytes).unwrap();
+    assert_eq!(req.vendor_class(), Some(&b"PXEClient:Arch:00007"[..]));
+    assert_eq!(req.machine.firmware, Some(crate::boot::Firmware::Ipxe));
+    assert_eq!(req.machine.arch, Some(crate::boot::Arch::EFI_X64));
+}
+
+#[test]
 fn proxy_ignores_plain_dhcp_clients_and_ignored_macs() {
     let plain = Raw::request(vec![opt(53, &[1]), opt(60, b"MSFT 5.0")]).bytes();
     let (outcome, _) = proxy_core().handle(&plain, FROM_CLIENT, 67, NOW);
