@@ -481,3 +481,77 @@ fn connection_cap_and_rate_cap() {
     assert!(secs > 2.0, "rate cap not applied: 3 MiB in {secs} s");
     assert!(daemon.stop().success());
 }
+
+/// A script fetch that does not say the arch (GRUB, curl) gets the arch the machine's DHCP
+/// said, so the policy picks the same group for both: before the machine's UEFI DISCOVER the
+/// fetch gets the default profile, after it the UEFI group's.
+#[test]
+fn a_fetch_without_arch_gets_the_arch_the_machines_dhcp_said() {
+    if !root_or_skip("a_fetch_without_arch_gets_the_arch_the_machines_dhcp_said") {
+        return;
+    }
+    let net = TestNet::new("httparch");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("assets")).unwrap();
+    std::fs::write(root.join("assets/vmlinuz"), b"kernel bytes\n").unwrap();
+    let config = dir.path().join("pxe.toml");
+    std::fs::write(
+        &config,
+        r#"[http]
+default_profile = "plain"
+
+[[group]]
+name = "uefi-x64"
+arch = [7]
+profile = "efi"
+
+[[profile]]
+name = "efi"
+kernel = "assets/vmlinuz"
+args = "efi=1 arch={{ arch }}"
+
+[[profile]]
+name = "plain"
+kernel = "assets/vmlinuz"
+args = "plain=1"
+"#,
+    )
+    .unwrap();
+    let daemon = Daemon::start_with_root(
+        &net,
+        &root,
+        &["--config", &config.to_string_lossy(), "--xdp-mode", "off"],
+    );
+    let mac_out = net.client(&[
+        "cat",
+        &format!("/sys/class/net/{}/address", net.client_if()),
+    ]);
+    let mac = String::from_utf8_lossy(&mac_out.stdout).trim().to_owned();
+    let grub_url = daemon.url(&format!("/grub?mac={}", mac.replace(':', "-")));
+
+    let (before, _) = curl(&net, &[&grub_url]);
+    assert!(before.contains("vmlinuz plain=1\n"), "{before}");
+
+    let script = pxe_tests::workspace_root().join("tests/scripts/pxe_client.py");
+    let out = net.client(&[
+        "python3",
+        &script.to_string_lossy(),
+        net.client_if(),
+        "uefi",
+        "1",
+        &mac,
+    ]);
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "no offer to the UEFI DISCOVER: {out:?}\n{}",
+        daemon.log()
+    );
+
+    let (after, _) = curl(&net, &[&grub_url]);
+    assert!(after.contains("vmlinuz efi=1 arch=7\n"), "{after}");
+    // A fetch that says its arch keeps it.
+    let (bios, _) = curl(&net, &[&format!("{grub_url}&arch=0")]);
+    assert!(bios.contains("vmlinuz plain=1\n"), "{bios}");
+    assert!(daemon.stop().success());
+}

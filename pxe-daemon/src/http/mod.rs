@@ -242,6 +242,14 @@ fn route(
                 _ => ("generic", ScriptKind::Generic),
             };
             let rendered = MachineQuery::parse(req.uri().query())
+                .map(|mut q| {
+                    // A fetch that does not say the arch (GRUB, curl) gets the one the
+                    // machine's DHCP said: the same group, the same profile.
+                    if q.arch.is_none() {
+                        q.arch = state.timeline.as_ref().and_then(|t| t.arch_of(q.mac));
+                    }
+                    q
+                })
                 .and_then(|q| state.scripts.render(kind, &q, &base_url(req, state)));
             (route, script(rendered), None)
         }

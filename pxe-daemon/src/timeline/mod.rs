@@ -480,6 +480,13 @@ impl Timeline {
             .map(|r| self.view(r, Instant::now()))
     }
 
+    /// The option-93 arch `mac`'s DHCP requests said, if it is remembered: for a later request
+    /// that does not say it (a GRUB or curl fetch of a script), so that the policy chooses
+    /// the same group as it did for the machine's DHCP.
+    pub fn arch_of(&self, mac: MacAddr) -> Option<Arch> {
+        self.lock().machines.get(&mac).and_then(|r| r.arch)
+    }
+
     /// Machines per current stage, and stuck ones per stage (for the gauges).
     pub fn census(&self) -> (HashMap<Stage, i64>, HashMap<Stage, i64>) {
         let inner = self.lock();
