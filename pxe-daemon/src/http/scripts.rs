@@ -217,6 +217,9 @@ impl Scripts {
     ) -> Result<Scripts, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Render errors name the undefined variable and the template line in release builds
+        // too (minijinja keeps that detail for debug builds only by default).
+        env.set_debug(true);
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
                 .keep_trailing_newline(true)
