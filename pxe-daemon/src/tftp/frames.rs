@@ -397,6 +397,40 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_moves_the_resend_later_and_the_early_wakeup_sends_nothing() {
+        // Timers are filed lazily: the ACK's later deadline is not filed at once, so the
+        // datapath wakes at the old one, which must send nothing and file the new one.
+        let file = vec![9u8; 9_000];
+        let (mut service, registry, _root) = service(&file, 1 << 20);
+        let start = Instant::now();
+        let mut tx = Recorder::default();
+        let port = open(&mut service, &mut tx, start);
+        service.on_datagram(&datagram(port, &ack(0)), start, &mut tx);
+        let first = service.next_deadline().expect("a resend timer");
+        tx.sent.clear();
+        let later = start + (first - start) / 2;
+        service.on_datagram(&datagram(port, &ack(4)), later, &mut tx);
+        assert_eq!(tx.sent.len(), 4, "the next window");
+        tx.sent.clear();
+        service.on_tick(first + Duration::from_millis(1), &mut tx);
+        assert!(tx.sent.is_empty(), "nothing is due yet: {:?}", tx.sent);
+        let second = service.next_deadline().expect("the real deadline filed");
+        assert!(second > first, "{second:?} after {first:?}");
+        service.on_tick(second + Duration::from_millis(1), &mut tx);
+        let blocks: Vec<u16> = tx
+            .sent
+            .iter()
+            .filter_map(|(_, b)| match Packet::parse(b) {
+                Ok(Packet::Data { block, .. }) => Some(block),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(blocks, [5, 6, 7, 8], "the unacknowledged window, once");
+        let text = registry.render();
+        assert!(text.contains("pxe_tftp_retransmits_total 4"), "{text}");
+    }
+
+    #[test]
     fn a_disk_block_that_cannot_be_read_is_not_sent_and_ends_the_transfer() {
         let file = vec![7u8; 10_000];
         let (mut service, registry, root) = service(&file, 0);

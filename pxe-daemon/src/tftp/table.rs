@@ -107,7 +107,8 @@ pub struct Entry {
     /// The client.
     pub peer: Peer,
     started: Instant,
-    /// The deadline it is filed under in the timer set.
+    /// The deadline it is filed under in the timer set: never later than the transfer's own
+    /// deadline, possibly earlier (filing is lazy, see [`Transfers::apply`]).
     timer: Option<Instant>,
     generation: u32,
     request_hash: u64,
@@ -439,15 +440,18 @@ impl Transfers {
             io.transfer(entry, token, &mut out.sends, metrics);
         }
         out.clear();
-        let deadline = entry.transfer.deadline();
-        if deadline != entry.timer {
-            if let Some(old) = entry.timer {
-                timers.remove(&(old, slot));
-            }
-            if let Some(new) = deadline {
+        // Filed lazily: every ACK moves the deadline later, and re-filing it each time was a
+        // set removal and insertion per datagram. An earlier filing stays; when it comes due,
+        // fire_timers files the real deadline. Only a deadline earlier than the filed one
+        // (or the first) is filed now.
+        if let Some(new) = entry.transfer.deadline() {
+            if entry.timer.is_none_or(|filed| new < filed) {
+                if let Some(old) = entry.timer {
+                    timers.remove(&(old, slot));
+                }
                 timers.insert((new, slot));
+                entry.timer = Some(new);
             }
-            entry.timer = deadline;
         }
         if let Some(outcome) = entry.transfer.outcome() {
             self.finish(slot, outcome, now);
@@ -521,6 +525,16 @@ impl Transfers {
                 continue;
             };
             entry.timer = None;
+            match entry.transfer.deadline() {
+                // Filed earlier than the transfer now needs: file the real deadline.
+                Some(real) if real > now => {
+                    self.timers.insert((real, slot));
+                    entry.timer = Some(real);
+                    continue;
+                }
+                Some(_) => {}
+                None => continue,
+            }
             let mut out = std::mem::take(&mut self.out);
             out.clear();
             entry.transfer.on_timeout(now, &mut out);
