@@ -350,6 +350,17 @@ mod tests {
         (data, port)
     }
 
+    /// The block numbers of the DATA packets `tx` holds, in order.
+    fn data_blocks(tx: &Recorder) -> Vec<u16> {
+        tx.sent
+            .iter()
+            .filter_map(|(_, b)| match Packet::parse(b) {
+                Ok(Packet::Data { block, .. }) => Some(block),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn a_windowed_transfer_gets_the_exact_bytes_from_cache_and_from_disk() {
         let file: Vec<u8> = (0..25_001u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -385,14 +396,7 @@ mod tests {
         tx.room = None;
         let deadline = service.next_deadline().expect("a resend timer");
         service.on_tick(deadline + Duration::from_millis(1), &mut tx);
-        let blocks: Vec<u16> = tx
-            .sent
-            .iter()
-            .filter_map(|(_, b)| match Packet::parse(b) {
-                Ok(Packet::Data { block, .. }) => Some(block),
-                _ => None,
-            })
-            .collect();
+        let blocks = data_blocks(&tx);
         assert_eq!(blocks, [1, 2, 3, 4], "the window again after the timeout");
     }
 
@@ -417,14 +421,7 @@ mod tests {
         let second = service.next_deadline().expect("the real deadline filed");
         assert!(second > first, "{second:?} after {first:?}");
         service.on_tick(second + Duration::from_millis(1), &mut tx);
-        let blocks: Vec<u16> = tx
-            .sent
-            .iter()
-            .filter_map(|(_, b)| match Packet::parse(b) {
-                Ok(Packet::Data { block, .. }) => Some(block),
-                _ => None,
-            })
-            .collect();
+        let blocks = data_blocks(&tx);
         assert_eq!(blocks, [5, 6, 7, 8], "the unacknowledged window, once");
         let text = registry.render();
         assert!(text.contains("pxe_tftp_retransmits_total 4"), "{text}");
