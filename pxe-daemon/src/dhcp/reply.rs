@@ -5,7 +5,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::MessageType;
 
 use super::request::{
-    Request, DHCP_MIN_BYTES, HLEN_ETHERNET, HTYPE_ETHERNET, MAGIC_COOKIE, OPTION_IPXE_ENCAP,
+    Request, CHADDR_OFFSET, DHCP_MIN_BYTES, FILE_OFFSET, FLAGS_OFFSET, GIADDR_OFFSET,
+    HLEN_ETHERNET, HTYPE_ETHERNET, MAGIC_COOKIE, MAGIC_OFFSET, OPTION_IPXE_ENCAP, SIADDR_OFFSET,
+    XID_OFFSET, YIADDR_OFFSET,
 };
 use crate::boot::{BootSpec, BootTarget, Firmware, MacAddr};
 
@@ -17,13 +19,6 @@ pub const DHCP_SERVER_PORT: u16 = 67;
 const FILE_FIELD_MAX: usize = 127;
 /// op of a server's message.
 const BOOTREPLY: u8 = 2;
-/// Offsets in the BOOTP header.
-const FLAGS_OFFSET: usize = 10;
-const YIADDR_OFFSET: usize = 16;
-const SIADDR_OFFSET: usize = 20;
-const GIADDR_OFFSET: usize = 24;
-const CHADDR_OFFSET: usize = 28;
-const FILE_OFFSET: usize = 108;
 /// flags with the broadcast bit.
 pub const FLAG_BROADCAST: u16 = 0x8000;
 
@@ -186,7 +181,8 @@ impl ReplyMessage {
     }
 
     /// Option `code`'s value, if set.
-    pub fn get(&self, code: u8) -> Option<&[u8]> {
+    #[cfg(test)]
+    fn get(&self, code: u8) -> Option<&[u8]> {
         let &(_, start, len) = self.options.iter().find(|o| o.0 == code)?;
         Some(&self.values[start..start + len])
     }
@@ -219,11 +215,11 @@ impl ReplyMessage {
 pub fn base_reply(req: &Request<'_>, kind: MessageType, server: Ipv4Addr) -> ReplyMessage {
     let mut header = [0u8; DHCP_MIN_BYTES];
     header[..4].copy_from_slice(&[BOOTREPLY, HTYPE_ETHERNET, HLEN_ETHERNET, 0]);
-    header[4..8].copy_from_slice(&req.xid().to_be_bytes());
+    header[XID_OFFSET..XID_OFFSET + 4].copy_from_slice(&req.xid().to_be_bytes());
     header[FLAGS_OFFSET..FLAGS_OFFSET + 2].copy_from_slice(&req.flags().to_be_bytes());
     header[GIADDR_OFFSET..GIADDR_OFFSET + 4].copy_from_slice(&req.giaddr().octets());
     header[CHADDR_OFFSET..CHADDR_OFFSET + 6].copy_from_slice(&req.chaddr());
-    header[DHCP_MIN_BYTES - 4..].copy_from_slice(&MAGIC_COOKIE);
+    header[MAGIC_OFFSET..].copy_from_slice(&MAGIC_COOKIE);
     let mut m = ReplyMessage {
         kind,
         header,

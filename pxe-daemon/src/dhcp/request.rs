@@ -15,12 +15,19 @@ pub const DHCP_MAX_REQUEST_BYTES: usize = 1500;
 /// RFC 2131 magic cookie.
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Offset of the magic cookie.
-const MAGIC_OFFSET: usize = 236;
+pub const MAGIC_OFFSET: usize = 236;
 /// Ethernet hardware type and address length: the only link this server boots.
 pub const HTYPE_ETHERNET: u8 = 1;
 pub const HLEN_ETHERNET: u8 = 6;
-/// Offset of chaddr.
-const CHADDR_OFFSET: usize = 28;
+/// Offsets of the BOOTP header fields read and written (RFC 2131 2), requests and replies.
+pub const XID_OFFSET: usize = 4;
+pub const FLAGS_OFFSET: usize = 10;
+pub const CIADDR_OFFSET: usize = 12;
+pub const YIADDR_OFFSET: usize = 16;
+pub const SIADDR_OFFSET: usize = 20;
+pub const GIADDR_OFFSET: usize = 24;
+pub const CHADDR_OFFSET: usize = 28;
+pub const FILE_OFFSET: usize = 108;
 /// op of a client's message.
 const BOOTREQUEST: u8 = 1;
 /// Option codes only requests carry (the rest are in [`super::reply`]).
@@ -279,22 +286,23 @@ impl<'a> Request<'a> {
 
     /// The transaction id.
     pub fn xid(&self) -> u32 {
-        u32::from_be_bytes([self.bytes[4], self.bytes[5], self.bytes[6], self.bytes[7]])
+        let b = &self.bytes[XID_OFFSET..];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// The flags field (bit 15: broadcast).
     pub fn flags(&self) -> u16 {
-        u16::from_be_bytes([self.bytes[10], self.bytes[11]])
+        u16::from_be_bytes([self.bytes[FLAGS_OFFSET], self.bytes[FLAGS_OFFSET + 1]])
     }
 
     /// The client's address, when it has one.
     pub fn ciaddr(&self) -> Ipv4Addr {
-        self.header_ip(12)
+        header_ip(self.bytes, CIADDR_OFFSET)
     }
 
     /// The relay's address, when relayed.
     pub fn giaddr(&self) -> Ipv4Addr {
-        self.header_ip(24)
+        header_ip(self.bytes, GIADDR_OFFSET)
     }
 
     /// The client's hardware address (chaddr's first six bytes: Ethernet, checked at parse).
@@ -302,15 +310,6 @@ impl<'a> Request<'a> {
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&self.bytes[CHADDR_OFFSET..CHADDR_OFFSET + 6]);
         mac
-    }
-
-    fn header_ip(&self, at: usize) -> Ipv4Addr {
-        Ipv4Addr::new(
-            self.bytes[at],
-            self.bytes[at + 1],
-            self.bytes[at + 2],
-            self.bytes[at + 3],
-        )
     }
 
     /// Option 60, if sent.
@@ -374,6 +373,11 @@ impl<'a> Request<'a> {
             remote_id,
         }
     }
+}
+
+/// The address at `at` in a BOOTP header (`bytes` holds at least the fixed header).
+pub fn header_ip(bytes: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3])
 }
 
 /// The (code, value) sub-options of an encapsulated option such as 82; stops at the first

@@ -342,11 +342,10 @@ fn follow(
         Outcome::Reply(r, _) => Some(r),
         _ => None,
     };
-    // yiaddr of the reply (BOOTP offset 16), else the address a local client sent from (a
-    // relayed request's source is the relay).
+    // yiaddr of the reply (every reply holds the whole BOOTP header), else the address a
+    // local client sent from (a relayed request's source is the relay).
     let given = reply
-        .and_then(|r| r.bytes.get(16..20))
-        .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        .map(|r| super::request::header_ip(&r.bytes, super::request::YIADDR_OFFSET))
         .filter(|ip| !ip.is_unspecified());
     let from = Some(*src.ip()).filter(|ip| !ip.is_unspecified() && machine.relay.is_none());
     let ip = given.or(from);
