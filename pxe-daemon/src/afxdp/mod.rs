@@ -201,12 +201,10 @@ impl BoundSockets {
             tx_checksum_offload = sockets.iter().all(|s| s.tx.checksum_offload()),
             "AF_XDP sockets bound"
         );
-        let max_payload = ((socket::FRAME_BYTES - socket::TX_METADATA_BYTES) as usize
-            - frame::REPLY_HEADER_BYTES)
-            .min(
-                (settings.mtu as usize)
-                    .saturating_sub(frame::IPV4_HEADER_BYTES + frame::UDP_HEADER_BYTES),
-            );
+        let max_payload = (socket::TX_FRAME_ROOM as usize - frame::REPLY_HEADER_BYTES).min(
+            (settings.mtu as usize)
+                .saturating_sub(frame::IPV4_HEADER_BYTES + frame::UDP_HEADER_BYTES),
+        );
         Ok(BoundSockets {
             sockets,
             queues: registered,

@@ -33,6 +33,8 @@ pub const RING_ENTRIES: u32 = 4096;
 /// xsk_tx_metadata`: 16 bytes before Linux 6.14, 24 since; the kernel wants a multiple of 8).
 /// Reserved in every TX frame, used or not, so a frame holds this much less.
 pub const TX_METADATA_BYTES: u32 = 24;
+/// Bytes a sent frame may have: its UMEM frame less the metadata area before it.
+pub const TX_FRAME_ROOM: u32 = FRAME_BYTES - TX_METADATA_BYTES;
 /// UMEM flag XDP_UMEM_TX_METADATA_LEN: "use tx_metadata_len" (a kernel without TX metadata,
 /// or one that has it without this flag, refuses the registration: then there is none).
 const XDP_UMEM_TX_METADATA_LEN: u32 = 1 << 2;
@@ -437,7 +439,7 @@ impl XskTx {
     }
 
     /// Builds a frame with `build` (which writes it and returns its length, at most
-    /// [`FRAME_BYTES`] less [`TX_METADATA_BYTES`]) and puts it on the TX ring, asking the
+    /// [`TX_FRAME_ROOM`]) and puts it on the TX ring, asking the
     /// device for the checksum `checksum` names (only where [`XskTx::checksum_offload`]; else
     /// it is ignored and the frame must carry its checksum). `false` when no frame or ring
     /// slot is free now.
@@ -484,7 +486,7 @@ impl XskTx {
             meta[10..12].copy_from_slice(&c.offset.to_ne_bytes());
             options = libc::XDP_TX_METADATA;
         }
-        let room = (FRAME_BYTES - TX_METADATA_BYTES) as usize;
+        let room = TX_FRAME_ROOM as usize;
         let Some(buf) = self.frames.get_mut(addr, room) else {
             return false;
         };
