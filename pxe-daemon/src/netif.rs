@@ -34,10 +34,13 @@ pub fn ipv4_of(interface: &str) -> Option<Ipv4Addr> {
     found
 }
 
+/// Where the kernel shows network interfaces.
+const SYS_CLASS_NET: &str = "/sys/class/net";
+
 /// The VLAN interfaces stacked on `interface` (`eth0.100` on `eth0`), from sysfs: its
 /// `upper_*` links whose device type is `vlan`.
 pub fn vlan_uppers(interface: &str) -> Vec<String> {
-    vlan_uppers_in(std::path::Path::new("/sys/class/net"), interface)
+    vlan_uppers_in(std::path::Path::new(SYS_CLASS_NET), interface)
 }
 
 fn vlan_uppers_in(sys_class_net: &std::path::Path, interface: &str) -> Vec<String> {
@@ -60,7 +63,7 @@ fn vlan_uppers_in(sys_class_net: &std::path::Path, interface: &str) -> Vec<Strin
 /// The kernel driver behind `interface` (`virtio_net`, `ice`, ...), from sysfs; `None` for a
 /// virtual device without one (veth, bridge, ...).
 pub fn driver_of(interface: &str) -> Option<String> {
-    driver_in(std::path::Path::new("/sys/class/net"), interface)
+    driver_in(std::path::Path::new(SYS_CLASS_NET), interface)
 }
 
 fn driver_in(sys_class_net: &std::path::Path, interface: &str) -> Option<String> {
@@ -252,7 +255,7 @@ fn neighbour_lladdr(reply: &[u8]) -> Option<crate::boot::MacAddr> {
 
 /// The Ethernet address of `interface` (from sysfs), if it has one.
 pub fn mac_of(interface: &str) -> Option<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+    let text = std::fs::read_to_string(format!("{SYS_CLASS_NET}/{interface}/address")).ok()?;
     let bytes = crate::boot::parse_mac_bytes(text.trim()).ok()?;
     bytes.try_into().ok()
 }
