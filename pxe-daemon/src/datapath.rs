@@ -11,8 +11,13 @@
 //! The protocol cores stay sans-IO: a service is the thin layer that feeds a core (the same core
 //! the kernel-socket datapath feeds) and turns its output into [`UdpTx::send`] calls.
 
-use std::net::SocketAddrV4;
-use std::time::Instant;
+use std::{
+    io,
+    net::SocketAddrV4,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    sync::Arc,
+    time::Instant,
+};
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];
@@ -106,5 +111,52 @@ pub trait FrameService {
     /// the checksum unfinished (as a kernel socket's frames do), and DHCP clients read raw.
     fn device_checksum(&self) -> bool {
         false
+    }
+}
+
+/// An eventfd that wakes the datapath thread: services that finish work on other threads
+/// (a lease commit on the tokio runtime) call [`Waker::wake`] after queueing their result.
+#[derive(Clone, Debug)]
+pub struct Waker {
+    fd: Arc<OwnedFd>,
+}
+
+impl Waker {
+    /// A new non-blocking eventfd.
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: plain eventfd(2); the fd is owned at once.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Waker { fd: Arc::new(fd) })
+    }
+
+    /// Wakes the thread (never blocks: a saturated counter is already a wakeup).
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(self.fd.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
+    }
+
+    /// Clears pending wakeups.
+    pub fn drain(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                std::ptr::from_mut(&mut count).cast(),
+                8,
+            )
+        };
+    }
+}
+
+impl AsRawFd for Waker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }

@@ -34,7 +34,7 @@ pub struct Listeners {
     /// The HTTP listener (scripts, artifacts, `/metrics`, `/healthz`).
     pub http: TcpListener,
     /// The DHCP sockets (67 and 4011), unless DHCP is off.
-    pub dhcp: Option<dhcp::server::DhcpSockets>,
+    pub dhcp: Option<dhcp::kernel::DhcpSockets>,
     /// The TFTP request listener (port 69); transfer ports are bound by the server.
     pub tftp: UdpSocket,
     /// The raw ICMPv6 socket for router advertisements, when they are on.
@@ -177,7 +177,10 @@ pub async fn run(
             let (mode, commit) = match config.dhcp.mode {
                 config::DhcpMode::Full => {
                     let (full, store) = open_full_dhcp(&config, &metrics).await?;
-                    (dhcp::Mode::Full(Box::new(full)), Some(lease_commit(store)))
+                    (
+                        dhcp::Mode::Full(Box::new(full)),
+                        Some(Arc::new(store) as Arc<dyn dhcp::handler::LeaseCommit>),
+                    )
                 }
                 _ => (dhcp::Mode::Proxy, None),
             };
@@ -188,12 +191,12 @@ pub async fn run(
                 config.dhcp.ignore_macs.clone(),
             );
             let dhcp_metrics = dhcp::metrics::DhcpMetrics::new(metrics.registry())?;
-            let options = dhcp::server::ServeOptions {
+            let options = dhcp::handler::ServeOptions {
                 reply_delay: config.dhcp.reply_delay,
                 timeline: Some(timeline.clone()),
             };
             info!(%server, mode = ?config.dhcp.mode, "DHCP server address");
-            let handler = dhcp::server::RequestHandler::new(core, dhcp_metrics, commit, options);
+            let handler = dhcp::handler::RequestHandler::new(core, dhcp_metrics, commit, options);
             (Some(handler), Some(sockets))
         }
         None => (None, None),
@@ -224,7 +227,7 @@ pub async fn run(
         (Some(handler), Some(sockets)) => Some(
             spawn_on_own_thread(
                 "pxe-dhcp",
-                dhcp::server::serve(handler, sockets, token.child_token()),
+                dhcp::kernel::serve(handler, sockets, token.child_token()),
             )
             .map_err(|source| RunError::Thread {
                 name: "pxe-dhcp",
@@ -328,10 +331,10 @@ fn start_afxdp(
     interface: &str,
     address: Option<std::net::Ipv4Addr>,
     xdp: Option<&mut xdp::XdpAttachment>,
-    handler: Option<dhcp::server::RequestHandler>,
+    handler: Option<dhcp::handler::RequestHandler>,
     tftp: tftp::table::TableSettings,
     metrics: &metrics::Metrics,
-) -> Result<Result<afxdp::AfXdp, Option<dhcp::server::RequestHandler>>, RunError> {
+) -> Result<Result<afxdp::AfXdp, Option<dhcp::handler::RequestHandler>>, RunError> {
     let required = match config.datapath {
         config::DatapathSetting::Kernel => return Ok(Err(handler)),
         config::DatapathSetting::Xdp => true,
@@ -362,7 +365,7 @@ fn start_afxdp(
             format!("interface {interface} has no IPv4 address to send from (or set dhcp.server_address)"),
         );
     };
-    let waker = match afxdp::Waker::new() {
+    let waker = match datapath::Waker::new() {
         Ok(w) => w,
         Err(e) => return fail(handler, format!("eventfd: {e}")),
     };
@@ -381,7 +384,7 @@ fn start_afxdp(
     let mut services: Vec<afxdp::BoxedService> = Vec::new();
     let mut steering = pxe_common::XDP_FLAG_STEER_TFTP;
     if let Some(handler) = handler {
-        services.push(Box::new(dhcp::frames::DhcpFrameService::new(
+        services.push(Box::new(dhcp::afxdp::DhcpFrameService::new(
             handler,
             waker.clone(),
         )));
@@ -484,36 +487,4 @@ fn spawn_on_own_thread(
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other(format!("thread {name} panicked"))))
     }))
-}
-
-/// Makes the core's lease changes durable in `store`.
-fn lease_commit(store: dhcp::leases::LeaseStore) -> dhcp::server::LeaseCommit {
-    use dhcp::leases::{Lease, LeaseRecord};
-    Arc::new(move |event: dhcp::LeaseEvent| {
-        let store = store.clone();
-        Box::pin(async move {
-            let record = match event {
-                dhcp::LeaseEvent::Bound {
-                    mac,
-                    ip,
-                    expires_unix,
-                    client_id,
-                    hostname,
-                } => LeaseRecord::Bind(Lease {
-                    mac: mac.0,
-                    ip,
-                    expires_at_unix_secs: expires_unix,
-                    // The journal bounds both; longer ones are not worth refusing a lease for.
-                    client_id: client_id.filter(|c| c.len() <= dhcp::leases::MAX_CLIENT_ID_BYTES),
-                    hostname: hostname.filter(|h| h.len() <= dhcp::leases::MAX_HOSTNAME_BYTES),
-                }),
-                dhcp::LeaseEvent::Released { mac, ip } => LeaseRecord::Release { mac: mac.0, ip },
-                dhcp::LeaseEvent::Declined { ip, until_unix } => LeaseRecord::Declined {
-                    ip,
-                    until_unix_secs: until_unix,
-                },
-            };
-            store.commit(record).await.map_err(|e| e.to_string())
-        })
-    })
 }

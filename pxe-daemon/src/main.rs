@@ -132,11 +132,11 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
             (DhcpMode::Off, _) | (_, None) => None,
             (_, Some(interface)) => {
                 let bind = |port| {
-                    dhcp::server::bind(interface, port).with_context(|| {
+                    dhcp::kernel::bind(interface, port).with_context(|| {
                         format!("binding DHCP port {port} on {interface} (is another DHCP server running?)")
                     })
                 };
-                Some(dhcp::server::DhcpSockets {
+                Some(dhcp::kernel::DhcpSockets {
                     dhcp: bind(pxe_common::DHCP_SERVER_PORT)?,
                     pxe: bind(pxe_common::PXE_BOOT_SERVER_PORT)?,
                 })

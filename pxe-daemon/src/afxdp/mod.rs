@@ -13,14 +13,7 @@ pub mod socket;
 pub mod umem;
 pub mod worker;
 
-use std::{
-    io,
-    net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    sync::Arc,
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::{io, net::Ipv4Addr, os::fd::AsRawFd, thread::JoinHandle, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -30,6 +23,7 @@ pub use socket::{XskError, XskSocket};
 pub use worker::BoxedService;
 
 use crate::config::XskBindSetting;
+use crate::datapath::Waker;
 use crate::xdp::{XdpAttachment, XdpLoadError};
 
 /// Why the AF_XDP datapath could not start.
@@ -55,53 +49,6 @@ pub enum AfXdpError {
     /// The wake eventfd or the thread could not be made.
     #[error("AF_XDP datapath: {0}")]
     Io(#[from] io::Error),
-}
-
-/// An eventfd that wakes the datapath thread: services that finish work on other threads
-/// (a lease commit on the tokio runtime) call [`Waker::wake`] after queueing their result.
-#[derive(Clone, Debug)]
-pub struct Waker {
-    fd: Arc<OwnedFd>,
-}
-
-impl Waker {
-    /// A new non-blocking eventfd.
-    pub fn new() -> io::Result<Waker> {
-        // SAFETY: plain eventfd(2); the fd is owned at once.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(Waker { fd: Arc::new(fd) })
-    }
-
-    /// Wakes the thread (never blocks: a saturated counter is already a wakeup).
-    pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
-        unsafe { libc::write(self.fd.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
-    }
-
-    /// Clears pending wakeups.
-    fn drain(&self) {
-        let mut count: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
-        unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                std::ptr::from_mut(&mut count).cast(),
-                8,
-            )
-        };
-    }
-}
-
-impl AsRawFd for Waker {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
 }
 
 /// Receive queues of `interface`: the `queues/rx-*` entries in sysfs (at least 1, at most

@@ -17,9 +17,8 @@ use super::{
         DROP_TX_FULL,
     },
     socket::{ChecksumRequest, XskSocket, XskTx, RX_BATCH},
-    Waker,
 };
-use crate::datapath::{Datagram, FrameService, Route, TxError, UdpTx};
+use crate::datapath::{Datagram, FrameService, Route, TxError, UdpTx, Waker};
 
 /// Longest the thread sleeps in `poll` without a reason: bounds how long a shutdown waits.
 const IDLE_POLL: Duration = Duration::from_millis(50);

@@ -14,7 +14,7 @@ use ipnet::Ipv4Net;
 use super::{
     reply::{self, Destination, ReplyMessage},
     request::{Request, RequestType},
-    Context, Ignored, Outcome,
+    wire, Context, Ignored, Outcome,
 };
 use crate::boot::{BootPolicy, MacAddr};
 
@@ -353,17 +353,17 @@ impl FullDhcp {
     fn nak(&self, req: &Request<'_>, server: Ipv4Addr, why: &str) -> Outcome {
         tracing::debug!(mac = %req.machine.mac, why, "DHCPNAK");
         let mut m = reply::base_reply(req, MessageType::Nak, server);
-        m.insert(reply::OPTION_MESSAGE, why.as_bytes());
+        m.insert(wire::OPTION_MESSAGE, why.as_bytes());
         // RFC 2131 4.3.2: a NAK not sent to a relay is broadcast; one sent to a relay has the
         // broadcast bit set, so that the relay broadcasts it on the client's network.
-        m.set_flags(reply::FLAG_BROADCAST);
+        m.set_flags(wire::FLAG_BROADCAST);
         let to = if req.giaddr().is_unspecified() {
             Destination::Broadcast
         } else {
             reply::destination(
                 req,
                 SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-                reply::DHCP_SERVER_PORT,
+                wire::DHCP_SERVER_PORT,
             )
         };
         Outcome::Reply(reply::finish(&m, to), None)
@@ -383,7 +383,7 @@ impl FullDhcp {
         self.add_subnet_options(&mut m, pool_idx, true);
         if let Some(r) = self.reservations.get(&req.machine.mac) {
             if let Some(h) = &r.hostname {
-                m.insert(reply::OPTION_HOSTNAME, h.as_bytes());
+                m.insert(wire::OPTION_HOSTNAME, h.as_bytes());
             }
         }
         let spec = policy
@@ -395,20 +395,20 @@ impl FullDhcp {
 
     fn add_subnet_options(&self, m: &mut ReplyMessage, pool_idx: usize, with_lease: bool) {
         let c = &self.pools[pool_idx].config;
-        m.insert_ip(reply::OPTION_SUBNET_MASK, c.network.netmask());
+        m.insert_ip(wire::OPTION_SUBNET_MASK, c.network.netmask());
         if let Some(r) = c.router {
-            m.insert_ip(reply::OPTION_ROUTER, r);
+            m.insert_ip(wire::OPTION_ROUTER, r);
         }
         if !c.dns.is_empty() {
-            m.insert_ips(reply::OPTION_DNS, &c.dns);
+            m.insert_ips(wire::OPTION_DNS, &c.dns);
         }
         if let Some(d) = &c.domain {
-            m.insert(reply::OPTION_DOMAIN_NAME, d.as_bytes());
+            m.insert(wire::OPTION_DOMAIN_NAME, d.as_bytes());
         }
         if with_lease {
-            m.insert_u32(reply::OPTION_LEASE_TIME, c.lease_secs);
-            m.insert_u32(reply::OPTION_RENEWAL_TIME, c.lease_secs / 2);
-            m.insert_u32(reply::OPTION_REBINDING_TIME, c.lease_secs / 8 * 7);
+            m.insert_u32(wire::OPTION_LEASE_TIME, c.lease_secs);
+            m.insert_u32(wire::OPTION_RENEWAL_TIME, c.lease_secs / 2);
+            m.insert_u32(wire::OPTION_REBINDING_TIME, c.lease_secs / 8 * 7);
         }
     }
 

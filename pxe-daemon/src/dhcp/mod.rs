@@ -1,19 +1,22 @@
 //! PXE DHCP: the sans-IO core ([`DhcpCore`]: bytes, where they came from and the clock in; a
-//! reply, a lease change to make durable, or a counted reason for silence out) and the
-//! kernel-socket datapath ([`server`]).
+//! reply, a lease change to make durable, or a counted reason for silence out), the handling
+//! both datapaths share ([`handler`]), and the two datapaths: kernel sockets ([`kernel`]) and
+//! AF_XDP frames ([`afxdp`]). [`wire`] is the BOOTP layout the reader and writer share.
 //!
 //! Two modes: proxy-DHCP (the default) answers only PXE, HTTP Boot and iPXE clients and never
 //! gives addresses; full DHCP serves address pools too. The [`crate::boot::BootPolicy`] decides
 //! what every machine boots in both.
 
-pub mod frames;
+pub mod afxdp;
 pub mod full;
+pub mod handler;
+pub mod kernel;
 pub mod leases;
 pub mod metrics;
 pub mod proxy;
 pub mod reply;
 pub mod request;
-pub mod server;
+pub mod wire;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},

@@ -3,8 +3,9 @@
 use dhcproto::v4::MessageType;
 
 use super::{
-    reply::{self, DHCP_SERVER_PORT},
+    reply,
     request::{Request, RequestType},
+    wire::DHCP_SERVER_PORT,
     Context, Ignored, Outcome,
 };
 

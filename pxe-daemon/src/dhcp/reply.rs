@@ -4,58 +4,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::v4::MessageType;
 
-use super::request::{
-    Request, CHADDR_OFFSET, DHCP_MIN_BYTES, FILE_OFFSET, FLAGS_OFFSET, GIADDR_OFFSET,
-    HLEN_ETHERNET, HTYPE_ETHERNET, MAGIC_COOKIE, MAGIC_OFFSET, OPTION_IPXE_ENCAP, SIADDR_OFFSET,
-    XID_OFFSET, YIADDR_OFFSET,
-};
+use super::{request::Request, wire::*};
 use crate::boot::{BootSpec, BootTarget, Firmware, MacAddr};
-
-/// DHCP client port.
-pub const DHCP_CLIENT_PORT: u16 = 68;
-/// DHCP server (and relay) port.
-pub const DHCP_SERVER_PORT: u16 = 67;
-/// Longest boot file name the BOOTP `file` field holds (128 bytes with its NUL).
-const FILE_FIELD_MAX: usize = 127;
-/// op of a server's message.
-const BOOTREPLY: u8 = 2;
-/// flags with the broadcast bit.
-pub const FLAG_BROADCAST: u16 = 0x8000;
-
-/// Option code: Subnet mask.
-pub const OPTION_SUBNET_MASK: u8 = 1;
-/// Option code: Routers.
-pub const OPTION_ROUTER: u8 = 3;
-/// Option code: Name servers.
-pub const OPTION_DNS: u8 = 6;
-/// Option code: Host name.
-pub const OPTION_HOSTNAME: u8 = 12;
-/// Option code: Domain name.
-pub const OPTION_DOMAIN_NAME: u8 = 15;
-/// Option code: Vendor-specific information (PXE sub-options).
-pub const OPTION_VENDOR_EXTENSIONS: u8 = 43;
-/// Option code: Lease time, seconds.
-pub const OPTION_LEASE_TIME: u8 = 51;
-/// Option code: DHCP message type.
-pub const OPTION_MESSAGE_TYPE: u8 = 53;
-/// Option code: Server identifier.
-pub const OPTION_SERVER_ID: u8 = 54;
-/// Option code: Message (why a NAK).
-pub const OPTION_MESSAGE: u8 = 56;
-/// Option code: Renewal (T1) time, seconds.
-pub const OPTION_RENEWAL_TIME: u8 = 58;
-/// Option code: Rebinding (T2) time, seconds.
-pub const OPTION_REBINDING_TIME: u8 = 59;
-/// Option code: Vendor class identifier.
-pub const OPTION_VENDOR_CLASS: u8 = 60;
-/// Option code: TFTP server name.
-pub const OPTION_TFTP_SERVER: u8 = 66;
-/// Option code: Boot file name.
-pub const OPTION_BOOTFILE: u8 = 67;
-/// Option code: Relay agent information (RFC 3046).
-pub const OPTION_RELAY_AGENT_INFO: u8 = 82;
-/// Option code: Client machine identifier (the GUID).
-pub const OPTION_CLIENT_MACHINE_ID: u8 = 97;
 
 /// PXE vendor sub-option 6, PXE_DISCOVERY_CONTROL, value 8: "a boot file name is present in
 /// this offer: download it, no discovery or menu".

@@ -2,45 +2,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::reply::{
-    OPTION_CLIENT_MACHINE_ID, OPTION_HOSTNAME, OPTION_MESSAGE_TYPE, OPTION_RELAY_AGENT_INFO,
-    OPTION_SERVER_ID, OPTION_VENDOR_CLASS,
-};
+use super::wire::*;
 use crate::boot::{arch_from_vendor_class, classify_firmware, Arch, MacAddr, Machine};
-
-/// Fixed BOOTP header plus the magic cookie.
-pub const DHCP_MIN_BYTES: usize = 240;
-/// Largest request accepted: an Ethernet MTU's worth. Real clients stay far below.
-pub const DHCP_MAX_REQUEST_BYTES: usize = 1500;
-/// RFC 2131 magic cookie.
-pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// Offset of the magic cookie.
-pub const MAGIC_OFFSET: usize = 236;
-/// Ethernet hardware type and address length: the only link this server boots.
-pub const HTYPE_ETHERNET: u8 = 1;
-pub const HLEN_ETHERNET: u8 = 6;
-/// Offsets of the BOOTP header fields read and written (RFC 2131 2), requests and replies.
-pub const XID_OFFSET: usize = 4;
-pub const FLAGS_OFFSET: usize = 10;
-pub const CIADDR_OFFSET: usize = 12;
-pub const YIADDR_OFFSET: usize = 16;
-pub const SIADDR_OFFSET: usize = 20;
-pub const GIADDR_OFFSET: usize = 24;
-pub const CHADDR_OFFSET: usize = 28;
-pub const FILE_OFFSET: usize = 108;
-/// op of a client's message.
-const BOOTREQUEST: u8 = 1;
-/// Option codes only requests carry (the rest are in [`super::reply`]).
-const OPTION_REQUESTED_IP: u8 = 50;
-const OPTION_CLIENT_ID: u8 = 61;
-const OPTION_USER_CLASS: u8 = 77;
-const OPTION_CLIENT_ARCH: u8 = 93;
-/// Option 175: iPXE's encapsulated options; only iPXE sends it (and a full server's offer to
-/// iPXE).
-pub const OPTION_IPXE_ENCAP: u8 = 175;
-/// Option 82's sub-options: agent circuit id and remote id (RFC 3046).
-const RELAY_CIRCUIT_ID: u8 = 1;
-const RELAY_REMOTE_ID: u8 = 2;
 
 /// Why a datagram was dropped without an answer. Bounded: used as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -373,11 +336,6 @@ impl<'a> Request<'a> {
             remote_id,
         }
     }
-}
-
-/// The address at `at` in a BOOTP header (`bytes` holds at least the fixed header).
-pub fn header_ip(bytes: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3])
 }
 
 /// The (code, value) sub-options of an encapsulated option such as 82; stops at the first

@@ -46,7 +46,7 @@ impl Raw {
             giaddr: Ipv4Addr::UNSPECIFIED,
             chaddr: MAC,
             file: "",
-            magic: request::MAGIC_COOKIE,
+            magic: wire::MAGIC_COOKIE,
             options,
         }
     }
@@ -466,7 +466,7 @@ fn malformed_datagrams_are_dropped_by_reason() {
             "oversized",
             {
                 let mut b = good.bytes();
-                b.resize(request::DHCP_MAX_REQUEST_BYTES + 1, 0);
+                b.resize(wire::DHCP_MAX_REQUEST_BYTES + 1, 0);
                 b
             },
             DropReason::Oversized,
@@ -971,22 +971,26 @@ mod full {
     async fn frame_service_sends_the_ack_only_after_its_commit() {
         use crate::datapath::{Datagram, FrameService as _, BROADCAST_MAC};
         use crate::dhcp::{
-            frames::DhcpFrameService,
+            afxdp::DhcpFrameService,
+            handler::{CommitError, CommitFuture, LeaseCommit, RequestHandler, ServeOptions},
             metrics::DhcpMetrics,
-            server::{LeaseCommit, RequestHandler, ServeOptions},
         };
 
+        /// A commit that completes once the test lets it through.
+        struct Gated(Arc<tokio::sync::Semaphore>);
+        impl LeaseCommit for Gated {
+            fn commit(&self, _event: crate::dhcp::LeaseEvent) -> CommitFuture {
+                let gate = self.0.clone();
+                Box::pin(async move {
+                    gate.acquire()
+                        .await
+                        .map(|p| p.forget())
+                        .map_err(|e| CommitError::Other(e.to_string()))
+                })
+            }
+        }
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let commit_gate = gate.clone();
-        let commit: LeaseCommit = Arc::new(move |_event| {
-            let gate = commit_gate.clone();
-            Box::pin(async move {
-                gate.acquire()
-                    .await
-                    .map(|p| p.forget())
-                    .map_err(|e| e.to_string())
-            })
-        });
+        let commit: Arc<dyn LeaseCommit> = Arc::new(Gated(gate.clone()));
         let handler = RequestHandler::new(
             full_core((100, 110)),
             DhcpMetrics::new(&prometheus::Registry::new()).unwrap(),
@@ -996,7 +1000,7 @@ mod full {
                 timeline: None,
             },
         );
-        let mut service = DhcpFrameService::new(handler, crate::afxdp::Waker::new().unwrap());
+        let mut service = DhcpFrameService::new(handler, crate::datapath::Waker::new().unwrap());
         let mut tx = RecordingTx::default();
         /// A broadcast request to port 67 from the test client.
         fn datagram(payload: &[u8]) -> Datagram<'_> {

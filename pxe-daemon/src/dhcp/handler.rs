@@ -1,82 +1,79 @@
-//! The kernel-socket datapath of DHCP: UDP sockets on 67 and 4011, bound to the boot interface,
-//! feeding [`DhcpCore`] and sending what it answers.
+//! The per-datagram handling both DHCP datapaths share ([`RequestHandler`]): the core, request
+//! metrics, the timeline, dropped and ignored requests, and lease changes made durable before
+//! their ACK leaves ([`LeaseCommit`]). The datapaths ([`super::kernel`], [`super::afxdp`]) only
+//! receive and send.
 
 use std::{
     future::Future,
-    io,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddrV4},
     pin::Pin,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{
-    metrics::DhcpMetrics, reply::DHCP_CLIENT_PORT, Destination, DhcpCore, LeaseEvent, Outcome,
-    Reply,
+    leases::{self, Lease, LeaseRecord, LeaseStore},
+    metrics::DhcpMetrics,
+    wire::DHCP_CLIENT_PORT,
+    Destination, DhcpCore, LeaseEvent, Outcome, Reply,
 };
 
-/// Largest datagram read; longer ones are cut and then dropped as oversized.
-const RECV_BUFFER_BYTES: usize = 2048;
-/// Receive buffer of the DHCP sockets: a rack powering up sends its DISCOVERs (and then its
-/// REQUESTs) within a second, and the kernel's default (208 KiB, about 300 datagrams) drops
-/// most of such a burst before the loop reads it (seen with `pxe-bench rack`).
-const DHCP_RCVBUF_BYTES: usize = 8 << 20;
-/// How often the pool gauges are refreshed.
-const POOL_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Makes a lease change durable; resolves when it is (or fails).
-pub type LeaseCommit = Arc<
-    dyn Fn(LeaseEvent) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
->;
-
-/// The two DHCP sockets, bound by the caller.
-#[derive(Debug)]
-pub struct DhcpSockets {
-    /// Port 67: DISCOVER, REQUEST, ... from clients and relays.
-    pub dhcp: std::net::UdpSocket,
-    /// Port 4011: PXE boot-server discovery.
-    pub pxe: std::net::UdpSocket,
+/// Why a lease change could not be made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The local lease journal refused or failed the write.
+    #[error(transparent)]
+    Journal(#[from] leases::StoreError),
+    /// Another store (or a test's) failed, for the reason given.
+    #[error("{0}")]
+    Other(String),
 }
 
-/// Binds a UDP socket on `0.0.0.0:port` that only sees `interface` and may broadcast, as a
-/// DHCP server needs (clients have no address yet; a namespace may have no default route).
-pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_broadcast(true)?;
-    set_rcvbuf(&socket, DHCP_RCVBUF_BYTES);
-    socket.bind_device(Some(interface.as_bytes()))?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-    Ok(socket.into())
+/// A lease commit in flight: resolves once the change is durable, or failed.
+pub type CommitFuture = Pin<Box<dyn Future<Output = Result<(), CommitError>> + Send>>;
+
+/// Where lease changes are made durable before the reply that announces them leaves.
+pub trait LeaseCommit: Send + Sync {
+    /// Makes `event` durable.
+    fn commit(&self, event: LeaseEvent) -> CommitFuture;
 }
 
-/// Sets the receive buffer to `bytes`: past `net.core.rmem_max` when allowed (root,
-/// SO_RCVBUFFORCE), else as far as the limit lets. A smaller buffer is not an error.
-fn set_rcvbuf(socket: &Socket, bytes: usize) {
-    use std::os::fd::AsRawFd as _;
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket and a c_int option value of the stated size.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            std::ptr::from_ref(&value).cast(),
-            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
-        )
-    } == 0;
-    if !forced {
-        if let Err(e) = socket.set_recv_buffer_size(bytes) {
-            debug!(error = %e, "DHCP receive buffer left at the default");
-        }
+impl LeaseCommit for LeaseStore {
+    fn commit(&self, event: LeaseEvent) -> CommitFuture {
+        let record = match event {
+            LeaseEvent::Bound {
+                mac,
+                ip,
+                expires_unix,
+                client_id,
+                hostname,
+            } => LeaseRecord::Bind(Lease {
+                mac: mac.0,
+                ip,
+                expires_at_unix_secs: expires_unix,
+                // The journal bounds both; longer ones are not worth refusing a lease for.
+                client_id: client_id.filter(|c| c.len() <= leases::MAX_CLIENT_ID_BYTES),
+                hostname: hostname.filter(|h| h.len() <= leases::MAX_HOSTNAME_BYTES),
+            }),
+            LeaseEvent::Released { mac, ip } => LeaseRecord::Release { mac: mac.0, ip },
+            LeaseEvent::Declined { ip, until_unix } => LeaseRecord::Declined {
+                ip,
+                until_unix_secs: until_unix,
+            },
+        };
+        let store = self.clone();
+        Box::pin(async move {
+            LeaseStore::commit(&store, record)
+                .await
+                .map_err(CommitError::from)
+        })
     }
 }
+
+/// How often the pool gauges are refreshed.
+pub const POOL_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Settings of the datapath.
 #[derive(Clone, Debug)]
@@ -88,76 +85,13 @@ pub struct ServeOptions {
     pub timeline: Option<crate::timeline::Timeline>,
 }
 
-/// Serves DHCP on `sockets` with `handler` until `shutdown` is cancelled.
-pub async fn serve(
-    mut handler: RequestHandler,
-    sockets: DhcpSockets,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    let dhcp = Arc::new(UdpSocket::from_std(sockets.dhcp)?);
-    let pxe = Arc::new(UdpSocket::from_std(sockets.pxe)?);
-    let (dhcp_port, pxe_port) = (dhcp.local_addr()?.port(), pxe.local_addr()?.port());
-    // Lease changes without a reply are recorded on the runtime this loop runs on (its own
-    // thread's), like the ACKs' commits.
-    handler.runtime = tokio::runtime::Handle::current();
-    info!(
-        dhcp_port,
-        pxe_port,
-        full = handler.core.full().is_some(),
-        datapath = "kernel",
-        "DHCP serving"
-    );
-    let mut buf_dhcp = vec![0u8; RECV_BUFFER_BYTES];
-    let mut buf_pxe = vec![0u8; RECV_BUFFER_BYTES];
-    let mut gauges = tokio::time::interval(POOL_GAUGE_INTERVAL);
-    loop {
-        let (len, src, local_port, socket, buf) = tokio::select! {
-            r = dhcp.recv_from(&mut buf_dhcp) => match r {
-                Ok((len, src)) => (len, src, dhcp_port, &dhcp, &buf_dhcp),
-                Err(e) => { warn!(error = %e, "DHCP receive"); continue; }
-            },
-            r = pxe.recv_from(&mut buf_pxe) => match r {
-                Ok((len, src)) => (len, src, pxe_port, &pxe, &buf_pxe),
-                Err(e) => { warn!(error = %e, "PXE 4011 receive"); continue; }
-            },
-            _ = gauges.tick() => {
-                handler.refresh_gauges();
-                continue;
-            }
-            () = shutdown.cancelled() => break,
-        };
-        let received = Instant::now();
-        let SocketAddr::V4(src) = src else { continue };
-        match handler.handle(&buf[..len], src, local_port, received) {
-            Action::None => {}
-            Action::Send(reply) => send(socket, &reply, received, handler.metrics()).await,
-            Action::Later(later) => {
-                let (socket, metrics) = (socket.clone(), handler.metrics().clone());
-                tokio::spawn(async move {
-                    let Some(reply) = later.commit(&metrics).await else {
-                        return;
-                    };
-                    // The timer is only armed for a delay: with none the ACK leaves as soon
-                    // as its lease is durable.
-                    if later.ready_at > Instant::now() {
-                        tokio::time::sleep_until(later.ready_at.into()).await;
-                    }
-                    send(&socket, &reply, later.ready_at, &metrics).await;
-                });
-            }
-        }
-    }
-    info!("DHCP stopped");
-    Ok(())
-}
-
 /// The per-datagram handling every DHCP datapath shares: the core, request metrics, the
 /// timeline, dropped and ignored requests, and lease changes that need no reply. What is left
 /// to the datapath is sending, now or once a lease change is durable.
 pub struct RequestHandler {
     core: DhcpCore,
     metrics: DhcpMetrics,
-    commit: Option<LeaseCommit>,
+    commit: Option<Arc<dyn LeaseCommit>>,
     options: ServeOptions,
     runtime: tokio::runtime::Handle,
 }
@@ -177,7 +111,7 @@ pub enum Action {
 /// A reply that waits for a lease commit, a reply delay, or both.
 pub struct Later {
     reply: Reply,
-    commit: Option<(LeaseEvent, LeaseCommit)>,
+    commit: Option<(LeaseEvent, Arc<dyn LeaseCommit>)>,
     mac: Option<crate::boot::MacAddr>,
     /// When the reply may leave: the request's arrival plus the reply delay. Reply latency is
     /// measured from here.
@@ -199,7 +133,7 @@ impl Later {
     /// (logged and counted) when the change could not be recorded: the ACK is withheld.
     pub async fn commit(&self, metrics: &DhcpMetrics) -> Option<Reply> {
         if let Some((event, commit)) = &self.commit {
-            if let Err(e) = commit(event.clone()).await {
+            if let Err(e) = commit.commit(event.clone()).await {
                 warn!(mac = ?self.mac.map(|m| m.to_string()), error = %e, "lease not recorded; ACK withheld");
                 metrics.commit_error();
                 return None;
@@ -235,7 +169,7 @@ impl RequestHandler {
     pub fn new(
         core: DhcpCore,
         metrics: DhcpMetrics,
-        commit: Option<LeaseCommit>,
+        commit: Option<Arc<dyn LeaseCommit>>,
         options: ServeOptions,
     ) -> RequestHandler {
         RequestHandler {
@@ -252,9 +186,19 @@ impl RequestHandler {
         &self.metrics
     }
 
+    /// Makes lease changes durable on the runtime the caller runs on (a datapath's own thread).
+    pub fn use_current_runtime(&mut self) {
+        self.runtime = tokio::runtime::Handle::current();
+    }
+
     /// The runtime lease commits run on.
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
+    }
+
+    /// Whether the core serves addresses (full mode).
+    pub fn is_full(&self) -> bool {
+        self.core.full().is_some()
     }
 
     /// Refreshes the pool gauges (full mode).
@@ -298,7 +242,7 @@ impl RequestHandler {
                 if let (Some(event), Some(commit)) = (event, &self.commit) {
                     let (commit, metrics) = (commit.clone(), self.metrics.clone());
                     self.runtime.spawn(async move {
-                        if let Err(e) = commit(event).await {
+                        if let Err(e) = commit.commit(event).await {
                             warn!(error = %e, "recording a lease change");
                             metrics.commit_error();
                         }
@@ -345,7 +289,7 @@ fn follow(
     // yiaddr of the reply (every reply holds the whole BOOTP header), else the address a
     // local client sent from (a relayed request's source is the relay).
     let given = reply
-        .map(|r| super::request::header_ip(&r.bytes, super::request::YIADDR_OFFSET))
+        .map(|r| super::wire::header_ip(&r.bytes, super::wire::YIADDR_OFFSET))
         .filter(|ip| !ip.is_unspecified());
     let from = Some(*src.ip()).filter(|ip| !ip.is_unspecified() && machine.relay.is_none());
     let ip = given.or(from);
@@ -401,14 +345,6 @@ pub fn record_send<E: std::fmt::Display>(
             metrics.send_error();
         }
     }
-}
-
-async fn send(socket: &UdpSocket, reply: &Reply, since: Instant, metrics: &DhcpMetrics) {
-    let result = socket
-        .send_to(&reply.bytes, reply_address(reply.to))
-        .await
-        .map(drop);
-    record_send(metrics, reply, since, result);
 }
 
 fn message_type_label(kind: dhcproto::v4::MessageType) -> &'static str {

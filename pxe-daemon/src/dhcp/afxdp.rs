@@ -13,26 +13,21 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         mpsc, Arc,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use tracing::debug;
 
 use super::{
-    reply::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT},
-    server::{record_send, Action, RequestHandler},
+    handler::{record_send, Action, RequestHandler, POOL_GAUGE_INTERVAL},
+    wire::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_BOOT_SERVER_PORT},
     Destination, Reply,
 };
-use crate::{
-    afxdp::Waker,
-    datapath::{Datagram, FrameService, Mac, Route, UdpTx, BROADCAST_MAC},
-};
+use crate::datapath::{Datagram, FrameService, Mac, Route, UdpTx, Waker, BROADCAST_MAC};
 
 /// Replies waiting for a lease commit or a reply delay, at most. Beyond it a request is
 /// dropped unanswered (its client asks again).
 pub const DHCP_PENDING_REPLIES_MAX: usize = 4096;
-/// How often the pool gauges are refreshed.
-const POOL_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A reply that may leave at `ready_at`.
 #[derive(Debug)]
@@ -114,7 +109,7 @@ impl FrameService for DhcpFrameService {
     }
 
     fn wants(&self, dst_port: u16) -> bool {
-        dst_port == DHCP_SERVER_PORT || dst_port == pxe_common::PXE_BOOT_SERVER_PORT
+        dst_port == DHCP_SERVER_PORT || dst_port == PXE_BOOT_SERVER_PORT
     }
 
     fn on_datagram(&mut self, datagram: &Datagram<'_>, now: Instant, tx: &mut dyn UdpTx) {
