@@ -133,8 +133,9 @@ pub async fn run(
         config.xdp_rate_burst,
     );
     let mut xdp = xdp::XdpAttachment::load(&interface, config.xdp_mode, program_config, debug_log)?;
+    let attach_mode = xdp::AttachModeGauge::register(metrics.registry())?;
     if let Some(xdp) = &xdp {
-        metrics.set_xdp_attach_mode(xdp.mode());
+        attach_mode.set(xdp.mode());
         metrics.register(Box::new(xdp.counters()))?;
     }
 

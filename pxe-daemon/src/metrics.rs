@@ -2,8 +2,6 @@
 
 use prometheus::{core::Collector, Encoder as _, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::xdp::AttachMode;
-
 /// Prefix of every metric name.
 pub const NAMESPACE: &str = "pxe";
 
@@ -41,7 +39,6 @@ pub enum MetricsError {
 pub struct Metrics {
     registry: Registry,
     datapath: IntGaugeVec,
-    xdp_attach_mode: IntGaugeVec,
 }
 
 impl Metrics {
@@ -69,23 +66,8 @@ impl Metrics {
         )?;
         registry.register(Box::new(datapath.clone()))?;
 
-        let xdp_attach_mode = IntGaugeVec::new(
-            Opts::new(
-                "xdp_attach_mode",
-                "How the XDP program is attached to the interface: 1 for the active mode.",
-            )
-            .namespace(NAMESPACE),
-            &["mode"],
-        )?;
-        registry.register(Box::new(xdp_attach_mode.clone()))?;
-
-        let metrics = Metrics {
-            registry,
-            datapath,
-            xdp_attach_mode,
-        };
+        let metrics = Metrics { registry, datapath };
         metrics.set_datapath(Datapath::Kernel);
-        metrics.set_xdp_attach_mode(AttachMode::None);
         Ok(metrics)
     }
 
@@ -95,15 +77,6 @@ impl Metrics {
             self.datapath
                 .with_label_values(&[d.label()])
                 .set(i64::from(d == active));
-        }
-    }
-
-    /// Marks `active` as the XDP attach mode in use.
-    pub fn set_xdp_attach_mode(&self, active: AttachMode) {
-        for m in AttachMode::ALL {
-            self.xdp_attach_mode
-                .with_label_values(&[m.label()])
-                .set(i64::from(m == active));
         }
     }
 
@@ -148,16 +121,6 @@ mod tests {
         );
         assert!(
             text.contains("pxe_datapath_info{datapath=\"xdp\"} 0"),
-            "{text}"
-        );
-        m.set_xdp_attach_mode(AttachMode::Skb);
-        let text = m.render();
-        assert!(
-            text.contains("pxe_xdp_attach_mode{mode=\"skb\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("pxe_xdp_attach_mode{mode=\"driver\"} 0"),
             "{text}"
         );
     }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod cmd;
+mod cycles;
 mod demo;
 mod setup;
 mod test;
@@ -32,6 +33,8 @@ enum Task {
     Setup,
     /// Setup, then fmt check, clippy (host and eBPF), build and every test: the CI command.
     Test(test::TestArgs),
+    /// Check that imports between a crate's modules point one way (a step of `test`).
+    Cycles,
     /// Setup, build pxe-daemon, then boot a QEMU machine (SeaBIOS + iPXE, proxy DHCP beside
     /// dnsmasq) from it and print its boot timeline.
     Demo(demo::DemoArgs),
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Test(args) => test::run(&args),
+        Task::Cycles => cycles::run(workspace::root()),
         Task::Demo(args) => {
             setup::run()?;
             cmd::run(workspace::cargo().args(["build", "-p", "pxe-daemon"]))

@@ -1,10 +1,11 @@
-//! `cargo xtask test`: the CI command. Setup, fmt, clippy (host, then eBPF), build, tests.
+//! `cargo xtask test`: the CI command. Setup, the import-cycle check, fmt, clippy (host, then
+//! eBPF), build, tests.
 
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _};
 
-use crate::{cmd, setup, workspace};
+use crate::{cmd, cycles, setup, workspace};
 
 /// The eBPF crate, which builds only for the BPF target. `--workspace` means every member,
 /// default or not, so the host passes exclude it by name.
@@ -36,6 +37,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     } else {
         steps.run("setup", setup::run)?;
     }
+    steps.run("import cycles", || cycles::run(workspace::root()))?;
     steps.run("fmt", || {
         cmd::run(workspace::cargo().args(["fmt", "--all", "--", "--check"]))
     })?;

@@ -30,7 +30,7 @@ pub use request::FirmwareKind;
 pub use session::Session;
 
 /// The DHCP client port the probe listens on.
-pub const DHCP_CLIENT_PORT: u16 = 68;
+pub use pxe_common::DHCP_CLIENT_PORT;
 /// Default time the probe listens for answers.
 pub const PROBE_TIMEOUT_MS_DEFAULT: u64 = 3000;
 /// Longest time the probe may be told to listen.

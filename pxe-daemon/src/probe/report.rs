@@ -1,11 +1,11 @@
 //! What the probe found, as a table or JSON lines, and the exit status that sums it up.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, net::Ipv4Addr};
 
 use serde::Serialize;
 
+use super::answer::PxeOptions;
 use super::request::FirmwareKind;
-use super::session::Row;
 
 /// Exit status: every kind asked got at least one answer.
 pub const EXIT_ALL_ANSWERED: u8 = 0;
@@ -30,6 +30,31 @@ const HEADERS: [&str; 7] = [
     "BOOT-FILE",
     "OPTIONS",
 ];
+
+/// One answer as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    /// The firmware kind the answer was for.
+    pub kind: FirmwareKind,
+    /// `offer`, `proxy-offer`, `ack-4011` (or another message type, e.g. `nak`).
+    pub answer: String,
+    /// Option 54, else the source address.
+    pub server: Ipv4Addr,
+    /// yiaddr; `None` for a proxy answer.
+    pub your_ip: Option<Ipv4Addr>,
+    /// siaddr and option 66.
+    pub next_server: Option<String>,
+    /// Option 67, else the file field.
+    pub boot_file: Option<String>,
+    /// Option 60.
+    pub vendor_class: Option<String>,
+    /// Option 43's PXE sub-options.
+    pub pxe: Option<PxeOptions>,
+    /// The notable options, readable.
+    pub options: Vec<String>,
+    /// Remarks: options not decoded, a port-4011 request not sent, ...
+    pub notes: Vec<String>,
+}
 
 /// The probe's findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +246,6 @@ fn push_json(out: &mut String, value: &impl Serialize) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
 
     use super::*;
 

@@ -5,17 +5,12 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::MessageType;
-use serde::Serialize;
-
-use super::answer::{self, Answer, PxeOptions};
-use super::report::Report;
+use super::answer::{self, Answer};
+use super::report::{Report, Row};
 use super::request::{self, FirmwareKind};
+use dhcproto::v4::MessageType;
 
-/// The DHCP server port.
-pub const DHCP_SERVER_PORT: u16 = 67;
-/// The PXE boot server discovery port.
-pub const PXE_BOOT_SERVER_PORT: u16 = 4011;
+pub use pxe_common::{DHCP_SERVER_PORT, PXE_BOOT_SERVER_PORT};
 
 /// A datagram the probe must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,31 +39,6 @@ struct Sent {
     xid: u32,
     mac: [u8; 6],
     purpose: Purpose,
-}
-
-/// One answer as the report shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Row {
-    /// The firmware kind the answer was for.
-    pub kind: FirmwareKind,
-    /// `offer`, `proxy-offer`, `ack-4011` (or another message type, e.g. `nak`).
-    pub answer: String,
-    /// Option 54, else the source address.
-    pub server: Ipv4Addr,
-    /// yiaddr; `None` for a proxy answer.
-    pub your_ip: Option<Ipv4Addr>,
-    /// siaddr and option 66.
-    pub next_server: Option<String>,
-    /// Option 67, else the file field.
-    pub boot_file: Option<String>,
-    /// Option 60.
-    pub vendor_class: Option<String>,
-    /// Option 43's PXE sub-options.
-    pub pxe: Option<PxeOptions>,
-    /// The notable options, readable.
-    pub options: Vec<String>,
-    /// Remarks: options not decoded, a port-4011 request not sent, ...
-    pub notes: Vec<String>,
 }
 
 /// The probe in progress.

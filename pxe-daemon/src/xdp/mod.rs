@@ -6,6 +6,7 @@
 
 mod counters;
 pub mod frames;
+pub mod metrics;
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 pub use counters::XdpCounters;
+pub use metrics::AttachModeGauge;
 
 use crate::config::XdpModeSetting;
 
