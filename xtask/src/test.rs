@@ -69,6 +69,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         ]))
     })?;
     steps.run("test", || cargo_test(args.test_threads))?;
+    steps.run("test without root", no_root_test)?;
     steps.finish();
     Ok(())
 }
@@ -108,6 +109,26 @@ fn cargo_test(test_threads: Option<usize>) -> anyhow::Result<()> {
         cargo.args(["--", "--test-threads", &threads.to_string()]);
     }
     cmd::run(&mut cargo)
+}
+
+/// The unprivileged user the no-root test runs as (`nobody`).
+const NO_ROOT_UID: &str = "65534";
+
+/// pxe-daemon's in-process test (`tests/run.rs`: the daemon on loopback, asked over HTTP and
+/// TFTP) once more as an unprivileged user, so that what needs no root keeps needing none.
+/// Run as the caller when that is not root already.
+fn no_root_test() -> anyhow::Result<()> {
+    let mut cargo = workspace::cargo();
+    if pxe_tests::is_root() {
+        cargo.args([
+            "--config",
+            &format!(
+                "target.'cfg(target_os = \"linux\")'.runner = \
+                 ['setpriv', '--reuid={NO_ROOT_UID}', '--regid={NO_ROOT_UID}', '--clear-groups']"
+            ),
+        ]);
+    }
+    cmd::run(cargo.args(["test", "-p", "pxe-daemon", "--test", "run"]))
 }
 
 /// Times the steps and reports them.

@@ -195,6 +195,13 @@ impl BoundSockets {
 }
 
 impl AfXdp {
+    /// Whether the datapath thread has ended (it runs until [`AfXdp::stop`]).
+    pub fn has_ended(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_none_or(std::thread::JoinHandle::is_finished)
+    }
+
     /// Stops the thread (waiting at most `timeout`) and takes the sockets out of the XSKS
     /// map. Clear the steering flags before: frames steered to a closed socket are lost.
     pub async fn stop(mut self, xdp: Option<&mut XdpAttachment>, timeout: Duration) {

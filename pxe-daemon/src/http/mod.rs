@@ -230,11 +230,23 @@ fn route(
             machines_json(state, Some(&p["/api/machines/".len()..])),
             None,
         ),
-        "/boot.ipxe" => (
-            "boot_ipxe",
-            script(state.scripts.boot_ipxe(&base_url(req, state))),
-            None,
-        ),
+        "/boot.ipxe" => match state
+            .artifact_root
+            .as_deref()
+            .filter(|r| has_own_boot_ipxe(r))
+        {
+            // The operator's own entry script wins over the generated one.
+            Some(root) => (
+                "boot_ipxe",
+                artifacts::serve(root, method, path, req.headers(), jobs).0,
+                None,
+            ),
+            None => (
+                "boot_ipxe",
+                script(state.scripts.boot_ipxe(&base_url(req, state))),
+                None,
+            ),
+        },
         "/ipxe" | "/grub" | "/generic" => {
             let (route, kind) = match path {
                 "/ipxe" => ("ipxe", ScriptKind::Ipxe),
@@ -266,6 +278,15 @@ fn route(
             ),
         },
     }
+}
+
+/// The name of the entry script iPXE clients are sent to, in the artifact root.
+pub const BOOT_IPXE_FILE: &str = "boot.ipxe";
+
+/// Whether the operator put a `boot.ipxe` of their own in `root`: `/boot.ipxe` then serves that
+/// file as it is (looked up per request, so adding or removing it needs no restart).
+pub fn has_own_boot_ipxe(root: &std::path::Path) -> bool {
+    root.join(BOOT_IPXE_FILE).is_file()
 }
 
 /// The timelines as JSON: all machines, or the one whose MAC is `mac` (colon or hyphen form).

@@ -1,0 +1,608 @@
+//! The running daemon, in mini-redis's shape: [`run`] starts the subsystems
+//! ([`Daemon::start`]), waits for the shutdown or for a subsystem that ends on its own, then
+//! drains and joins them ([`Daemon::stop`]).
+//!
+//! A subsystem that ends before the shutdown (an error, a panicked thread) ends the daemon with
+//! [`RunError::Stopped`], naming it: a boot server that silently lost TFTP or DHCP would answer
+//! half a boot, and the service manager restarts a process that exits non-zero.
+
+use std::{future::Future, net::Ipv4Addr, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{
+    afxdp, boot, config, datapath, dhcp, http, metrics, netif, ra, tftp, timeline, xdp, Config,
+    Listeners, RunError,
+};
+
+/// Longest wait for the AF_XDP thread to stop (it polls with a 50 ms timeout).
+const AFXDP_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the AF_XDP thread (a plain thread, not a task) is checked for having ended.
+const AFXDP_LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
+/// MTU assumed when the interface's cannot be read.
+const MTU_FALLBACK: u32 = 1500;
+
+/// Runs the daemon until `shutdown` completes, then drains for at most `config.drain_timeout`
+/// and detaches the XDP program. Fails at start, or when a subsystem ends before `shutdown`.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let mut daemon = Daemon::start(config, listeners).await?;
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        exit = daemon.exited() => {
+            error!(subsystem = exit.subsystem, reason = %exit.reason, "a subsystem stopped; stopping the daemon");
+            Err(RunError::Stopped { subsystem: exit.subsystem, reason: exit.reason })
+        }
+    };
+    daemon.stop().await;
+    result
+}
+
+/// Which datapath moves DHCP and TFTP: the choice, made once at start.
+#[derive(Debug)]
+pub enum Datapath {
+    /// AF_XDP sockets on every queue, fed by the XDP program's steering; the DHCP handler (if
+    /// DHCP runs) lives on the datapath thread.
+    AfXdp(afxdp::AfXdp),
+    /// Kernel sockets; the DHCP handler, if DHCP runs, for the kernel DHCP task.
+    Kernel(Option<dhcp::handler::RequestHandler>),
+}
+
+/// A subsystem that ended before the shutdown, and why.
+#[derive(Debug)]
+pub struct Exit {
+    /// Which one (`http`, `dhcp`, `tftp`, `ra`, `afxdp`).
+    pub subsystem: &'static str,
+    /// Its error, or that it ended without one.
+    pub reason: String,
+}
+
+/// The subsystems' tasks: each reports its end on a channel, so the first to end is seen at
+/// once, and all are joined in order at the stop.
+#[derive(Debug)]
+struct Tasks {
+    running: Vec<(&'static str, JoinHandle<()>)>,
+    exits: mpsc::UnboundedReceiver<Exit>,
+    exit_tx: mpsc::UnboundedSender<Exit>,
+}
+
+impl Tasks {
+    fn new() -> Tasks {
+        let (exit_tx, exits) = mpsc::unbounded_channel();
+        Tasks {
+            running: Vec::new(),
+            exits,
+            exit_tx,
+        }
+    }
+
+    /// Runs `task` as `subsystem` on the runtime.
+    fn spawn<E: std::fmt::Display>(
+        &mut self,
+        subsystem: &'static str,
+        task: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        let exits = self.exit_tx.clone();
+        let handle = tokio::spawn(async move {
+            let reason = match task.await {
+                Ok(()) => "it ended by itself".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            let _ = exits.send(Exit { subsystem, reason });
+        });
+        self.running.push((subsystem, handle));
+    }
+
+    /// Waits for a subsystem's thread (which ends when the shutdown token is cancelled).
+    fn watch_thread(&mut self, subsystem: &'static str, thread: std::thread::JoinHandle<()>) {
+        self.spawn(subsystem, async move {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err("its thread panicked"),
+            }
+        });
+    }
+
+    /// The first subsystem to end (pending while all run).
+    async fn first_exit(&mut self) -> Exit {
+        match self.exits.recv().await {
+            Some(exit) => exit,
+            // Never: `exit_tx` lives as long as `self`.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits for every task, in the order they started; errors are logged by their subsystem.
+    async fn join(self) {
+        drop(self.exit_tx);
+        for (subsystem, handle) in self.running {
+            if let Err(e) = handle.await {
+                error!(subsystem, error = %e, "task failed");
+            }
+        }
+        let mut exits = self.exits;
+        while let Ok(exit) = exits.try_recv() {
+            if exit.reason != "it ended by itself" {
+                error!(
+                    subsystem = exit.subsystem,
+                    reason = %exit.reason,
+                    "stopped with an error"
+                );
+            }
+        }
+    }
+}
+
+/// The started daemon: what [`Daemon::stop`] must stop, in order.
+#[derive(Debug)]
+pub struct Daemon {
+    token: CancellationToken,
+    xdp: Option<xdp::XdpAttachment>,
+    afxdp: Option<afxdp::AfXdp>,
+    tasks: Tasks,
+    drain: Duration,
+}
+
+impl Daemon {
+    /// Starts every subsystem on `listeners` as `config` says; the first failure is returned
+    /// (what was started is dropped, which stops it).
+    pub async fn start(config: Config, listeners: Listeners) -> Result<Daemon, RunError> {
+        let interface = config.interface.clone().ok_or_else(|| {
+            RunError::Config("no interface: give --interface or server.interface".into())
+        })?;
+        let root = config.root.clone().ok_or_else(|| {
+            RunError::Config(
+                "no boot root: TFTP serves files from it; give --root or server.root".into(),
+            )
+        })?;
+        let metrics = metrics::Metrics::new()?;
+        let server_address = config
+            .dhcp
+            .server_address
+            .or_else(|| netif::ipv4_of(&interface));
+        let mut xdp = attach_xdp(&config, &interface, server_address, &metrics)?;
+
+        let token = CancellationToken::new();
+        let mut tasks = Tasks::new();
+        let policy = Arc::new(boot::BootPolicy::new(
+            config.root.as_deref(),
+            config.boot.arch_defaults.clone(),
+            config.boot.groups.clone(),
+            config.boot.http_base_url.clone(),
+            config.http_listen.port(),
+        ));
+        let timeline = timeline::Timeline::new(
+            policy.clone(),
+            timeline::TimelineMetrics::new(metrics.registry())?,
+            config.timeline_max_machines,
+            config.timeline_stuck_after,
+        );
+        metrics.register(Box::new(timeline::CensusCollector::new(timeline.clone())?))?;
+
+        let handler = match listeners.dhcp {
+            Some(_) => Some(
+                dhcp_handler(
+                    &config,
+                    &interface,
+                    server_address,
+                    &policy,
+                    &timeline,
+                    &metrics,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
+        let tftp_settings = tftp::ServerSettings {
+            config: &config.tftp,
+            ports: config.tftp_ports.clone(),
+            // One file store (and cache of hot boot files) for both datapaths.
+            files: tftp::open_files(&root, config.tftp.cache_bytes)?,
+            mtu: interface_mtu(&interface),
+            mapper: Arc::new(tftp::PolicyMapper::new(
+                root.clone(),
+                config.tftp.rewrites.clone(),
+                policy.clone(),
+            )),
+            timeline: Some(timeline.clone()),
+        };
+        let xdp_tftp = tftp_settings.table(config.tftp_ports.len(), tftp_metrics.clone());
+        let datapath = Datapath::choose(
+            &config,
+            &interface,
+            server_address,
+            xdp.as_mut(),
+            handler,
+            xdp_tftp,
+            &metrics,
+        )?;
+        let afxdp = match datapath {
+            // The kernel DHCP sockets are not needed: DHCP frames are steered to AF_XDP.
+            Datapath::AfXdp(afxdp) => Some(afxdp),
+            Datapath::Kernel(handler) => {
+                if let (Some(handler), Some(sockets)) = (handler, listeners.dhcp) {
+                    let serve = dhcp::kernel::serve(handler, sockets, token.child_token());
+                    let dhcp = spawn_on_own_thread("pxe-dhcp", serve).map_err(|source| {
+                        RunError::Thread {
+                            name: "pxe-dhcp",
+                            source,
+                        }
+                    })?;
+                    tasks.spawn("dhcp", async move { dhcp.await? });
+                }
+                None
+            }
+        };
+
+        if let Some(socket) = listeners.ra {
+            let ra_metrics = ra::metrics::RaMetrics::new(metrics.registry())?;
+            tasks.spawn(
+                "ra",
+                ra::server::serve(socket, ra_metrics, token.child_token()),
+            );
+        }
+
+        // Also beside the AF_XDP datapath: it answers what is not steered (other addresses of
+        // the host, queues without a socket).
+        let tftp = tftp::Server::new(tftp_settings, listeners.tftp, tftp_metrics)?;
+        tasks.watch_thread(
+            "tftp",
+            tftp.spawn(token.child_token(), config.drain_timeout)?,
+        );
+
+        let artifact_root = config.http.artifact_root.clone();
+        announce_own_boot_ipxe(artifact_root.as_ref());
+        let state = Arc::new(http::HttpState {
+            metrics: metrics.clone(),
+            http_metrics: http::metrics::HttpMetrics::new(metrics.registry())?,
+            artifact_root,
+            scripts: http::scripts::Scripts::new(
+                config.http.profiles.clone(),
+                config.http.default_profile.clone(),
+                policy.clone(),
+            )?,
+            base_url: config.boot.http_base_url.clone(),
+            limits: config.http.limits.clone(),
+            timeline: Some(timeline.clone()),
+        });
+        let http = http::serve(
+            listeners.http,
+            state,
+            token.child_token(),
+            config.drain_timeout,
+        );
+        tasks.spawn("http", async move {
+            http.await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+
+        info!(
+            interface,
+            root = ?config.root,
+            http = %config.http_listen,
+            tftp = %config.tftp.listen,
+            "pxe-daemon running"
+        );
+        Ok(Daemon {
+            token,
+            xdp,
+            afxdp,
+            tasks,
+            drain: config.drain_timeout,
+        })
+    }
+
+    /// The first subsystem that ends on its own (pending while all run).
+    pub async fn exited(&mut self) -> Exit {
+        let afxdp = self.afxdp.as_ref();
+        let afxdp_ended = async {
+            let Some(afxdp) = afxdp else {
+                return std::future::pending().await;
+            };
+            let mut tick = tokio::time::interval(AFXDP_LIVENESS_INTERVAL);
+            loop {
+                tick.tick().await;
+                if afxdp.has_ended() {
+                    return Exit {
+                        subsystem: "afxdp",
+                        reason: "the AF_XDP datapath thread ended".into(),
+                    };
+                }
+            }
+        };
+        tokio::select! {
+            exit = self.tasks.first_exit() => exit,
+            exit = afxdp_ended => exit,
+        }
+    }
+
+    /// Stops in order: AF_XDP steering and thread, then every task (draining transfers for at
+    /// most the drain timeout), then the XDP program.
+    pub async fn stop(mut self) {
+        info!(drain = ?self.drain, "shutting down");
+        if let Some(datapath) = self.afxdp.take() {
+            // Steering off first: no frame may be steered to a socket that is closing.
+            if let Some(xdp) = self.xdp.as_mut() {
+                if let Err(e) = xdp.set_steering(0) {
+                    error!(error = %e, "clearing XDP steering");
+                }
+            }
+            datapath.stop(self.xdp.as_mut(), AFXDP_STOP_TIMEOUT).await;
+        }
+        self.token.cancel();
+        self.tasks.join().await;
+        drop(self.xdp);
+        info!("pxe-daemon stopped");
+    }
+}
+
+impl Datapath {
+    /// Starts the AF_XDP datapath when `config.datapath` asks for it: sockets on every queue,
+    /// the DHCP service (when DHCP runs) and the TFTP service on the datapath thread, then
+    /// steering on. Stays on kernel sockets for `kernel`, or for `auto` where AF_XDP does not
+    /// work (with a warning); with `xdp`, a failure is an error.
+    fn choose(
+        config: &Config,
+        interface: &str,
+        address: Option<Ipv4Addr>,
+        xdp: Option<&mut xdp::XdpAttachment>,
+        handler: Option<dhcp::handler::RequestHandler>,
+        tftp: tftp::table::TableSettings,
+        metrics: &metrics::Metrics,
+    ) -> Result<Datapath, RunError> {
+        let required = match config.datapath {
+            config::DatapathSetting::Kernel => return Ok(Datapath::Kernel(handler)),
+            config::DatapathSetting::Xdp => true,
+            config::DatapathSetting::Auto => false,
+        };
+        let fail = |handler, reason: String| {
+            if required {
+                Err(RunError::Datapath(reason))
+            } else {
+                warn!(
+                    interface,
+                    reason, "AF_XDP datapath not available; DHCP and TFTP on kernel sockets"
+                );
+                metrics.set_datapath(metrics::Datapath::Kernel);
+                Ok(Datapath::Kernel(handler))
+            }
+        };
+        let Some(xdp) = xdp else {
+            return fail(
+                handler,
+                format!("the XDP program is not attached to {interface} (xdp.mode = off, or attaching failed)"),
+            );
+        };
+        let Some(address) = address else {
+            return fail(
+                handler,
+                format!("interface {interface} has no IPv4 address to send from (or set dhcp.server_address)"),
+            );
+        };
+        let waker = match datapath::Waker::new() {
+            Ok(w) => w,
+            Err(e) => return fail(handler, format!("eventfd: {e}")),
+        };
+        let afxdp_metrics = afxdp::AfxdpMetrics::new(metrics.registry())?;
+        let settings = afxdp::Settings {
+            interface: interface.to_owned(),
+            address,
+            mtu: interface_mtu(interface),
+            bind: config.xsk_bind,
+        };
+        // Sockets first: if they do not bind, the handler is still here for the kernel path.
+        let bound = match afxdp::BoundSockets::bind(&settings, xdp) {
+            Ok(b) => b,
+            Err(e) => return fail(handler, e.to_string()),
+        };
+        let mut services: Vec<afxdp::BoxedService> = Vec::new();
+        let mut steering = pxe_common::XDP_FLAG_STEER_TFTP;
+        if let Some(handler) = handler {
+            services.push(Box::new(dhcp::afxdp::DhcpFrameService::new(
+                handler,
+                waker.clone(),
+            )));
+            steering |= pxe_common::XDP_FLAG_STEER_DHCP;
+        }
+        services.push(Box::new(tftp::frames::TftpFrameService::new(
+            tftp,
+            config.tftp_ports.clone(),
+        )));
+        let datapath = bound
+            .serve(services, waker, afxdp_metrics)
+            .map_err(|e| RunError::Datapath(e.to_string()))?;
+        xdp.set_steering(steering)?;
+        let vlans = netif::vlan_uppers(interface);
+        if !vlans.is_empty() {
+            warn!(
+                interface,
+                vlans = vlans.join(","),
+                "VLAN interfaces sit on the AF_XDP interface: their tagged frames pass to the \
+                 kernel, but a NIC that strips tags (rx VLAN offload) shows them untagged to XDP, \
+                 and their PXE requests would be answered here, untagged; turn it off (ethtool -K \
+                 {interface} rxvlan off) or use --datapath kernel"
+            );
+        }
+        metrics.set_datapath(metrics::Datapath::Xdp);
+        info!(
+            interface,
+            dhcp = steering & pxe_common::XDP_FLAG_STEER_DHCP != 0,
+            tftp = true,
+            "on the AF_XDP datapath"
+        );
+        Ok(Datapath::AfXdp(datapath))
+    }
+}
+
+/// Loads and attaches the XDP program as `config.xdp_mode` says, exporting its mode and
+/// counters; `None` when it is off or could not attach where that is allowed.
+fn attach_xdp(
+    config: &Config,
+    interface: &str,
+    server_address: Option<Ipv4Addr>,
+    metrics: &metrics::Metrics,
+) -> Result<Option<xdp::XdpAttachment>, RunError> {
+    // The program's debug records cost a ring-buffer write per malformed frame: only when shown.
+    let debug_log = tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
+    let program_config = xdp::program_config(
+        &config.tftp_ports,
+        server_address,
+        config.dhcp.mode == config::DhcpMode::Full,
+        config.xdp_rate_limit_pps,
+        config.xdp_rate_burst,
+    );
+    let xdp = xdp::XdpAttachment::load(interface, config.xdp_mode, program_config, debug_log)?;
+    let attach_mode = xdp::AttachModeGauge::register(metrics.registry())?;
+    if let Some(xdp) = &xdp {
+        attach_mode.set(xdp.mode());
+        metrics.register(Box::new(xdp.counters()))?;
+    }
+    Ok(xdp)
+}
+
+/// The DHCP request handler both datapaths share: the core in the configured mode (full mode
+/// opens the lease journal), its metrics and the timeline.
+async fn dhcp_handler(
+    config: &Config,
+    interface: &str,
+    server_address: Option<Ipv4Addr>,
+    policy: &Arc<boot::BootPolicy>,
+    timeline: &timeline::Timeline,
+    metrics: &metrics::Metrics,
+) -> Result<dhcp::handler::RequestHandler, RunError> {
+    let server = server_address.ok_or_else(|| {
+        RunError::Config(format!(
+            "interface {interface} has no IPv4 address to announce as DHCP server: \
+             give it one or set dhcp.server_address"
+        ))
+    })?;
+    let (mode, commit) = match config.dhcp.mode {
+        config::DhcpMode::Full => {
+            let (full, store) = open_full_dhcp(config, metrics).await?;
+            let commit: Arc<dyn dhcp::handler::LeaseCommit> = Arc::new(store);
+            (dhcp::Mode::Full(Box::new(full)), Some(commit))
+        }
+        _ => (dhcp::Mode::Proxy, None),
+    };
+    let core = dhcp::DhcpCore::new(
+        mode,
+        policy.clone(),
+        server,
+        config.dhcp.ignore_macs.clone(),
+    );
+    let dhcp_metrics = dhcp::metrics::DhcpMetrics::new(metrics.registry())?;
+    let options = dhcp::handler::ServeOptions {
+        reply_delay: config.dhcp.reply_delay,
+        timeline: Some(timeline.clone()),
+    };
+    info!(%server, mode = ?config.dhcp.mode, "DHCP server address");
+    Ok(dhcp::handler::RequestHandler::new(
+        core,
+        dhcp_metrics,
+        commit,
+        options,
+    ))
+}
+
+/// Says at start when the operator's own `boot.ipxe` replaces the generated entry script.
+fn announce_own_boot_ipxe(artifact_root: Option<&PathBuf>) {
+    if let Some(root) = artifact_root.filter(|r| http::has_own_boot_ipxe(r)) {
+        info!(
+            path = %root.join(http::BOOT_IPXE_FILE).display(),
+            "serving the boot root's own boot.ipxe at /boot.ipxe instead of the generated chain script"
+        );
+    }
+}
+
+/// The MTU of `interface` (from sysfs), or [`MTU_FALLBACK`] with a warning.
+fn interface_mtu(interface: &str) -> u32 {
+    let path = format!("/sys/class/net/{interface}/mtu");
+    match std::fs::read_to_string(&path).map(|s| s.trim().parse::<u32>()) {
+        Ok(Ok(mtu)) => mtu,
+        other => {
+            warn!(
+                interface,
+                ?other,
+                fallback = MTU_FALLBACK,
+                "cannot read the interface MTU"
+            );
+            MTU_FALLBACK
+        }
+    }
+}
+
+/// Opens the lease journal of full mode and rebuilds the lease table from it.
+async fn open_full_dhcp(
+    config: &Config,
+    metrics: &metrics::Metrics,
+) -> Result<(dhcp::FullDhcp, dhcp::leases::LeaseStore), RunError> {
+    let path = &config.dhcp.lease_file;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::StateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let (store, recovered) =
+        dhcp::leases::LeaseStore::open(path, dhcp::leases::StoreOptions::default()).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut full = dhcp::FullDhcp::new(
+        config.dhcp.subnets.clone(),
+        config.dhcp.reservations.clone(),
+    );
+    for lease in &recovered.leases {
+        full.restore(
+            boot::MacAddr(lease.mac),
+            lease.ip,
+            lease.expires_at_unix_secs,
+            now,
+        );
+    }
+    for d in &recovered.declined {
+        full.restore_declined(d.ip, d.until_unix_secs, now);
+    }
+    info!(
+        journal = %path.display(),
+        leases = recovered.leases.len(),
+        declined = recovered.declined.len(),
+        torn_tail_bytes = recovered.torn_tail_bytes,
+        "lease journal opened"
+    );
+    metrics.register(Box::new(dhcp::metrics::LeaseStoreCollector::new(
+        store.clone(),
+    )?))?;
+    Ok((full, store))
+}
+
+/// Runs `serve` on a thread of its own under a single-threaded runtime, and returns a task of
+/// the caller's runtime that ends with it. DHCP under a storm is a stream of small tasks (a
+/// reply, an ACK waiting for its lease to be durable): on one thread they never wake workers of
+/// another, and they do not queue behind HTTP transfers.
+fn spawn_on_own_thread(
+    name: &str,
+    serve: impl Future<Output = std::io::Result<()>> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = done.send(runtime.block_on(serve));
+        })?;
+    let name = name.to_owned();
+    Ok(tokio::spawn(async move {
+        finished
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other(format!("thread {name} panicked"))))
+    }))
+}
