@@ -103,17 +103,17 @@ fn interface_mtu(interface: &str) -> u32 {
     }
 }
 
-/// Runs the daemon until `shutdown` completes, then drains for at most `config.drain_timeout`
-/// and detaches the XDP program.
+/// Runs the daemon until `shutdown` completes, then drains for at most
+/// `config.server.drain_timeout` and detaches the XDP program.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let interface = config.interface.clone().ok_or_else(|| {
+    let interface = config.server.interface.clone().ok_or_else(|| {
         RunError::Config("no interface: give --interface or server.interface".into())
     })?;
-    let root = config.root.clone().ok_or_else(|| {
+    let root = config.server.root.clone().ok_or_else(|| {
         RunError::Config(
             "no boot root: TFTP serves files from it; give --root or server.root".into(),
         )
@@ -123,16 +123,16 @@ pub async fn run(
     // The program's debug records cost a ring-buffer write per malformed frame: only when shown.
     let debug_log = tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
     let program_config = xdp::program_config(
-        &config.tftp_ports,
+        &config.tftp.ports,
         config
             .dhcp
             .server_address
             .or_else(|| netif::ipv4_of(&interface)),
-        config.dhcp.mode == config::DhcpMode::Full,
-        config.xdp_rate_limit_pps,
-        config.xdp_rate_burst,
+        config.dhcp.mode == dhcp::DhcpMode::Full,
+        config.xdp.rate_limit_pps,
+        config.xdp.rate_burst,
     );
-    let mut xdp = xdp::XdpAttachment::load(&interface, config.xdp_mode, program_config, debug_log)?;
+    let mut xdp = xdp::XdpAttachment::load(&interface, config.xdp.mode, program_config, debug_log)?;
     if let Some(xdp) = &xdp {
         metrics.set_xdp_attach_mode(xdp.mode());
         metrics.register(Box::new(xdp.counters()))?;
@@ -140,17 +140,17 @@ pub async fn run(
 
     let token = CancellationToken::new();
     let policy = Arc::new(boot::BootPolicy::new(
-        config.root.as_deref(),
+        config.server.root.as_deref(),
         config.boot.arch_defaults.clone(),
         config.boot.groups.clone(),
         config.boot.http_base_url.clone(),
-        config.http_listen.port(),
+        config.http.listen.port(),
     ));
     let timeline = timeline::Timeline::new(
         policy.clone(),
         timeline::TimelineMetrics::new(metrics.registry())?,
-        config.timeline_max_machines,
-        config.timeline_stuck_after,
+        config.timeline.max_machines,
+        config.timeline.stuck_after,
     );
     metrics.register(Box::new(timeline::CensusCollector::new(timeline.clone())?))?;
     let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
@@ -175,7 +175,7 @@ pub async fn run(
                 ))
             })?;
             let (mode, commit) = match config.dhcp.mode {
-                config::DhcpMode::Full => {
+                dhcp::DhcpMode::Full => {
                     let (full, store) = open_full_dhcp(&config, &metrics).await?;
                     (dhcp::Mode::Full(Box::new(full)), Some(lease_commit(store)))
                 }
@@ -200,13 +200,12 @@ pub async fn run(
     };
     let tftp_settings = tftp::ServerSettings {
         config: &config.tftp,
-        ports: config.tftp_ports.clone(),
         files,
         mtu,
         mapper: tftp_mapper,
         timeline: Some(timeline.clone()),
     };
-    let xdp_tftp = tftp_settings.table(config.tftp_ports.len(), tftp_metrics.clone());
+    let xdp_tftp = tftp_settings.table(config.tftp.ports.len(), tftp_metrics.clone());
     let (afxdp, handler) = match start_afxdp(
         &config,
         &interface,
@@ -249,7 +248,7 @@ pub async fn run(
     // Also beside the AF_XDP datapath: it answers what is not steered (other addresses of
     // the host, queues without a socket).
     let tftp = tftp::Server::new(tftp_settings, listeners.tftp, tftp_metrics)?;
-    let tftp_thread = tftp.spawn(token.child_token(), config.drain_timeout)?;
+    let tftp_thread = tftp.spawn(token.child_token(), config.server.drain_timeout)?;
     let state = Arc::new(http::HttpState {
         metrics: metrics.clone(),
         http_metrics: http::metrics::HttpMetrics::new(metrics.registry())?,
@@ -267,18 +266,18 @@ pub async fn run(
         listeners.http,
         state,
         token.child_token(),
-        config.drain_timeout,
+        config.server.drain_timeout,
     ));
 
     info!(
         interface,
-        root = ?config.root,
-        http = %config.http_listen,
+        root = ?config.server.root,
+        http = %config.http.listen,
         tftp = %config.tftp.listen,
         "pxe-daemon running"
     );
     shutdown.await;
-    info!(drain = ?config.drain_timeout, "shutting down");
+    info!(drain = ?config.server.drain_timeout, "shutting down");
     if let Some(datapath) = afxdp {
         // Steering off first: no frame may be steered to a socket that is closing.
         if let Some(xdp) = xdp.as_mut() {
@@ -318,9 +317,9 @@ pub async fn run(
 /// Longest wait for the AF_XDP thread to stop (it polls with a 50 ms timeout).
 const AFXDP_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Starts the AF_XDP datapath when `config.datapath` asks for it: sockets on every queue, the
-/// DHCP service (when DHCP runs) and the TFTP service on the datapath thread, then steering
-/// on. Returns the DHCP handler back (`Ok(Err(handler))`) when everything stays on kernel
+/// Starts the AF_XDP datapath when `config.server.datapath` asks for it: sockets on every
+/// queue, the DHCP service (when DHCP runs) and the TFTP service on the datapath thread, then
+/// steering on. Returns the DHCP handler back (`Ok(Err(handler))`) when everything stays on kernel
 /// sockets: `kernel`, or `auto` where AF_XDP does not work (with a warning). With `xdp`, a
 /// failure is an error.
 fn start_afxdp(
@@ -332,10 +331,10 @@ fn start_afxdp(
     tftp: tftp::table::TableSettings,
     metrics: &metrics::Metrics,
 ) -> Result<Result<afxdp::AfXdp, Option<dhcp::server::RequestHandler>>, RunError> {
-    let required = match config.datapath {
-        config::DatapathSetting::Kernel => return Ok(Err(handler)),
-        config::DatapathSetting::Xdp => true,
-        config::DatapathSetting::Auto => false,
+    let required = match config.server.datapath {
+        datapath::Choice::Kernel => return Ok(Err(handler)),
+        datapath::Choice::Xdp => true,
+        datapath::Choice::Auto => false,
     };
     let fail = |handler, reason: String| {
         if required {
@@ -371,7 +370,7 @@ fn start_afxdp(
         interface: interface.to_owned(),
         address,
         mtu: interface_mtu(interface),
-        bind: config.xsk_bind,
+        bind: config.xdp.bind,
     };
     // Sockets first: if they do not bind, the handler is still here for the kernel path.
     let bound = match afxdp::BoundSockets::bind(&settings, xdp) {
@@ -389,7 +388,7 @@ fn start_afxdp(
     }
     services.push(Box::new(tftp::frames::TftpFrameService::new(
         tftp,
-        config.tftp_ports.clone(),
+        config.tftp.ports.clone(),
     )));
     let datapath = bound
         .serve(services, waker, afxdp_metrics)

@@ -5,9 +5,11 @@
 
 mod machine;
 mod policy;
+mod settings;
 
 pub use machine::{
     arch_from_vendor_class, classify_firmware, parse_mac_bytes, Arch, Firmware, MacAddr,
     MacParseError, Machine,
 };
 pub use policy::{BootPolicy, BootSpec, BootTarget, Group, Selectors, IPXE_SCRIPT_PATH};
+pub use settings::Settings;

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod reply;
 pub mod request;
 pub mod server;
+pub mod settings;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -23,6 +24,7 @@ use std::{
 pub use full::{FullDhcp, LeaseEvent, Reservation, SubnetConfig};
 pub use reply::{Destination, Reply};
 pub use request::{DropReason, Request, RequestType};
+pub use settings::{DhcpMode, Settings};
 
 use crate::boot::{BootPolicy, Machine};
 
