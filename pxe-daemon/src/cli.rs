@@ -73,8 +73,8 @@ pub struct RunArgs {
     /// How to attach the XDP program [default: auto].
     #[arg(long, env = "PXE_XDP_MODE", value_enum)]
     pub xdp_mode: Option<AttachPolicy>,
-    /// Datapath of DHCP: `xdp` (AF_XDP, or refuse to start), `auto` (AF_XDP where it works, else
-    /// kernel sockets) or `kernel` [default: kernel].
+    /// Datapath of DHCP and TFTP: `xdp` (AF_XDP, or refuse to start), `auto` (AF_XDP where it
+    /// works, else kernel sockets) or `kernel` [default: kernel].
     #[arg(long, env = "PXE_DATAPATH", value_enum)]
     pub datapath: Option<datapath::Choice>,
     /// Log level or tracing directives, e.g. `debug` or `pxe_daemon=debug,info` [default: info].

@@ -1,6 +1,7 @@
 //! The config file as written: every key optional, spans kept for error messages.
 //!
-//! [`super::Config`] is built from this with `TryFrom`; nothing outside `config` reads it.
+//! [`super::Config`] is built from this (one `build_*` per table, beside the file's flags);
+//! nothing outside `config` reads it.
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
