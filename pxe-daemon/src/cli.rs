@@ -4,10 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{builder::BoolishValueParser, Args, Parser, Subcommand};
 
-use crate::config::{
-    DatapathSetting, DhcpMode, LogFormat, Overrides, RouterAdvertisement, XdpModeSetting,
-};
+use crate::config::{LogFormat, Overrides};
 use crate::probe::{FirmwareKind, ProbeOptions, PROBE_TIMEOUT_MS_DEFAULT, PROBE_TIMEOUT_MS_MAX};
+use crate::{datapath, dhcp::DhcpMode, ra::RouterAdvertisement, xdp::AttachPolicy};
 
 /// XDP-accelerated network boot server: PXE DHCP, TFTP and HTTP.
 #[derive(Debug, Parser)]
@@ -73,11 +72,11 @@ pub struct RunArgs {
     pub tftp_listen: Option<SocketAddr>,
     /// How to attach the XDP program [default: auto].
     #[arg(long, env = "PXE_XDP_MODE", value_enum)]
-    pub xdp_mode: Option<XdpModeSetting>,
-    /// Datapath of DHCP: `xdp` (AF_XDP, or refuse to start), `auto` (AF_XDP where it works, else
-    /// kernel sockets) or `kernel` [default: kernel].
+    pub xdp_mode: Option<AttachPolicy>,
+    /// Datapath of DHCP and TFTP: `xdp` (AF_XDP, or refuse to start), `auto` (AF_XDP where it
+    /// works, else kernel sockets) or `kernel` [default: kernel].
     #[arg(long, env = "PXE_DATAPATH", value_enum)]
-    pub datapath: Option<DatapathSetting>,
+    pub datapath: Option<datapath::Choice>,
     /// Log level or tracing directives, e.g. `debug` or `pxe_daemon=debug,info` [default: info].
     #[arg(long, env = "PXE_LOG_LEVEL")]
     pub log_level: Option<String>,

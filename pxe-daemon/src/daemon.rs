@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
-    afxdp, boot, config, datapath, dhcp, http, metrics, netif, ra, tftp, timeline, xdp, Config,
-    Listeners, RunError,
+    afxdp, boot, datapath, dhcp, http, metrics, netif, ra, tftp, timeline, xdp, Config, Listeners,
+    RunError,
 };
 
 /// Longest wait for the AF_XDP thread to stop (it polls with a 50 ms timeout).
@@ -24,7 +24,7 @@ const AFXDP_LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
 /// MTU assumed when the interface's cannot be read.
 const MTU_FALLBACK: u32 = 1500;
 
-/// Runs the daemon until `shutdown` completes, then drains for at most `config.drain_timeout`
+/// Runs the daemon until `shutdown` completes, then drains for at most `config.server.drain_timeout`
 /// and detaches the XDP program. Fails at start, or when a subsystem ends before `shutdown`.
 pub async fn run(
     config: Config,
@@ -152,10 +152,10 @@ impl Daemon {
     /// Starts every subsystem on `listeners` as `config` says; the first failure is returned
     /// (what was started is dropped, which stops it).
     pub async fn start(config: Config, listeners: Listeners) -> Result<Daemon, RunError> {
-        let interface = config.interface.clone().ok_or_else(|| {
+        let interface = config.server.interface.clone().ok_or_else(|| {
             RunError::Config("no interface: give --interface or server.interface".into())
         })?;
-        let root = config.root.clone().ok_or_else(|| {
+        let root = config.server.root.clone().ok_or_else(|| {
             RunError::Config(
                 "no boot root: TFTP serves files from it; give --root or server.root".into(),
             )
@@ -170,17 +170,17 @@ impl Daemon {
         let token = CancellationToken::new();
         let mut tasks = Tasks::new();
         let policy = Arc::new(boot::BootPolicy::new(
-            config.root.as_deref(),
+            config.server.root.as_deref(),
             config.boot.arch_defaults.clone(),
             config.boot.groups.clone(),
             config.boot.http_base_url.clone(),
-            config.http_listen.port(),
+            config.http.listen.port(),
         ));
         let timeline = timeline::Timeline::new(
             policy.clone(),
             timeline::TimelineMetrics::new(metrics.registry())?,
-            config.timeline_max_machines,
-            config.timeline_stuck_after,
+            config.timeline.max_machines,
+            config.timeline.stuck_after,
         );
         metrics.register(Box::new(timeline::CensusCollector::new(timeline.clone())?))?;
 
@@ -201,7 +201,6 @@ impl Daemon {
         let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
         let tftp_settings = tftp::ServerSettings {
             config: &config.tftp,
-            ports: config.tftp_ports.clone(),
             // One file store (and cache of hot boot files) for both datapaths.
             files: tftp::open_files(&root, config.tftp.cache_bytes)?,
             mtu: interface_mtu(&interface),
@@ -212,7 +211,7 @@ impl Daemon {
             )),
             timeline: Some(timeline.clone()),
         };
-        let xdp_tftp = tftp_settings.table(config.tftp_ports.len(), tftp_metrics.clone());
+        let xdp_tftp = tftp_settings.table(config.tftp.ports.len(), tftp_metrics.clone());
         let datapath = Datapath::choose(
             &config,
             &interface,
@@ -253,7 +252,7 @@ impl Daemon {
         let tftp = tftp::Server::new(tftp_settings, listeners.tftp, tftp_metrics)?;
         tasks.watch_thread(
             "tftp",
-            tftp.spawn(token.child_token(), config.drain_timeout)?,
+            tftp.spawn(token.child_token(), config.server.drain_timeout)?,
         );
 
         let artifact_root = config.http.artifact_root.clone();
@@ -275,7 +274,7 @@ impl Daemon {
             listeners.http,
             state,
             token.child_token(),
-            config.drain_timeout,
+            config.server.drain_timeout,
         );
         tasks.spawn("http", async move {
             http.await;
@@ -284,8 +283,8 @@ impl Daemon {
 
         info!(
             interface,
-            root = ?config.root,
-            http = %config.http_listen,
+            root = ?config.server.root,
+            http = %config.http.listen,
             tftp = %config.tftp.listen,
             "pxe-daemon running"
         );
@@ -294,7 +293,7 @@ impl Daemon {
             xdp,
             afxdp,
             tasks,
-            drain: config.drain_timeout,
+            drain: config.server.drain_timeout,
         })
     }
 
@@ -343,7 +342,7 @@ impl Daemon {
 }
 
 impl Datapath {
-    /// Starts the AF_XDP datapath when `config.datapath` asks for it: sockets on every queue,
+    /// Starts the AF_XDP datapath when `config.server.datapath` asks for it: sockets on every queue,
     /// the DHCP service (when DHCP runs) and the TFTP service on the datapath thread, then
     /// steering on. Stays on kernel sockets for `kernel`, or for `auto` where AF_XDP does not
     /// work (with a warning); with `xdp`, a failure is an error.
@@ -356,10 +355,10 @@ impl Datapath {
         tftp: tftp::table::TableSettings,
         metrics: &metrics::Metrics,
     ) -> Result<Datapath, RunError> {
-        let required = match config.datapath {
-            config::DatapathSetting::Kernel => return Ok(Datapath::Kernel(handler)),
-            config::DatapathSetting::Xdp => true,
-            config::DatapathSetting::Auto => false,
+        let required = match config.server.datapath {
+            datapath::Choice::Kernel => return Ok(Datapath::Kernel(handler)),
+            datapath::Choice::Xdp => true,
+            datapath::Choice::Auto => false,
         };
         let fail = |handler, reason: String| {
             if required {
@@ -394,7 +393,7 @@ impl Datapath {
             interface: interface.to_owned(),
             address,
             mtu: interface_mtu(interface),
-            bind: config.xsk_bind,
+            bind: config.xdp.bind,
         };
         // Sockets first: if they do not bind, the handler is still here for the kernel path.
         let bound = match afxdp::BoundSockets::bind(&settings, xdp) {
@@ -412,7 +411,7 @@ impl Datapath {
         }
         services.push(Box::new(tftp::frames::TftpFrameService::new(
             tftp,
-            config.tftp_ports.clone(),
+            config.tftp.ports.clone(),
         )));
         let datapath = bound
             .serve(services, waker, afxdp_metrics)
@@ -440,7 +439,7 @@ impl Datapath {
     }
 }
 
-/// Loads and attaches the XDP program as `config.xdp_mode` says, exporting its mode and
+/// Loads and attaches the XDP program as `config.xdp.mode` says, exporting its mode and
 /// counters; `None` when it is off or could not attach where that is allowed.
 fn attach_xdp(
     config: &Config,
@@ -451,13 +450,13 @@ fn attach_xdp(
     // The program's debug records cost a ring-buffer write per malformed frame: only when shown.
     let debug_log = tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
     let program_config = xdp::program_config(
-        &config.tftp_ports,
+        &config.tftp.ports,
         server_address,
-        config.dhcp.mode == config::DhcpMode::Full,
-        config.xdp_rate_limit_pps,
-        config.xdp_rate_burst,
+        config.dhcp.mode == dhcp::DhcpMode::Full,
+        config.xdp.rate_limit_pps,
+        config.xdp.rate_burst,
     );
-    let xdp = xdp::XdpAttachment::load(interface, config.xdp_mode, program_config, debug_log)?;
+    let xdp = xdp::XdpAttachment::load(interface, config.xdp.mode, program_config, debug_log)?;
     let attach_mode = xdp::AttachModeGauge::register(metrics.registry())?;
     if let Some(xdp) = &xdp {
         attach_mode.set(xdp.mode());
@@ -483,7 +482,7 @@ async fn dhcp_handler(
         ))
     })?;
     let (mode, commit) = match config.dhcp.mode {
-        config::DhcpMode::Full => {
+        dhcp::DhcpMode::Full => {
             let (full, store) = open_full_dhcp(config, metrics).await?;
             let commit: Arc<dyn dhcp::handler::LeaseCommit> = Arc::new(store);
             (dhcp::Mode::Full(Box::new(full)), Some(commit))

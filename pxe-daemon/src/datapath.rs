@@ -25,6 +25,20 @@ pub type Mac = [u8; 6];
 /// The Ethernet broadcast address.
 pub const BROADCAST_MAC: Mac = [0xff; 6];
 
+/// Which datapath serves DHCP and TFTP (`server.datapath`, `--datapath`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    /// AF_XDP where the XDP program attaches and the sockets bind, else kernel sockets with a
+    /// warning.
+    Auto,
+    /// AF_XDP or refuse to start.
+    Xdp,
+    /// Ordinary kernel sockets.
+    #[default]
+    Kernel,
+}
+
 /// A UDP datagram as the datapath received it.
 #[derive(Clone, Copy, Debug)]
 pub struct Datagram<'a> {

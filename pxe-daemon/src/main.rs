@@ -6,8 +6,11 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use pxe_daemon::{
     cli::{Cli, Command, ProbeArgs, RunArgs},
-    config::{Config, DhcpMode, LogFormat, RouterAdvertisement},
-    dhcp, probe, ra, Listeners,
+    config::{Config, LogFormat},
+    dhcp::{self, DhcpMode},
+    probe,
+    ra::{self, RouterAdvertisement},
+    Listeners,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -91,12 +94,12 @@ fn probe(args: &ProbeArgs) -> ExitCode {
 
 fn init_logging(config: &Config) {
     // The filter was validated with the config.
-    let filter = EnvFilter::builder().parse_lossy(&config.log_level);
+    let filter = EnvFilter::builder().parse_lossy(&config.log.level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match config.log_format {
+    match config.log.format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -126,9 +129,9 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let http = bind_http(config.http_listen)
-            .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
-        let dhcp = match (config.dhcp.mode, &config.interface) {
+        let http = bind_http(config.http.listen)
+            .with_context(|| format!("binding the HTTP listener to {}", config.http.listen))?;
+        let dhcp = match (config.dhcp.mode, &config.server.interface) {
             (DhcpMode::Off, _) | (_, None) => None,
             (_, Some(interface)) => {
                 let bind = |port| {
@@ -144,7 +147,7 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
         };
         let tftp = std::net::UdpSocket::bind(config.tftp.listen)
             .with_context(|| format!("binding the TFTP listener to {}", config.tftp.listen))?;
-        let ra = match (config.ipv6_ra, &config.interface) {
+        let ra = match (config.ipv6.router_advertisement, &config.server.interface) {
             (RouterAdvertisement::NoRouter, Some(interface)) => {
                 Some(ra::server::bind(interface).with_context(|| {
                     format!(

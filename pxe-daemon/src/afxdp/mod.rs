@@ -22,7 +22,6 @@ pub use metrics::AfxdpMetrics;
 pub use socket::{XskError, XskSocket};
 pub use worker::BoxedService;
 
-use crate::config::XskBindSetting;
 use crate::datapath::Waker;
 use crate::xdp::{XdpAttachment, XdpLoadError};
 
@@ -68,6 +67,19 @@ pub fn rx_queue_count(interface: &str) -> u32 {
         .clamp(1, pxe_common::XSKS_MAX_QUEUES)
 }
 
+/// How an AF_XDP socket binds to its queue (`xdp.bind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BindMode {
+    /// Zero-copy where the driver supports it, else copy mode.
+    #[default]
+    Auto,
+    /// Zero-copy or refuse to start.
+    Zerocopy,
+    /// Copy mode (frames copied between the driver's buffers and ours).
+    Copy,
+}
+
 /// Settings of the datapath.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -78,7 +90,7 @@ pub struct Settings {
     /// The interface's MTU (bounds the payload of a frame).
     pub mtu: u32,
     /// Zero-copy or copy.
-    pub bind: XskBindSetting,
+    pub bind: BindMode,
 }
 
 /// A running datapath: its thread and the queues whose sockets are in the XSKS map.

@@ -11,8 +11,8 @@ use tracing::debug;
 use super::{
     ring::Ring,
     umem::{FrameArea, Mmap},
+    BindMode,
 };
-use crate::config::XskBindSetting;
 
 /// Bytes of one UMEM frame: one Ethernet frame up to a 1500-byte MTU and then some.
 pub const FRAME_BYTES: u32 = 2048;
@@ -141,7 +141,7 @@ impl XskSocket {
         interface: &str,
         ifindex: u32,
         queue: u32,
-        bind: XskBindSetting,
+        bind: BindMode,
         metadata: TxMetadata,
     ) -> Result<XskSocket, XskError> {
         let err = |step: &'static str| {
@@ -153,13 +153,13 @@ impl XskSocket {
             }
         };
         match bind {
-            XskBindSetting::Copy => {
+            BindMode::Copy => {
                 Self::open_mode(ifindex, queue, false, metadata).map_err(err("bind (copy)"))
             }
-            XskBindSetting::Zerocopy => {
+            BindMode::Zerocopy => {
                 Self::open_mode(ifindex, queue, true, metadata).map_err(err("bind (zero-copy)"))
             }
-            XskBindSetting::Auto => match Self::open_mode(ifindex, queue, true, metadata) {
+            BindMode::Auto => match Self::open_mode(ifindex, queue, true, metadata) {
                 Err(e) if unsupported(&e) => {
                     debug!(interface, queue, error = %e, "AF_XDP zero-copy not supported; binding in copy mode");
                     Self::open_mode(ifindex, queue, false, metadata).map_err(err("bind (copy)"))

@@ -75,7 +75,7 @@ impl Selectors {
 /// A group of machines and what they boot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Group {
-    /// Name, for logs, metrics and the HTTP issue's profile rendering.
+    /// Name, for logs, metrics, the timeline, and `group` in TFTP rewrites and profile templates.
     pub name: String,
     /// Which machines belong.
     pub selectors: Selectors,

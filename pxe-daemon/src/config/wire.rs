@@ -1,6 +1,7 @@
 //! The config file as written: every key optional, spans kept for error messages.
 //!
-//! [`super::Config`] is built from this with `TryFrom`; nothing outside `config` reads it.
+//! [`super::Config`] is built from this (one `build_*` per table, beside the file's flags);
+//! nothing outside `config` reads it.
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
@@ -8,8 +9,9 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{
-    DatapathSetting, DhcpMode, LogFormat, RouterAdvertisement, XdpModeSetting, XskBindSetting,
+use super::LogFormat;
+use crate::{
+    afxdp::BindMode, datapath, dhcp::DhcpMode, ra::RouterAdvertisement, xdp::AttachPolicy,
 };
 
 /// The whole TOML file.
@@ -177,8 +179,8 @@ pub struct WireServer {
     pub root: Option<Spanned<PathBuf>>,
     /// Seconds to let transfers finish after SIGTERM before they are cut.
     pub drain_timeout_secs: Option<Spanned<u64>>,
-    /// `auto`, `xdp` or `kernel`: which datapath serves DHCP.
-    pub datapath: Option<Spanned<DatapathSetting>>,
+    /// `auto`, `xdp` or `kernel`: which datapath serves DHCP and TFTP.
+    pub datapath: Option<Spanned<datapath::Choice>>,
 }
 
 /// `[http]`.
@@ -271,9 +273,9 @@ pub struct WireRewrite {
 #[serde(deny_unknown_fields)]
 pub struct WireXdp {
     /// How to attach the XDP program.
-    pub mode: Option<Spanned<XdpModeSetting>>,
+    pub mode: Option<Spanned<AttachPolicy>>,
     /// How AF_XDP sockets bind: `auto`, `zerocopy` or `copy`.
-    pub bind: Option<Spanned<XskBindSetting>>,
+    pub bind: Option<Spanned<BindMode>>,
     /// DHCP and 4011 frames per second one client MAC may send (0: no limit).
     pub rate_limit_pps: Option<Spanned<u32>>,
     /// Frames a client may send in a burst above its rate.

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reply;
 pub mod request;
+pub mod settings;
 pub mod wire;
 
 use std::{
@@ -26,6 +27,7 @@ use std::{
 pub use full::{FullDhcp, LeaseEvent, Reservation, SubnetConfig};
 pub use reply::{Destination, Reply};
 pub use request::{DropReason, Request, RequestType};
+pub use settings::{DhcpMode, Settings};
 
 use crate::boot::{BootPolicy, Machine};
 

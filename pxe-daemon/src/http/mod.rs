@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod io;
 pub mod metrics;
 pub mod scripts;
+pub mod settings;
 
 use std::{
     convert::Infallible,
@@ -36,26 +37,11 @@ use self::{
 };
 use crate::metrics::Metrics;
 
+pub use settings::{HttpLimits, Settings};
+
 /// The 503 written to a connection over the cap (hyper is not started for it).
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 43\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver busy: too many connections, retry.\r\n";
-
-/// Limits of the HTTP server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// Open connections at most; more get a 503.
-    pub max_connections: usize,
-    /// Time a client gets to send a request's headers (slowloris guard).
-    pub header_timeout: Duration,
-    /// Cut a connection when no byte moves either way for this long.
-    pub idle_timeout: Duration,
-    /// Headers per request at most.
-    pub max_headers: usize,
-    /// Bytes of a request head at most.
-    pub max_head_bytes: usize,
-    /// Per-connection send rate cap, bytes per second.
-    pub rate_bytes_per_sec: Option<u64>,
-}
 
 /// What the HTTP handlers share.
 #[derive(Debug)]

@@ -16,8 +16,11 @@
 pub mod metrics;
 pub mod packet;
 pub mod server;
+pub mod settings;
 
 use std::time::{Duration, Instant};
+
+pub use settings::{RouterAdvertisement, Settings};
 
 /// Longest random delay before a solicited advertisement (RFC 4861 MAX_RA_DELAY_TIME).
 pub const MAX_RA_DELAY: Duration = Duration::from_millis(500);

@@ -237,7 +237,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::TftpConfig;
     use crate::metrics::Metrics;
     use crate::tftp::packet::{ack, request, Opcode, Packet};
     use crate::tftp::{AsRequested, SharedFiles};
@@ -279,7 +278,7 @@ mod tests {
         std::fs::write(root.path().join("nbp.efi"), file).unwrap();
         let registry = Metrics::new().unwrap();
         let metrics = TftpMetrics::register(&registry).unwrap();
-        let config = TftpConfig::default();
+        let config = crate::tftp::Settings::default();
         let files = SharedFiles::open(&root.path().canonicalize().unwrap(), cache_bytes).unwrap();
         let settings = TableSettings {
             files,

@@ -12,6 +12,7 @@
 //! | [`server`] | the kernel-socket datapath: the loop that ties them together |
 //! | [`frames`] | the AF_XDP datapath's TFTP service: the same table, sent as frames |
 //! | [`metrics`] | `pxe_tftp_*` |
+//! | [`settings`] | `[tftp]`: what the server is told, and the defaults |
 //!
 //! The protocol modules (packet, options, transfer, table) do no I/O: both datapaths drive
 //! them unchanged.
@@ -23,6 +24,7 @@ pub mod options;
 pub mod packet;
 pub mod recv;
 pub mod server;
+pub mod settings;
 pub mod table;
 pub mod transfer;
 pub mod uring;
@@ -31,4 +33,5 @@ pub use files::{check_rewrite_template, AsRequested, FileStore, PathMapper, Poli
 pub use metrics::TftpMetrics;
 pub use options::{Limits, MAX_BLKSIZE, MIN_BLKSIZE};
 pub use server::{limits_for, open_files, Server, ServerError, ServerSettings};
+pub use settings::Settings;
 pub use table::SharedFiles;

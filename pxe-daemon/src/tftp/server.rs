@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd as _, RawFd};
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use super::recv::{RecvBatch, SLOT_BYTES as RECV_SLOT_BYTES};
 use super::table::{Entry, Peer, SharedFiles, TableSettings, TransferIo, Transfers};
 use super::transfer::Send;
 use super::uring::{FileBlock, SendRing, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
-use crate::config::TftpConfig;
+use super::Settings;
 
 /// Datagrams in flight at once (each holds a buffer of up to 4 + blksize bytes).
 pub const MAX_SENDS_IN_FLIGHT: usize = 1024;
@@ -79,10 +78,8 @@ pub enum ServerError {
 /// Everything the server needs besides its sockets.
 #[derive(Debug)]
 pub struct ServerSettings<'a> {
-    /// `[tftp]`.
-    pub config: &'a TftpConfig,
-    /// Transfer ports.
-    pub ports: RangeInclusive<u16>,
+    /// `[tftp]`, transfer ports included.
+    pub config: &'a Settings,
     /// The boot root's file store ([`open_files`]), shared with the AF_XDP datapath.
     pub files: SharedFiles,
     /// MTU of the boot interface: caps the block size so that no DATA is fragmented.
@@ -102,7 +99,7 @@ pub fn open_files(root: &Path, cache_bytes: u64) -> Result<SharedFiles, ServerEr
 }
 
 /// The block size and window a server on an interface of `mtu` offers at most.
-pub fn limits_for(config: &TftpConfig, mtu: u32) -> Limits {
+pub fn limits_for(config: &Settings, mtu: u32) -> Limits {
     Limits {
         max_blksize: config.max_blksize.min(super::options::blksize_for_mtu(mtu)),
         max_windowsize: config.max_windowsize,
@@ -262,7 +259,7 @@ impl Server {
         let ip = listener.local_addr().map_err(ServerError::Listener)?.ip();
         let mut sockets = vec![listener];
         let mut last_error = None;
-        for port in settings.ports.clone() {
+        for port in settings.config.ports.clone() {
             match UdpSocket::bind((ip, port)).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
                 Ok(s) => {
                     set_buffer(
@@ -279,7 +276,7 @@ impl Server {
                 }
             }
         }
-        let (first, last) = (*settings.ports.start(), *settings.ports.end());
+        let (first, last) = (*settings.config.ports.start(), *settings.config.ports.end());
         if sockets.len() == 1 {
             return Err(ServerError::Ports {
                 ip,
@@ -603,7 +600,7 @@ mod tests {
 
     /// A server on 127.0.0.1 with a boot root holding `files`, transfer ports from a range
     /// picked by `salt` and the pid (tests on one host must not collide).
-    fn serve(salt: u16, files: &[(&str, Vec<u8>)], config: TftpConfig) -> Running {
+    fn serve(salt: u16, files: &[(&str, Vec<u8>)], config: Settings) -> Running {
         let root = tempfile::tempdir().unwrap();
         for (name, data) in files {
             std::fs::write(root.path().join(name), data).unwrap();
@@ -611,12 +608,15 @@ mod tests {
         let registry = Metrics::new().unwrap();
         let metrics = TftpMetrics::register(&registry).unwrap();
         let base = 20_000 + (std::process::id() % 900) as u16 * 40 + salt * 4;
+        let config = Settings {
+            ports: base..=base + 3,
+            ..config
+        };
         let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::new(
             ServerSettings {
                 config: &config,
-                ports: base..=base + 3,
                 files: open_files(&root.path().canonicalize().unwrap(), config.cache_bytes)
                     .unwrap(),
                 mtu: 1500,
@@ -752,9 +752,9 @@ mod tests {
         let small: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 13 + 1) as u8).collect();
         // A 64 KiB cache: "big" is read block by block through linked io_uring reads.
-        let config = TftpConfig {
+        let config = Settings {
             cache_bytes: 64 << 10,
-            ..TftpConfig::default()
+            ..Settings::default()
         };
         let r = serve(0, &[("small", small.clone()), ("big", big.clone())], config);
         assert_eq!(fetch(r.addr, "small", &[]), small);
@@ -779,7 +779,7 @@ mod tests {
 
     #[test]
     fn refuses_writes_missing_files_traversal_and_unknown_tids() {
-        let r = serve(1, &[("f", b"data".to_vec())], TftpConfig::default());
+        let r = serve(1, &[("f", b"data".to_vec())], Settings::default());
         let c = client();
         let expect_error = |bytes: &[u8], code: u16| {
             c.send_to(bytes, r.addr).unwrap();
@@ -821,11 +821,11 @@ mod tests {
 
     #[test]
     fn probe_abort_is_quiet_and_the_cap_refuses_clearly() {
-        let config = TftpConfig {
+        let config = Settings {
             max_transfers: 2,
             timeout: Duration::from_millis(200),
             retries: 1,
-            ..TftpConfig::default()
+            ..Settings::default()
         };
         let r = serve(2, &[("nbp", vec![1u8; 3000])], config);
         // The UEFI sequence: tsize probe, ERROR 8, the same request again.
@@ -880,7 +880,7 @@ mod tests {
 
     #[test]
     fn shutdown_drains_then_ends_what_is_left() {
-        let mut r = serve(3, &[("nbp", vec![2u8; 3000])], TftpConfig::default());
+        let mut r = serve(3, &[("nbp", vec![2u8; 3000])], Settings::default());
         // One transfer finishes during the drain, one is left hanging.
         let finishing = client();
         finishing

@@ -6,6 +6,7 @@
 //! starts over (a DHCPDISCOVER from a ROM after its boot went further) begins a new one.
 
 pub mod metrics;
+pub mod settings;
 pub mod status;
 
 use std::{
@@ -19,13 +20,10 @@ use std::{
 use serde::Serialize;
 
 pub use metrics::{CensusCollector, TimelineMetrics};
+pub use settings::{Settings, MAX_MACHINES_DEFAULT, STUCK_AFTER_SECS_DEFAULT};
 
 use crate::boot::{Arch, BootPolicy, Firmware, MacAddr, Machine};
 
-/// Default number of machines remembered; the least recently active are forgotten first.
-pub const MAX_MACHINES_DEFAULT: usize = 10_000;
-/// Default time in one stage after which a machine counts as stuck.
-pub const STUCK_AFTER_SECS_DEFAULT: u64 = 300;
 /// Most stage entries kept per boot (a retrying machine cannot grow its record without bound).
 const STAGES_PER_BOOT_MAX: usize = 64;
 /// Stage entries a new record has room for (discover to done is eight), so that a boot does

@@ -25,10 +25,23 @@ use tracing::{debug, info, warn};
 pub use counters::XdpCounters;
 pub use metrics::AttachModeGauge;
 
-use crate::config::XdpModeSetting;
-
 /// The eBPF object built by build.rs, embedded in the binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pxe-ebpf"));
+
+/// How the XDP program is to be attached (`xdp.mode`, `--xdp-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachPolicy {
+    /// Driver (native) mode, else skb (generic) mode, else run without XDP, with a warning.
+    #[default]
+    Auto,
+    /// Driver mode or refuse to start.
+    Driver,
+    /// Generic (skb) mode or refuse to start.
+    Skb,
+    /// Do not load the XDP program.
+    Off,
+}
 
 /// How the XDP program ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,23 +133,23 @@ impl XdpAttachment {
     /// on with [`AttachMode::None`]; in `driver` or `skb` it is an error.
     pub fn load(
         interface: &str,
-        setting: XdpModeSetting,
+        setting: AttachPolicy,
         program_config: XdpConfig,
         debug_log: bool,
     ) -> Result<Option<XdpAttachment>, XdpLoadError> {
         let wanted: &[(XdpMode, AttachMode)] = match setting {
-            XdpModeSetting::Off => {
+            AttachPolicy::Off => {
                 info!(interface, "XDP disabled by configuration (xdp.mode = off)");
                 return Ok(None);
             }
-            XdpModeSetting::Auto => &[
+            AttachPolicy::Auto => &[
                 (XdpMode::Driver, AttachMode::Driver),
                 (XdpMode::Skb, AttachMode::Skb),
             ],
-            XdpModeSetting::Driver => &[(XdpMode::Driver, AttachMode::Driver)],
-            XdpModeSetting::Skb => &[(XdpMode::Skb, AttachMode::Skb)],
+            AttachPolicy::Driver => &[(XdpMode::Driver, AttachMode::Driver)],
+            AttachPolicy::Skb => &[(XdpMode::Skb, AttachMode::Skb)],
         };
-        let required = setting != XdpModeSetting::Auto;
+        let required = setting != AttachPolicy::Auto;
 
         let mut attachment = match Self::load_object(interface, program_config, debug_log) {
             Ok(a) => a,
