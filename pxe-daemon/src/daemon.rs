@@ -6,7 +6,13 @@
 //! [`RunError::Stopped`], naming it: a boot server that silently lost TFTP or DHCP would answer
 //! half a boot, and the service manager restarts a process that exits non-zero.
 
-use std::{future::Future, net::Ipv4Addr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -170,14 +176,28 @@ impl Daemon {
         let token = CancellationToken::new();
         let mut tasks = Tasks::new();
         let policy = Arc::new(boot::BootPolicy::new(
-            config.server.root.as_deref(),
             config.boot.arch_defaults.clone(),
             config.boot.groups.clone(),
             config.boot.http_base_url.clone(),
             config.http.listen.port(),
         ));
+        look_at_boot_root(&policy, &root);
+        let watch = (policy.clone(), root.clone(), token.child_token());
+        tasks.spawn("boot-root", async move {
+            let (policy, root, stop) = watch;
+            let mut tick = tokio::time::interval(boot::ROOT_REFRESH_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => look_at_boot_root(&policy, &root),
+                    () = stop.cancelled() => return Ok::<(), std::convert::Infallible>(()),
+                }
+            }
+        });
+        // The kernel's neighbour table, asked for TFTP and HTTP clients not seen in DHCP.
+        let neighbours: Arc<dyn timeline::Neighbours> = Arc::new(netif::neighbour_mac);
         let timeline = timeline::Timeline::new(
             policy.clone(),
+            neighbours.clone(),
             timeline::TimelineMetrics::new(metrics.registry())?,
             config.timeline.max_machines,
             config.timeline.stuck_after,
@@ -208,6 +228,7 @@ impl Daemon {
                 root.clone(),
                 config.tftp.rewrites.clone(),
                 policy.clone(),
+                neighbours,
             )),
             timeline: Some(timeline.clone()),
         };
@@ -507,6 +528,11 @@ async fn dhcp_handler(
         commit,
         options,
     ))
+}
+
+/// Shows the policy which NBPs the boot root holds now (a `stat` per candidate).
+fn look_at_boot_root(policy: &boot::BootPolicy, root: &Path) {
+    policy.root_view().refresh(|c| root.join(c).is_file());
 }
 
 /// Says at start when the operator's own `boot.ipxe` replaces the generated entry script.

@@ -12,5 +12,8 @@ pub use machine::{
     arch_from_vendor_class, classify_firmware, parse_mac_bytes, Arch, Firmware, MacAddr,
     MacParseError, Machine,
 };
-pub use policy::{BootPolicy, BootSpec, BootTarget, Group, Selectors, IPXE_SCRIPT_PATH};
+pub use policy::{
+    BootPolicy, BootSpec, BootTarget, Group, RootView, Selectors, IPXE_SCRIPT_PATH,
+    ROOT_REFRESH_INTERVAL,
+};
 pub use settings::Settings;

@@ -3,9 +3,11 @@
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use ipnet::Ipv4Net;
@@ -22,7 +24,7 @@ const EFI_IA32_NBPS: &[&str] = &["ipxe-i386.efi", "i386/ipxe.efi"];
 const EFI_ARM64_NBPS: &[&str] = &["ipxe-arm64.efi", "arm64/ipxe.efi", "snp-arm64.efi"];
 const EFI_ARM32_NBPS: &[&str] = &["ipxe-arm32.efi", "arm32/ipxe.efi"];
 const EFI_RISCV64_NBPS: &[&str] = &["ipxe-riscv64.efi", "riscv64/ipxe.efi"];
-/// Every candidate list, indexed as [`NbpCache`] keeps them.
+/// Every candidate list, indexed as [`RootView`] keeps them.
 const NBP_FAMILIES: [&[&str]; 6] = [
     BIOS_NBPS,
     EFI_X64_NBPS,
@@ -31,15 +33,33 @@ const NBP_FAMILIES: [&[&str]; 6] = [
     EFI_ARM32_NBPS,
     EFI_RISCV64_NBPS,
 ];
-/// How long a look into the root for a family's NBP is trusted. A storm of DISCOVERs then costs
-/// one `stat` per family per interval instead of one per request, and an NBP the operator adds
-/// or removes is still seen within this time.
-const NBP_LOOKUP_TTL: Duration = Duration::from_secs(2);
+/// How often the daemon looks into the boot root for the NBPs ([`RootView::refresh`]). A storm
+/// of DISCOVERs then costs no `stat` at all, and an NBP the operator adds or removes is seen
+/// within this time.
+pub const ROOT_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Which candidate of each family the root held at the last look, and when that was.
+/// The policy's view of the boot root: which candidate NBP of each CPU family it holds (the
+/// first one present, else the first of the list). Deciding only reads it; whoever owns the
+/// root refreshes it ([`RootView::refresh`], every [`ROOT_REFRESH_INTERVAL`] in the daemon), so
+/// the policy neither stats files nor reads the clock.
 #[derive(Debug, Default)]
-struct NbpCache {
-    looked: Mutex<[Option<(Instant, usize)>; NBP_FAMILIES.len()]>,
+pub struct RootView {
+    present: [AtomicUsize; NBP_FAMILIES.len()],
+}
+
+impl RootView {
+    /// Looks again: `holds(path)` says whether the root holds `path` (relative to the root).
+    pub fn refresh(&self, holds: impl Fn(&str) -> bool) {
+        for (present, candidates) in self.present.iter().zip(NBP_FAMILIES) {
+            let index = candidates.iter().position(|c| holds(c)).unwrap_or(0);
+            present.store(index, Ordering::Relaxed);
+        }
+    }
+
+    /// Index of the candidate of `family` the root held at the last look.
+    fn candidate(&self, family: usize) -> usize {
+        self.present[family].load(Ordering::Relaxed)
+    }
 }
 
 /// What a group matches on. Empty lists match everything; every non-empty list must match.
@@ -123,33 +143,35 @@ pub struct BootSpec {
 /// Decides what each machine boots. Built once from the config; cheap to share.
 #[derive(Clone, Debug, Default)]
 pub struct BootPolicy {
-    root: Option<PathBuf>,
+    root: Arc<RootView>,
     arch_defaults: BTreeMap<u16, String>,
     groups: Vec<Group>,
     http_base_url: Option<String>,
     http_port: u16,
-    nbp_cache: Arc<NbpCache>,
 }
 
 impl BootPolicy {
-    /// A policy over `root` (to see which NBPs it holds), with per-arch overrides, groups in
-    /// priority order (the first that matches wins), and the HTTP server's base URL (default:
-    /// `http://<server address>:<http_port>`).
+    /// A policy with per-arch overrides, groups in priority order (the first that matches
+    /// wins), and the HTTP server's base URL (default: `http://<server address>:<http_port>`).
+    /// Until [`BootPolicy::root_view`] is refreshed it takes the boot root for empty.
     pub fn new(
-        root: Option<&Path>,
         arch_defaults: BTreeMap<u16, String>,
         groups: Vec<Group>,
         http_base_url: Option<String>,
         http_port: u16,
     ) -> BootPolicy {
         BootPolicy {
-            root: root.map(Path::to_path_buf),
+            root: Arc::default(),
             arch_defaults,
             groups,
             http_base_url: http_base_url.map(|u| u.trim_end_matches('/').to_owned()),
             http_port,
-            nbp_cache: Arc::default(),
         }
+    }
+
+    /// What the policy knows of the boot root, for its owner to refresh (shared by clones).
+    pub fn root_view(&self) -> &RootView {
+        &self.root
     }
 
     /// The first group `m` belongs to.
@@ -223,30 +245,7 @@ impl BootPolicy {
             _ => 0,
         };
         let candidates = NBP_FAMILIES[family];
-        candidates[self.present_candidate(family, Instant::now())].to_string()
-    }
-
-    /// Index of the first candidate of `family` the root holds (0 when none, or no root),
-    /// looked up at most once per [`NBP_LOOKUP_TTL`].
-    fn present_candidate(&self, family: usize, now: Instant) -> usize {
-        let Some(root) = &self.root else { return 0 };
-        // A poisoned lock only means another thread panicked mid-update of plain data.
-        let mut looked = self
-            .nbp_cache
-            .looked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((at, index)) = looked[family] {
-            if now.saturating_duration_since(at) < NBP_LOOKUP_TTL {
-                return index;
-            }
-        }
-        let index = NBP_FAMILIES[family]
-            .iter()
-            .position(|c| root.join(c).is_file())
-            .unwrap_or(0);
-        looked[family] = Some((now, index));
-        index
+        candidates[self.root.candidate(family)].to_string()
     }
 
     /// A full URL for `path_or_url` on our HTTP server (kept as is when it is already a URL).
@@ -291,7 +290,7 @@ mod tests {
 
     #[test]
     fn zero_config_defaults_per_firmware() {
-        let p = BootPolicy::new(None, BTreeMap::new(), vec![], None, 80);
+        let p = BootPolicy::new(BTreeMap::new(), vec![], None, 80);
         assert_eq!(target(&p, &machine(Firmware::BiosPxe, 0)), "undionly.kpxe");
         assert_eq!(target(&p, &machine(Firmware::UefiPxe, 7)), "ipxe.efi");
         assert_eq!(target(&p, &machine(Firmware::UefiPxe, 9)), "ipxe.efi");
@@ -316,16 +315,15 @@ mod tests {
 
     #[test]
     fn root_contents_and_arch_overrides_choose_the_nbp() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("snponly.efi"), b"x").unwrap();
-        let p = BootPolicy::new(Some(dir.path()), BTreeMap::new(), vec![], None, 8080);
+        let holds = |path: &str| path == "snponly.efi";
+        let p = BootPolicy::new(BTreeMap::new(), vec![], None, 8080);
+        p.root_view().refresh(holds);
         assert_eq!(target(&p, &machine(Firmware::UefiPxe, 7)), "snponly.efi");
         assert_eq!(
             target(&p, &machine(Firmware::Ipxe, 7)),
             "http://198.18.0.1:8080/boot.ipxe"
         );
         let p = BootPolicy::new(
-            Some(dir.path()),
             BTreeMap::from([(0, "custom.kpxe".to_owned())]),
             vec![],
             Some("http://boot.example:81/".into()),
@@ -339,22 +337,19 @@ mod tests {
     }
 
     #[test]
-    fn an_nbp_added_to_the_root_is_seen_once_the_last_look_is_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = BootPolicy::new(Some(dir.path()), BTreeMap::new(), vec![], None, 8080);
-        let t0 = Instant::now();
-        let x64 = 1;
-        assert_eq!(EFI_X64_NBPS[p.present_candidate(x64, t0)], "ipxe.efi");
-        std::fs::write(dir.path().join("snponly.efi"), b"x").unwrap();
-        // Within the interval the last look stands; after it the root is looked at again.
-        assert_eq!(EFI_X64_NBPS[p.present_candidate(x64, t0)], "ipxe.efi");
-        let later = t0 + NBP_LOOKUP_TTL;
-        assert_eq!(EFI_X64_NBPS[p.present_candidate(x64, later)], "snponly.efi");
-        // Clones share what was looked up.
-        assert_eq!(
-            EFI_X64_NBPS[p.clone().present_candidate(x64, later)],
-            "snponly.efi"
-        );
+    fn an_nbp_added_to_the_root_is_seen_at_the_next_look() {
+        let p = BootPolicy::new(BTreeMap::new(), vec![], None, 8080);
+        let uefi = machine(Firmware::UefiPxe, 7);
+        // Nothing looked at yet, or an empty root: the first candidate.
+        assert_eq!(target(&p, &uefi), "ipxe.efi");
+        let clone = p.clone();
+        p.root_view().refresh(|c| c == "snponly.efi");
+        assert_eq!(target(&p, &uefi), "snponly.efi");
+        // Clones share the view.
+        assert_eq!(target(&clone, &uefi), "snponly.efi");
+        p.root_view()
+            .refresh(|c| c == "snponly.efi" || c == "ipxe.efi");
+        assert_eq!(target(&p, &uefi), "ipxe.efi");
     }
 
     #[test]
@@ -380,7 +375,7 @@ mod tests {
             boot_file: Some("rack9.kpxe".into()),
             ..Group::default()
         };
-        let p = BootPolicy::new(None, BTreeMap::new(), vec![workers, relayed], None, 80);
+        let p = BootPolicy::new(BTreeMap::new(), vec![workers, relayed], None, 80);
         let spec = p.decide(&machine(Firmware::BiosPxe, 0), SERVER).unwrap();
         assert_eq!(spec.target, BootTarget::Tftp("workers.kpxe".into()));
         assert_eq!(spec.group.as_deref(), Some("workers"));

@@ -104,7 +104,7 @@ fn pxe_options(msg_type: u8, arch: u16, vendor: &[u8]) -> Vec<(u8, Vec<u8>)> {
 }
 
 fn policy() -> Arc<BootPolicy> {
-    Arc::new(BootPolicy::new(None, BTreeMap::new(), vec![], None, 80))
+    Arc::new(BootPolicy::new(BTreeMap::new(), vec![], None, 80))
 }
 
 fn proxy_core() -> DhcpCore {
@@ -438,13 +438,7 @@ fn groups_choose_the_boot_file() {
         boot_file: Some("rack1/undionly.kpxe".into()),
         ..Group::default()
     };
-    let policy = Arc::new(BootPolicy::new(
-        None,
-        BTreeMap::new(),
-        vec![group],
-        None,
-        80,
-    ));
+    let policy = Arc::new(BootPolicy::new(BTreeMap::new(), vec![group], None, 80));
     let mut core = DhcpCore::new(Mode::Proxy, policy, SERVER, vec![]);
     let req = Raw::request(pxe_options(1, 0, BIOS_VENDOR)).bytes();
     let reply = reply_of(core.handle(&req, FROM_CLIENT, 67, NOW).0);

@@ -440,13 +440,7 @@ mod tests {
             vars: BTreeMap::from([("role".into(), "worker".into())]),
             ..Group::default()
         };
-        let policy = Arc::new(BootPolicy::new(
-            None,
-            BTreeMap::new(),
-            vec![group],
-            None,
-            80,
-        ));
+        let policy = Arc::new(BootPolicy::new(BTreeMap::new(), vec![group], None, 80));
         let worker = Profile {
             name: "worker".into(),
             kernel: Some("/assets/vmlinuz".into()),

@@ -162,26 +162,38 @@ pub fn check_rewrite_template(template: &str) -> Result<(), String> {
 
 /// Serves per-machine names where the boot root has them (pxelinux-style per-MAC or per-IP
 /// configs): a request for a rule's `file` is served from the rule's expanded `to` if that
-/// file exists, else as requested. The MAC comes from the kernel's neighbour table (the
-/// client resolved our address before it sent its request), the group from the boot policy.
-#[derive(Debug)]
+/// file exists, else as requested. The MAC comes from the neighbours (the kernel's neighbour
+/// table in the daemon), the group from the boot policy.
 pub struct PolicyMapper {
     root: std::path::PathBuf,
     rewrites: Vec<(String, String)>,
     policy: std::sync::Arc<crate::boot::BootPolicy>,
+    neighbours: std::sync::Arc<dyn crate::timeline::Neighbours>,
+}
+
+impl std::fmt::Debug for PolicyMapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyMapper")
+            .field("root", &self.root)
+            .field("rewrites", &self.rewrites)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PolicyMapper {
-    /// A mapper over `root` with `rewrites` (requested name, template).
+    /// A mapper over `root` with `rewrites` (requested name, template), finding clients'
+    /// MACs in `neighbours`.
     pub fn new(
         root: std::path::PathBuf,
         rewrites: Vec<(String, String)>,
         policy: std::sync::Arc<crate::boot::BootPolicy>,
+        neighbours: std::sync::Arc<dyn crate::timeline::Neighbours>,
     ) -> PolicyMapper {
         PolicyMapper {
             root,
             rewrites,
             policy,
+            neighbours,
         }
     }
 }
@@ -193,7 +205,7 @@ impl PathMapper for PolicyMapper {
             return requested.to_owned();
         };
         let mac = match client.ip() {
-            std::net::IpAddr::V4(ip) => crate::netif::neighbour_mac(ip),
+            std::net::IpAddr::V4(ip) => self.neighbours.mac_of(ip),
             std::net::IpAddr::V6(_) => None,
         };
         let group = mac.and_then(|mac| {

@@ -186,14 +186,37 @@ struct Inner {
     clock: u64,
 }
 
+/// Who has an IPv4 address on the boot network: the daemon asks the kernel's neighbour table
+/// (the client resolved our address before it sent its request); tests answer from a map.
+pub trait Neighbours: Send + Sync {
+    /// The MAC behind `ip`, if known.
+    fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr>;
+}
+
+impl<F: Fn(Ipv4Addr) -> Option<MacAddr> + Send + Sync> Neighbours for F {
+    fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self(ip)
+    }
+}
+
 /// The timelines of all machines. Cheap to share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Timeline {
     inner: Arc<Mutex<Inner>>,
     policy: Arc<BootPolicy>,
+    neighbours: Arc<dyn Neighbours>,
     metrics: TimelineMetrics,
     max_machines: usize,
     stuck_after: Duration,
+}
+
+impl std::fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeline")
+            .field("max_machines", &self.max_machines)
+            .field("stuck_after", &self.stuck_after)
+            .finish_non_exhaustive()
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -204,9 +227,11 @@ fn unix_ms() -> u64 {
 
 impl Timeline {
     /// A timeline remembering at most `max_machines`, calling machines stuck after
-    /// `stuck_after` in one stage, with groups from `policy`.
+    /// `stuck_after` in one stage, with groups from `policy`; a TFTP or HTTP client it has not
+    /// seen in DHCP is looked up in `neighbours`.
     pub fn new(
         policy: Arc<BootPolicy>,
+        neighbours: Arc<dyn Neighbours>,
         metrics: TimelineMetrics,
         max_machines: usize,
         stuck_after: Duration,
@@ -214,10 +239,20 @@ impl Timeline {
         Timeline {
             inner: Arc::new(Mutex::new(Inner::default())),
             policy,
+            neighbours,
             metrics,
             max_machines: max_machines.max(1),
             stuck_after,
         }
+    }
+
+    /// Whether some thread holds the lock now.
+    #[cfg(test)]
+    fn is_locked(&self) -> bool {
+        matches!(
+            self.inner.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -226,6 +261,19 @@ impl Timeline {
 
     /// Records what a subsystem saw.
     pub fn record(&self, event: Event<'_>) {
+        // A client known only by its address is looked up before the lock is taken: a netlink
+        // round trip must not hold up every other subsystem's record.
+        let neighbour = match &event {
+            Event::Tftp { ip, .. } | Event::Http { ip, mac: None, .. } => {
+                let known = self.lock().by_ip.contains_key(ip);
+                if known {
+                    None
+                } else {
+                    self.neighbours.mac_of(*ip)
+                }
+            }
+            _ => None,
+        };
         let now = Instant::now();
         let mut inner = self.lock();
         match event {
@@ -273,7 +321,7 @@ impl Timeline {
                 }
             }
             Event::Tftp { ip, file, ended } => {
-                let Some(mac) = self.mac_of(&inner, ip) else {
+                let Some(mac) = inner.by_ip.get(&ip).copied().or(neighbour) else {
                     return;
                 };
                 self.entry(&mut inner, mac, now).ip = Some(ip);
@@ -303,7 +351,7 @@ impl Timeline {
                 path,
                 status,
             } => {
-                let Some(mac) = mac.or_else(|| self.mac_of(&inner, ip)) else {
+                let Some(mac) = mac.or_else(|| inner.by_ip.get(&ip).copied().or(neighbour)) else {
                     return;
                 };
                 self.entry(&mut inner, mac, now).ip = Some(ip);
@@ -332,15 +380,6 @@ impl Timeline {
                 }
             }
         }
-    }
-
-    /// The MAC behind `ip`: known from DHCP or HTTP, else the kernel's neighbour table.
-    fn mac_of(&self, inner: &Inner, ip: Ipv4Addr) -> Option<MacAddr> {
-        inner
-            .by_ip
-            .get(&ip)
-            .copied()
-            .or_else(|| crate::netif::neighbour_mac(ip))
     }
 
     /// The record of `mac`, made if new (forgetting the least recently active past the bound).

@@ -15,16 +15,10 @@ fn timeline(max: usize, stuck_after: Duration) -> (Timeline, Metrics) {
         },
         ..Group::default()
     };
-    let policy = Arc::new(BootPolicy::new(
-        None,
-        BTreeMap::new(),
-        vec![group],
-        None,
-        80,
-    ));
+    let policy = Arc::new(BootPolicy::new(BTreeMap::new(), vec![group], None, 80));
     let metrics = Metrics::new().unwrap();
     let tm = TimelineMetrics::new(metrics.registry()).unwrap();
-    let t = Timeline::new(policy, tm, max, stuck_after);
+    let t = Timeline::new(policy, Arc::new(|_| None), tm, max, stuck_after);
     metrics
         .register(Box::new(metrics::CensusCollector::new(t.clone()).unwrap()))
         .unwrap();
@@ -233,4 +227,50 @@ fn unknown_addresses_are_not_guessed() {
         answered: true,
     });
     assert!(t.machines().is_empty());
+}
+
+/// A TFTP client not seen in DHCP is found in the neighbours, and they are asked without the
+/// timeline's lock held.
+#[test]
+fn a_tftp_client_is_looked_up_in_the_neighbours_outside_the_lock() {
+    let group = Group {
+        name: "rack1".into(),
+        selectors: Selectors {
+            mac_prefixes: vec![vec![0x52, 0x54, 0x00]],
+            ..Selectors::default()
+        },
+        ..Group::default()
+    };
+    let policy = Arc::new(BootPolicy::new(BTreeMap::new(), vec![group], None, 80));
+    let metrics = Metrics::new().unwrap();
+    let tm = TimelineMetrics::new(metrics.registry()).unwrap();
+    let this: Arc<std::sync::OnceLock<Timeline>> = Arc::default();
+    let seen = this.clone();
+    let neighbours = Arc::new(move |ip: Ipv4Addr| {
+        let t = seen.get().expect("the timeline is set before any record");
+        assert!(
+            !t.is_locked(),
+            "the neighbours are asked under the timeline's lock"
+        );
+        (ip == IP).then_some(MacAddr(MAC))
+    });
+    let t = Timeline::new(policy, neighbours, tm, 16, Duration::from_secs(60));
+    this.set(t.clone()).unwrap();
+    t.record(Event::Tftp {
+        ip: IP,
+        file: "undionly.kpxe",
+        ended: None,
+    });
+    let m = t
+        .machine(MacAddr(MAC))
+        .expect("the client is followed by its MAC");
+    assert_eq!(m.ip, Some(IP));
+    assert_eq!(m.stage, Stage::NbpTransfer);
+    // An address nobody has is not followed.
+    t.record(Event::Tftp {
+        ip: Ipv4Addr::new(198, 18, 0, 99),
+        file: "undionly.kpxe",
+        ended: None,
+    });
+    assert_eq!(t.machines().len(), 1);
 }
