@@ -30,8 +30,9 @@ const AFXDP_LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
 /// MTU assumed when the interface's cannot be read.
 const MTU_FALLBACK: u32 = 1500;
 
-/// Runs the daemon until `shutdown` completes, then drains for at most `config.server.drain_timeout`
-/// and detaches the XDP program. Fails at start, or when a subsystem ends before `shutdown`.
+/// Runs the daemon until `shutdown` completes, then drains for at most
+/// `config.server.drain_timeout` and detaches the XDP program. Fails at start, or when a
+/// subsystem ends before `shutdown`.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -363,10 +364,10 @@ impl Daemon {
 }
 
 impl Datapath {
-    /// Starts the AF_XDP datapath when `config.server.datapath` asks for it: sockets on every queue,
-    /// the DHCP service (when DHCP runs) and the TFTP service on the datapath thread, then
-    /// steering on. Stays on kernel sockets for `kernel`, or for `auto` where AF_XDP does not
-    /// work (with a warning); with `xdp`, a failure is an error.
+    /// Starts the AF_XDP datapath when `config.server.datapath` asks for it: sockets on every
+    /// queue, the DHCP service (when DHCP runs) and the TFTP service on the datapath thread,
+    /// then steering on. Stays on kernel sockets for `kernel`, or for `auto` where AF_XDP does
+    /// not work (with a warning); with `xdp`, a failure is an error.
     fn choose(
         config: &Config,
         interface: &str,
