@@ -431,7 +431,7 @@ impl Datapath {
             )));
             steering |= pxe_common::XDP_FLAG_STEER_DHCP;
         }
-        services.push(Box::new(tftp::frames::TftpFrameService::new(
+        services.push(Box::new(tftp::afxdp::TftpFrameService::new(
             tftp,
             config.tftp.ports.clone(),
         )));
