@@ -83,26 +83,6 @@ pub enum RunError {
     },
 }
 
-/// MTU assumed when the interface's cannot be read.
-const MTU_FALLBACK: u32 = 1500;
-
-/// The MTU of `interface` (from sysfs), or [`MTU_FALLBACK`] with a warning.
-fn interface_mtu(interface: &str) -> u32 {
-    let path = format!("/sys/class/net/{interface}/mtu");
-    match std::fs::read_to_string(&path).map(|s| s.trim().parse::<u32>()) {
-        Ok(Ok(mtu)) => mtu,
-        other => {
-            tracing::warn!(
-                interface,
-                ?other,
-                fallback = MTU_FALLBACK,
-                "cannot read the interface MTU"
-            );
-            MTU_FALLBACK
-        }
-    }
-}
-
 /// Runs the daemon until `shutdown` completes, then drains for at most `config.drain_timeout`
 /// and detaches the XDP program.
 pub async fn run(
@@ -154,7 +134,7 @@ pub async fn run(
     );
     metrics.register(Box::new(timeline::CensusCollector::new(timeline.clone())?))?;
     let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
-    let mtu = interface_mtu(&interface);
+    let mtu = netif::mtu(&interface);
     // One file store (and cache of hot boot files) for both datapaths.
     let files = tftp::open_files(&root, config.tftp.cache_bytes)?;
     let tftp_mapper: Arc<dyn tftp::PathMapper> = Arc::new(tftp::PolicyMapper::new(
@@ -370,7 +350,7 @@ fn start_afxdp(
     let settings = afxdp::Settings {
         interface: interface.to_owned(),
         address,
-        mtu: interface_mtu(interface),
+        mtu: netif::mtu(interface),
         bind: config.xsk_bind,
     };
     // Sockets first: if they do not bind, the handler is still here for the kernel path.

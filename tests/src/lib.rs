@@ -66,8 +66,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// Whether the process runs as root (effective uid 0).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// `true` when running as root; otherwise prints why `test` is skipped and returns `false`.

@@ -16,12 +16,13 @@ pub mod worker;
 use std::{
     io,
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, RawFd},
     sync::Arc,
     thread::JoinHandle,
     time::Duration,
 };
 
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -61,40 +62,24 @@ pub enum AfXdpError {
 /// (a lease commit on the tokio runtime) call [`Waker::wake`] after queueing their result.
 #[derive(Clone, Debug)]
 pub struct Waker {
-    fd: Arc<OwnedFd>,
+    fd: Arc<EventFd>,
 }
 
 impl Waker {
     /// A new non-blocking eventfd.
     pub fn new() -> io::Result<Waker> {
-        // SAFETY: plain eventfd(2); the fd is owned at once.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         Ok(Waker { fd: Arc::new(fd) })
     }
 
     /// Wakes the thread (never blocks: a saturated counter is already a wakeup).
     pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
-        unsafe { libc::write(self.fd.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
+        let _ = self.fd.write(1);
     }
 
     /// Clears pending wakeups.
     fn drain(&self) {
-        let mut count: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
-        unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                std::ptr::from_mut(&mut count).cast(),
-                8,
-            )
-        };
+        let _ = self.fd.read();
     }
 }
 
@@ -102,23 +87,6 @@ impl AsRawFd for Waker {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
-}
-
-/// Receive queues of `interface`: the `queues/rx-*` entries in sysfs (at least 1, at most
-/// the XSKS map's size).
-pub fn rx_queue_count(interface: &str) -> u32 {
-    let dir = format!("/sys/class/net/{interface}/queues");
-    let n = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count()
-        })
-        .unwrap_or(1);
-    u32::try_from(n)
-        .unwrap_or(u32::MAX)
-        .clamp(1, pxe_common::XSKS_MAX_QUEUES)
 }
 
 /// Settings of the datapath.
@@ -155,18 +123,13 @@ impl BoundSockets {
     /// Opens a socket on every receive queue and registers each in the XSKS map of `xdp`.
     pub fn bind(settings: &Settings, xdp: &mut XdpAttachment) -> Result<BoundSockets, AfXdpError> {
         let interface = settings.interface.as_str();
-        let name = std::ffi::CString::new(interface)
+        let ifindex = crate::netif::index_of(interface)
             .map_err(|_| AfXdpError::NoInterface(interface.to_owned()))?;
-        // SAFETY: a NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(AfXdpError::NoInterface(interface.to_owned()));
-        }
         let mac = crate::netif::mac_of(interface).ok_or_else(|| AfXdpError::Interface {
             interface: interface.to_owned(),
             what: "no MAC address",
         })?;
-        let queues = rx_queue_count(interface);
+        let queues = crate::netif::rx_queue_count(interface);
         let driver = crate::netif::driver_of(interface);
         let metadata = match driver.as_deref() {
             Some("virtio_net") => socket::TxMetadata::Off,
