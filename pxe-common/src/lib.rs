@@ -1,8 +1,11 @@
 //! Types shared by the XDP program (`pxe-ebpf`) and the daemon (`pxe-daemon`).
 //!
-//! Everything here is `#[repr(C)]` with no implicit padding, so that the eBPF side and userspace
-//! agree on the bytes of every map key and value.
+//! The map types are `#[repr(C)]` with no implicit padding, so that the eBPF side and userspace
+//! agree on the bytes of every map key and value. [`firmware`] is the table of what each kind
+//! of boot firmware puts in its DHCP requests.
 #![no_std]
+
+pub mod firmware;
 
 /// UDP port a DHCP server listens on.
 pub const DHCP_SERVER_PORT: u16 = 67;

@@ -27,8 +27,6 @@ use crate::{
 const AFXDP_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the AF_XDP thread (a plain thread, not a task) is checked for having ended.
 const AFXDP_LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
-/// MTU assumed when the interface's cannot be read.
-const MTU_FALLBACK: u32 = 1500;
 
 /// Runs the daemon until `shutdown` completes, then drains for at most
 /// `config.server.drain_timeout` and detaches the XDP program. Fails at start, or when a
@@ -224,7 +222,7 @@ impl Daemon {
             config: &config.tftp,
             // One file store (and cache of hot boot files) for both datapaths.
             files: tftp::open_files(&root, config.tftp.cache_bytes)?,
-            mtu: interface_mtu(&interface),
+            mtu: netif::mtu(&interface),
             mapper: Arc::new(tftp::PolicyMapper::new(
                 root.clone(),
                 config.tftp.rewrites.clone(),
@@ -414,7 +412,7 @@ impl Datapath {
         let settings = afxdp::Settings {
             interface: interface.to_owned(),
             address,
-            mtu: interface_mtu(interface),
+            mtu: netif::mtu(interface),
             bind: config.xdp.bind,
         };
         // Sockets first: if they do not bind, the handler is still here for the kernel path.
@@ -543,23 +541,6 @@ fn announce_own_boot_ipxe(artifact_root: Option<&PathBuf>) {
             path = %root.join(http::BOOT_IPXE_FILE).display(),
             "serving the boot root's own boot.ipxe at /boot.ipxe instead of the generated chain script"
         );
-    }
-}
-
-/// The MTU of `interface` (from sysfs), or [`MTU_FALLBACK`] with a warning.
-fn interface_mtu(interface: &str) -> u32 {
-    let path = format!("/sys/class/net/{interface}/mtu");
-    match std::fs::read_to_string(&path).map(|s| s.trim().parse::<u32>()) {
-        Ok(Ok(mtu)) => mtu,
-        other => {
-            warn!(
-                interface,
-                ?other,
-                fallback = MTU_FALLBACK,
-                "cannot read the interface MTU"
-            );
-            MTU_FALLBACK
-        }
     }
 }
 

@@ -11,10 +11,14 @@
 //! The protocol cores stay sans-IO: a service is the thin layer that feeds a core (the same core
 //! the kernel-socket datapath feeds) and turns its output into [`UdpTx::send`] calls.
 
+use nix::sys::{
+    eventfd::{EfdFlags, EventFd},
+    socket::{setsockopt, SetSockOpt},
+};
 use std::{
     io,
     net::SocketAddrV4,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, RawFd},
     sync::Arc,
     time::Instant,
 };
@@ -132,45 +136,44 @@ pub trait FrameService {
 /// (a lease commit on the tokio runtime) call [`Waker::wake`] after queueing their result.
 #[derive(Clone, Debug)]
 pub struct Waker {
-    fd: Arc<OwnedFd>,
+    fd: Arc<EventFd>,
 }
 
 impl Waker {
     /// A new non-blocking eventfd.
     pub fn new() -> io::Result<Waker> {
-        // SAFETY: plain eventfd(2); the fd is owned at once.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         Ok(Waker { fd: Arc::new(fd) })
     }
 
     /// Wakes the thread (never blocks: a saturated counter is already a wakeup).
     pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
-        unsafe { libc::write(self.fd.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
+        let _ = self.fd.write(1);
     }
 
     /// Clears pending wakeups.
     pub fn drain(&self) {
-        let mut count: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
-        unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                std::ptr::from_mut(&mut count).cast(),
-                8,
-            )
-        };
+        let _ = self.fd.read();
     }
 }
 
 impl AsRawFd for Waker {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// Sets a kernel socket's buffer to `bytes`: past `net.core.rmem_max`/`wmem_max` with the
+/// FORCE option where allowed (root, CAP_NET_ADMIN), else the plain option, which the kernel
+/// caps. A smaller buffer is not an error: a burst may then lose more datagrams.
+pub fn force_buffer<Force, Plain>(socket: &impl AsFd, force: Force, plain: Plain, bytes: usize)
+where
+    Force: SetSockOpt<Val = usize>,
+    Plain: SetSockOpt<Val = usize>,
+{
+    if setsockopt(socket, force, &bytes).is_err() {
+        if let Err(e) = setsockopt(socket, plain, &bytes) {
+            tracing::debug!(error = %e, bytes, "socket buffer left at the default");
+        }
     }
 }

@@ -173,23 +173,10 @@ fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
 /// Raises the soft limit on open files to the hard limit: a rack's worth of HTTP connections
 /// plus one socket per TFTP transfer port needs more than the common default of 1024.
 fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            let soft = limit.rlim_cur;
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                tracing::debug!(
-                    from = soft,
-                    to = limit.rlim_max,
-                    "raised the open files limit"
-                );
-            }
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            tracing::debug!(from = soft, to = hard, "raised the open files limit");
         }
     }
 }

@@ -1,37 +1,27 @@
 //! Facts about network interfaces the datapaths need.
 
-use std::{ffi::CStr, net::Ipv4Addr, time::Duration};
+use std::{io, net::Ipv4Addr, time::Duration};
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_route::{
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+    route::{RouteAddress, RouteAttribute, RouteMessage},
+    AddressFamily, RouteNetlinkMessage,
+};
+use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+use nix::sys::time::{TimeVal, TimeValLike as _};
 
 /// The first IPv4 address of `interface`, if it has one.
 pub fn ipv4_of(interface: &str) -> Option<Ipv4Addr> {
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `addrs` with a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = addrs;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) };
-        // SAFETY: ifa_addr is non-null and points to a sockaddr of the family it names.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        if name.to_bytes() == interface.as_bytes() && family == libc::AF_INET {
-            // SAFETY: the family is AF_INET, so the sockaddr is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            break;
-        }
-    }
-    // SAFETY: `addrs` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(addrs) };
-    found
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name == interface)
+        .find_map(|a| Some(a.address?.as_sockaddr_in()?.ip()))
+}
+
+/// The kernel's index of `interface` (`if_nametoindex`).
+pub fn index_of(interface: &str) -> io::Result<u32> {
+    Ok(nix::net::if_::if_nametoindex(interface)?)
 }
 
 /// Where the kernel shows network interfaces.
@@ -75,10 +65,6 @@ fn driver_in(sys_class_net: &std::path::Path, interface: &str) -> Option<String>
 const NETLINK_TIMEOUT: Duration = Duration::from_millis(200);
 /// Receive buffer of a lookup: one route or neighbour message (a few hundred bytes).
 const NETLINK_REPLY_BYTES: usize = 8192;
-/// `struct rtmsg` and `struct ndmsg` are both 12 bytes.
-const RT_HEADER_BYTES: usize = 12;
-/// `struct nlmsghdr`.
-const NLMSG_HEADER_BYTES: usize = 16;
 /// Neighbour states with a usable link-layer address (the kernel's `NUD_VALID`).
 const NUD_VALID: u16 = libc::NUD_PERMANENT
     | libc::NUD_NOARP
@@ -95,162 +81,143 @@ const NUD_VALID: u16 = libc::NUD_PERMANENT
 /// for every machine's first TFTP request in proxy mode (seen with `pxe-bench rack`).
 pub fn neighbour_mac(ip: Ipv4Addr) -> Option<crate::boot::MacAddr> {
     let socket = RouteSocket::open().ok()?;
-    let mut route = [0u8; RT_HEADER_BYTES];
-    route[0] = libc::AF_INET as u8;
-    route[1] = 32; // rtm_dst_len: a host route lookup.
-    let reply = socket
-        .ask(libc::RTM_GETROUTE, 1, &route, libc::RTA_DST, ip)
-        .ok()?;
+    let reply = socket.ask(route_request(ip), 1).ok()?;
     let ifindex = route_oif(&reply)?;
-    let mut neigh = [0u8; RT_HEADER_BYTES];
-    neigh[0] = libc::AF_INET as u8;
-    neigh[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-    let reply = socket
-        .ask(libc::RTM_GETNEIGH, 2, &neigh, libc::NDA_DST, ip)
-        .ok()?;
+    let reply = socket.ask(neighbour_request(ip, ifindex), 2).ok()?;
     neighbour_lladdr(&reply)
 }
 
+/// `RTM_GETROUTE` for the host route to `ip`.
+fn route_request(ip: Ipv4Addr) -> RouteNetlinkMessage {
+    let mut route = RouteMessage::default();
+    route.header.address_family = AddressFamily::Inet;
+    route.header.destination_prefix_length = 32;
+    route
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(ip)));
+    RouteNetlinkMessage::GetRoute(route)
+}
+
+/// `RTM_GETNEIGH` for `ip` on interface `ifindex`.
+fn neighbour_request(ip: Ipv4Addr, ifindex: u32) -> RouteNetlinkMessage {
+    let mut neighbour = NeighbourMessage::default();
+    neighbour.header.family = AddressFamily::Inet;
+    neighbour.header.ifindex = ifindex;
+    neighbour
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    RouteNetlinkMessage::GetNeighbour(neighbour)
+}
+
 /// A NETLINK_ROUTE socket for one lookup; closed on drop.
-struct RouteSocket(std::os::fd::OwnedFd);
+struct RouteSocket(netlink_sys::Socket);
 
 impl RouteSocket {
-    fn open() -> std::io::Result<RouteSocket> {
-        use std::os::fd::FromRawFd as _;
-        // SAFETY: socket returns a new descriptor or -1.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just opened and is owned by nothing else.
-        let socket = RouteSocket(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: NETLINK_TIMEOUT.as_micros() as libc::suseconds_t,
-        };
-        // SAFETY: setsockopt reads a timeval from a valid pointer of the size given.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        Ok(socket)
+    fn open() -> io::Result<RouteSocket> {
+        let socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
+        let timeout = TimeVal::microseconds(NETLINK_TIMEOUT.as_micros() as i64);
+        setsockopt(&socket, ReceiveTimeout, &timeout)?;
+        Ok(RouteSocket(socket))
     }
 
     /// Sends one request and returns the kernel's first reply datagram.
-    fn ask(
-        &self,
-        kind: u16,
-        seq: u32,
-        header: &[u8],
-        attr: u16,
-        ip: Ipv4Addr,
-    ) -> std::io::Result<Vec<u8>> {
-        use std::os::fd::AsRawFd as _;
-        let request = netlink_request(kind, seq, header, attr, ip);
-        // SAFETY: sockaddr_nl is plain data; zeroed with the family set addresses the kernel.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: the buffer and address are valid for the lengths given.
-        let sent = unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                request.as_ptr().cast(),
-                request.len(),
-                0,
-                (&kernel as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut reply = vec![0u8; NETLINK_REPLY_BYTES];
-        // SAFETY: `reply` is valid for its length.
-        let n = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                reply.as_mut_ptr().cast(),
-                reply.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        reply.truncate(n as usize);
+    fn ask(&self, message: RouteNetlinkMessage, seq: u32) -> io::Result<Vec<u8>> {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.sequence_number = seq;
+        let mut request = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        request.finalize();
+        let mut bytes = vec![0u8; request.buffer_len()];
+        request.serialize(&mut bytes);
+        let kernel = netlink_sys::SocketAddr::new(0, 0);
+        self.0.send_to(&bytes, &kernel, 0)?;
+        let mut reply = Vec::with_capacity(NETLINK_REPLY_BYTES);
+        self.0.recv(&mut reply, 0)?;
         Ok(reply)
     }
 }
 
-/// A netlink request: header, the message's fixed part, one attribute holding `ip`.
-fn netlink_request(kind: u16, seq: u32, header: &[u8], attr: u16, ip: Ipv4Addr) -> Vec<u8> {
-    let attr_len: u16 = 4 + 4;
-    let len = NLMSG_HEADER_BYTES + header.len() + usize::from(attr_len);
-    let mut b = Vec::with_capacity(len);
-    b.extend_from_slice(&(len as u32).to_ne_bytes());
-    b.extend_from_slice(&kind.to_ne_bytes());
-    b.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(header);
-    b.extend_from_slice(&attr_len.to_ne_bytes());
-    b.extend_from_slice(&attr.to_ne_bytes());
-    b.extend_from_slice(&ip.octets());
-    b
-}
-
-/// The payload of the first message of `reply` if it is of type `kind` (an error, ENOENT or
-/// ENETUNREACH, is `None`).
-fn netlink_payload(reply: &[u8], kind: u16) -> Option<&[u8]> {
-    let len = u32::from_ne_bytes(reply.get(0..4)?.try_into().ok()?) as usize;
-    let got = u16::from_ne_bytes(reply.get(4..6)?.try_into().ok()?);
-    if got != kind || len < NLMSG_HEADER_BYTES {
-        return None;
+/// The message of `reply`, if it decodes (an error answer, ENOENT or ENETUNREACH, is `None`).
+fn netlink_message(reply: &[u8]) -> Option<RouteNetlinkMessage> {
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(reply)
+        .ok()?
+        .payload
+    {
+        NetlinkPayload::InnerMessage(message) => Some(message),
+        _ => None,
     }
-    reply.get(NLMSG_HEADER_BYTES..len)
-}
-
-/// The attributes after a message's fixed part: (type, value), each 4-byte aligned.
-fn netlink_attrs(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = usize::from(u16::from_ne_bytes(rest.get(0..2)?.try_into().ok()?));
-        let kind = u16::from_ne_bytes(rest.get(2..4)?.try_into().ok()?);
-        let value = rest.get(4..len)?;
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-        Some((kind & 0x3fff, value))
-    })
 }
 
 /// The output interface of an `RTM_NEWROUTE` answer.
 fn route_oif(reply: &[u8]) -> Option<u32> {
-    let payload = netlink_payload(reply, libc::RTM_NEWROUTE)?;
-    netlink_attrs(payload.get(RT_HEADER_BYTES..)?)
-        .find(|(kind, _)| *kind == libc::RTA_OIF)
-        .and_then(|(_, v)| Some(u32::from_ne_bytes(v.try_into().ok()?)))
+    let RouteNetlinkMessage::NewRoute(route) = netlink_message(reply)? else {
+        return None;
+    };
+    route.attributes.into_iter().find_map(|a| match a {
+        RouteAttribute::Oif(index) => Some(index),
+        _ => None,
+    })
 }
 
 /// The link-layer address of an `RTM_NEWNEIGH` answer, if its state makes it usable
 /// (incomplete and failed entries do not count).
 fn neighbour_lladdr(reply: &[u8]) -> Option<crate::boot::MacAddr> {
-    let payload = netlink_payload(reply, libc::RTM_NEWNEIGH)?;
-    let state = u16::from_ne_bytes(payload.get(8..10)?.try_into().ok()?);
-    if state & NUD_VALID == 0 {
+    let RouteNetlinkMessage::NewNeighbour(neighbour) = netlink_message(reply)? else {
+        return None;
+    };
+    if u16::from(neighbour.header.state) & NUD_VALID == 0 {
         return None;
     }
-    netlink_attrs(payload.get(RT_HEADER_BYTES..)?)
-        .find(|(kind, _)| *kind == libc::NDA_LLADDR)
-        .and_then(|(_, v)| Some(crate::boot::MacAddr(v.try_into().ok()?)))
+    neighbour.attributes.into_iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(mac) => {
+            Some(crate::boot::MacAddr(mac.try_into().ok()?))
+        }
+        _ => None,
+    })
+}
+
+/// MTU assumed when the interface's cannot be read.
+const MTU_FALLBACK: u32 = 1500;
+
+/// The MTU of `interface` (from sysfs), or [`MTU_FALLBACK`] with a warning.
+pub fn mtu(interface: &str) -> u32 {
+    let path = format!("{SYS_CLASS_NET}/{interface}/mtu");
+    match std::fs::read_to_string(&path).map(|s| s.trim().parse::<u32>()) {
+        Ok(Ok(mtu)) => mtu,
+        other => {
+            tracing::warn!(
+                interface,
+                ?other,
+                fallback = MTU_FALLBACK,
+                "cannot read the interface MTU"
+            );
+            MTU_FALLBACK
+        }
+    }
+}
+
+/// Receive queues of `interface`: the `queues/rx-*` entries in sysfs (at least 1, at most
+/// the XSKS map's size).
+pub fn rx_queue_count(interface: &str) -> u32 {
+    let dir = format!("{SYS_CLASS_NET}/{interface}/queues");
+    let n = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(1);
+    u32::try_from(n)
+        .unwrap_or(u32::MAX)
+        .clamp(1, pxe_common::XSKS_MAX_QUEUES)
+}
+
+/// The link-layer type of `interface` (`ARPHRD_*`: 1 for Ethernet, 772 for the loopback), from
+/// sysfs; `None` if there is no such interface.
+pub fn link_type(interface: &str) -> Option<u16> {
+    let text = std::fs::read_to_string(format!("{SYS_CLASS_NET}/{interface}/type")).ok()?;
+    text.trim().parse().ok()
 }
 
 /// The Ethernet address of `interface` (from sysfs), if it has one.
@@ -310,9 +277,8 @@ mod tests {
             body.extend_from_slice(v);
             body.resize(body.len().next_multiple_of(4), 0);
         }
-        let mut b = ((NLMSG_HEADER_BYTES + body.len()) as u32)
-            .to_ne_bytes()
-            .to_vec();
+        // After `struct nlmsghdr`, 16 bytes.
+        let mut b = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
         b.extend_from_slice(&kind.to_ne_bytes());
         b.extend_from_slice(&[0; 10]);
         b.extend_from_slice(&body);
@@ -369,21 +335,8 @@ mod tests {
     fn the_kernel_names_the_interface_of_a_route() {
         // The lookup's first step, live: 127.0.0.1 is reached through the loopback.
         let socket = RouteSocket::open().unwrap();
-        let mut route = [0u8; RT_HEADER_BYTES];
-        route[0] = libc::AF_INET as u8;
-        route[1] = 32;
-        let answer = socket
-            .ask(
-                libc::RTM_GETROUTE,
-                1,
-                &route,
-                libc::RTA_DST,
-                Ipv4Addr::LOCALHOST,
-            )
-            .unwrap();
-        // SAFETY: the name is a NUL-terminated literal.
-        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-        assert_eq!(route_oif(&answer), Some(lo));
+        let answer = socket.ask(route_request(Ipv4Addr::LOCALHOST), 1).unwrap();
+        assert_eq!(route_oif(&answer), Some(index_of("lo").unwrap()));
         // The loopback resolves no neighbours.
         assert_eq!(neighbour_mac(Ipv4Addr::LOCALHOST), None);
     }
@@ -392,6 +345,16 @@ mod tests {
     fn loopback_has_127_0_0_1() {
         assert_eq!(ipv4_of("lo"), Some(Ipv4Addr::LOCALHOST));
         assert_eq!(ipv4_of("no-such-if0"), None);
+    }
+
+    #[test]
+    fn loopback_facts() {
+        assert_eq!(link_type("lo"), Some(772));
+        assert_eq!(link_type("no-such-if0"), None);
+        assert_eq!(rx_queue_count("lo"), 1);
+        assert_eq!(mtu("no-such-if0"), MTU_FALLBACK);
+        assert_eq!(index_of("lo").unwrap(), 1);
+        assert!(index_of("no-such-if0").is_err());
     }
 
     #[test]

@@ -2,16 +2,19 @@
 
 use std::process::Output;
 
+use pxe_common::firmware::{self, Persona};
+
 use crate::TestNet;
 
 /// Sends, from the client namespace: COUNT PXE DHCPDISCOVERs broadcast to port 67 (bound to the
 /// interface, as DHCP clients do: the namespace has no default route), COUNT DHCPREQUESTs
 /// unicast to SERVER:4011, and COUNT TFTP read requests (each from its own port) to SERVER:69;
 /// then reads replies for up to a second so that none meets a closed port.
-/// argv: IFNAME CLIENT_IP SERVER_IP COUNT.
+/// argv: IFNAME CLIENT_IP SERVER_IP COUNT FIRMWARE_OPTIONS (hex: the ROM's options 60, 93, 94).
 const PXE_PROBES_PY: &str = r#"
 import select, socket, struct, sys, time
 ifname, client, server, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+firmware_options = bytes.fromhex(sys.argv[5])
 SO_BINDTODEVICE = 25
 
 def dhcp(msg_type, xid, ciaddr):
@@ -19,10 +22,8 @@ def dhcp(msg_type, xid, ciaddr):
     bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000,
                         socket.inet_aton(ciaddr), bytes(4), bytes(4), bytes(4), chaddr,
                         bytes(64), bytes(128))
-    vendor = b"PXEClient:Arch:00000:UNDI:002001"
-    options = (bytes([53, 1, msg_type, 60, len(vendor)]) + vendor
-               + bytes([93, 2, 0, 0, 94, 3, 1, 2, 1, 97, 17, 0]) + bytes(range(16))
-               + bytes([255]))
+    options = (bytes([53, 1, msg_type]) + firmware_options
+               + bytes([97, 17, 0]) + bytes(range(16)) + bytes([255]))
     return bootp + bytes([99, 130, 83, 99]) + options
 
 d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -63,5 +64,25 @@ pub fn send_pxe_probes(net: &TestNet, count: u32) -> Output {
         &net.client_ip().to_string(),
         &net.server_ip().to_string(),
         &count,
+        &hex(&firmware_options(&firmware::BIOS_PXE)),
     ])
+}
+
+/// Options 60, 93 and 94 of `persona`, encoded (code, length, value), in that order.
+fn firmware_options(persona: &Persona) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (code, value) in [
+        (60, persona.vendor_class.as_bytes()),
+        (93, &persona.arch_bytes()[..]),
+        (94, &persona.ndi[..]),
+    ] {
+        b.push(code);
+        b.push(u8::try_from(value.len()).expect("a short option"));
+        b.extend_from_slice(value);
+    }
+    b
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -8,7 +8,7 @@
 //! ```no_run
 //! use pxe_tests::{metric_value, root_or_skip, Daemon, TestNet};
 //!
-//! if !root_or_skip("example") {
+//! if !root_or_skip() {
 //!     return;
 //! }
 //! let net = TestNet::new("example"); // pxet-example-s / pxet-example-c
@@ -66,20 +66,42 @@ pub fn workspace_root() -> PathBuf {
 
 /// Whether the process runs as root (effective uid 0).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
-/// `true` when running as root; otherwise prints why `test` is skipped and returns `false`.
+/// `true` when running as root; otherwise prints that the calling test is skipped, and why,
+/// and returns `false`.
 ///
-/// The reason goes straight to stderr, past the test harness's output capture, so it shows.
-pub fn root_or_skip(test: &str) -> bool {
+/// The test is named by its thread, which libtest names after the test. The reason goes
+/// straight to stderr, past the test harness's output capture, so it shows.
+pub fn root_or_skip() -> bool {
     if is_root() {
         return true;
     }
     let _ = writeln!(
         std::io::stderr(),
-        "skipping {test}: needs root (network namespaces, veth and XDP)"
+        "skipping {}: needs root (network namespaces, veth and XDP)",
+        current_test()
     );
     false
+}
+
+/// The name of the running test: libtest runs each test on a thread named after it.
+fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .filter(|&name| name != "main")
+        .unwrap_or("this test")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_running_test_is_named_by_its_thread() {
+        assert_eq!(
+            super::current_test(),
+            "tests::the_running_test_is_named_by_its_thread"
+        );
+    }
 }

@@ -390,11 +390,13 @@ fn kill_processes_in(ns: &str) {
     };
     for pid in String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
-        .filter_map(|p| p.parse::<libc::pid_t>().ok())
+        .filter_map(|p| p.parse::<i32>().ok())
         .filter(|&p| p > 1)
     {
-        // SAFETY: kill has no memory effects.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

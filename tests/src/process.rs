@@ -9,6 +9,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
 /// How long [`NsChild::stop`] waits after SIGTERM before it sends SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often wait loops poll a child.
@@ -100,9 +104,8 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitS
 
 /// Sends SIGKILL to the process group led by `pid`.
 fn kill_group(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill has no memory effects; the group leader is our unreaped child.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 
@@ -134,14 +137,10 @@ impl NsChild {
             .try_clone()
             .unwrap_or_else(|e| panic!("duplicating log file {}: {e}", log_path.display()));
         cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // SAFETY: between fork and exec the closure makes one async-signal-safe call (prctl),
+        // allocates nothing and touches no memory of the parent.
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(|| Ok(set_pdeathsig(Signal::SIGKILL)?));
         }
         let child = cmd
             .spawn()
@@ -188,14 +187,13 @@ impl NsChild {
         self.status
     }
 
-    /// Sends `signal` (e.g. `libc::SIGHUP`) to the process if it is still running.
-    pub fn signal(&mut self, signal: libc::c_int) {
+    /// Sends `signal` (e.g. `Signal::SIGHUP`) to the process if it is still running.
+    pub fn signal(&mut self, signal: Signal) {
         if self.try_wait().is_some() {
             return;
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill has no memory effects; the pid is our unreaped child.
-            unsafe { libc::kill(pid, signal) };
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), signal);
         }
     }
 
@@ -209,7 +207,7 @@ impl NsChild {
     /// SIGTERM, bounded wait, SIGKILL, bounded wait; `None` if the process survived all that.
     /// Never panics.
     pub(crate) fn terminate(&mut self) -> Option<ExitStatus> {
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::SIGTERM);
         if let Some(status) = self.wait_timeout(STOP_TIMEOUT) {
             return Some(status);
         }

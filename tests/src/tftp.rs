@@ -1,5 +1,6 @@
 //! TFTP helpers: a boot root with files of known bytes, the Python client scenarios
-//! (`tftp.py`), and a lossy path between the namespaces (tc netem, or a relay without it).
+//! (`tests/scripts/tftp.py`), and a lossy path between the namespaces (tc netem, or a relay
+//! without it).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -9,7 +10,7 @@ use crate::process::NsChild;
 use crate::TestNet;
 
 /// The client scenarios (see the header of `tftp.py`).
-pub const TFTP_PY: &str = include_str!("tftp.py");
+pub const TFTP_PY: &str = include_str!("../scripts/tftp.py");
 
 /// `count` bytes of a pattern that differs per `seed` and never repeats with a period that is a
 /// power of two (so a misplaced block shows).

@@ -6,7 +6,7 @@ use pxe_tests::{root_or_skip, Daemon, TestNet};
 
 #[test]
 fn early_exit_panics_with_the_daemon_log() {
-    if !root_or_skip("early_exit_panics_with_the_daemon_log") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("guard");

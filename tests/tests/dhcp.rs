@@ -12,7 +12,7 @@ use pxe_tests::{
 
 #[test]
 fn proxy_answers_each_firmware_beside_the_site_dhcp_server() {
-    if !root_or_skip("proxy_answers_each_firmware_beside_the_site_dhcp_server") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("dhcpprox");
@@ -97,7 +97,7 @@ fn proxy_answers_each_firmware_beside_the_site_dhcp_server() {
 
 #[test]
 fn reply_delay_holds_the_proxy_offer_back() {
-    if !root_or_skip("reply_delay_holds_the_proxy_offer_back") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("dhcpdly");
@@ -130,7 +130,7 @@ fn reply_delay_holds_the_proxy_offer_back() {
 
 #[test]
 fn port_4011_request_is_acked_with_the_boot_file() {
-    if !root_or_skip("port_4011_request_is_acked_with_the_boot_file") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("dhcp4011");
@@ -150,7 +150,7 @@ fn port_4011_request_is_acked_with_the_boot_file() {
 
 #[test]
 fn full_mode_serves_nmap_dhclient_and_udhcpc() {
-    if !root_or_skip("full_mode_serves_nmap_dhclient_and_udhcpc") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("dhcpfull");

@@ -27,7 +27,7 @@ fn acks(log: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn acknowledged_leases_survive_sigkill_under_load() {
-    if !root_or_skip("acknowledged_leases_survive_sigkill_under_load") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("dhcpkill");

@@ -50,7 +50,7 @@ fn path(metrics: &str) -> Path {
 
 #[test]
 fn full_mode_over_af_xdp_serves_nmap_dhclient_and_udhcpc() {
-    if !root_or_skip("full_mode_over_af_xdp_serves_nmap_dhclient_and_udhcpc") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("dxfull");
@@ -95,7 +95,7 @@ fn full_mode_over_af_xdp_serves_nmap_dhclient_and_udhcpc() {
 
 #[test]
 fn proxy_over_af_xdp_beside_the_site_dhcp_server() {
-    if !root_or_skip("proxy_over_af_xdp_beside_the_site_dhcp_server") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("dxprox");
@@ -176,7 +176,7 @@ fn proxy_over_af_xdp_beside_the_site_dhcp_server() {
 
 #[test]
 fn auto_falls_back_to_kernel_sockets_where_af_xdp_cannot_bind() {
-    if !root_or_skip("auto_falls_back_to_kernel_sockets_where_af_xdp_cannot_bind") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("dxauto");

@@ -66,7 +66,7 @@ fn boot_over(
 
 #[test]
 fn bios_ipxe_rom_boots_in_proxy_mode() {
-    if !root_or_skip("bios_ipxe_rom_boots_in_proxy_mode") {
+    if !root_or_skip() {
         return;
     }
     boot(
@@ -80,7 +80,7 @@ fn bios_ipxe_rom_boots_in_proxy_mode() {
 
 #[test]
 fn bios_ipxe_rom_boots_in_full_mode() {
-    if !root_or_skip("bios_ipxe_rom_boots_in_full_mode") {
+    if !root_or_skip() {
         return;
     }
     boot(
@@ -119,7 +119,7 @@ fn assert_served_over_af_xdp(metrics: &str, services: &[(&str, f64)]) {
 /// through the daemon's AF_XDP sockets, as its metrics show.
 #[test]
 fn bios_ipxe_rom_boots_over_the_xdp_datapath() {
-    if !root_or_skip("bios_ipxe_rom_boots_over_the_xdp_datapath") {
+    if !root_or_skip() {
         return;
     }
     let report = boot_over(
@@ -139,7 +139,7 @@ fn bios_ipxe_rom_boots_over_the_xdp_datapath() {
 /// (tsize probe, then blksize and windowsize as EDK2 asks) went through AF_XDP both ways.
 #[test]
 fn uefi_pxe_boots_over_the_xdp_datapath() {
-    if !root_or_skip("uefi_pxe_boots_over_the_xdp_datapath") {
+    if !root_or_skip() {
         return;
     }
     let report = boot_over(
@@ -158,7 +158,7 @@ fn uefi_pxe_boots_over_the_xdp_datapath() {
 
 #[test]
 fn uefi_pxe_boots_in_proxy_mode() {
-    if !root_or_skip("uefi_pxe_boots_in_proxy_mode") {
+    if !root_or_skip() {
         return;
     }
     boot(
@@ -172,7 +172,7 @@ fn uefi_pxe_boots_in_proxy_mode() {
 
 #[test]
 fn uefi_pxe_boots_in_full_mode() {
-    if !root_or_skip("uefi_pxe_boots_in_full_mode") {
+    if !root_or_skip() {
         return;
     }
     boot(
@@ -186,7 +186,7 @@ fn uefi_pxe_boots_in_full_mode() {
 
 #[test]
 fn uefi_http_boot_boots_in_proxy_mode() {
-    if !root_or_skip("uefi_http_boot_boots_in_proxy_mode") {
+    if !root_or_skip() {
         return;
     }
     boot(
@@ -200,7 +200,7 @@ fn uefi_http_boot_boots_in_proxy_mode() {
 
 #[test]
 fn uefi_http_boot_boots_in_full_mode() {
-    if !root_or_skip("uefi_http_boot_boots_in_full_mode") {
+    if !root_or_skip() {
         return;
     }
     boot(
@@ -218,7 +218,7 @@ fn uefi_http_boot_boots_in_full_mode() {
 #[test]
 #[ignore = "measurement: iPXE's IPv6 wait without router advertisements, about 16 s"]
 fn bios_ipxe_rom_boots_in_proxy_mode_without_router_advertisements() {
-    if !root_or_skip("bios_ipxe_rom_boots_in_proxy_mode_without_router_advertisements") {
+    if !root_or_skip() {
         return;
     }
     boot(

@@ -7,7 +7,7 @@ use pxe_tests::{name_prefix, netns_exists, root_or_skip, run_bounded, TestNet};
 
 #[test]
 fn testnet_connects_client_and_server_then_cleans_up() {
-    if !root_or_skip("testnet_connects_client_and_server_then_cleans_up") {
+    if !root_or_skip() {
         return;
     }
     let (server_ns, client_ns) = {
@@ -62,7 +62,7 @@ fn testnet_connects_client_and_server_then_cleans_up() {
 
 #[test]
 fn testnet_replaces_namespaces_left_by_a_killed_run() {
-    if !root_or_skip("testnet_replaces_namespaces_left_by_a_killed_run") {
+    if !root_or_skip() {
         return;
     }
     // A run killed before Drop leaves its namespaces; forgetting the guard does the same.

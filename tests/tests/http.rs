@@ -107,7 +107,7 @@ fn start<'n>(net: &'n TestNet, dir: &Path, extra_http: &str) -> Daemon<'n> {
 
 #[test]
 fn scripts_are_rendered_per_mac_and_group() {
-    if !root_or_skip("scripts_are_rendered_per_mac_and_group") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("httpscr");
@@ -203,7 +203,7 @@ fn scripts_are_rendered_per_mac_and_group() {
 
 #[test]
 fn artifacts_ranges_validators_and_traversal() {
-    if !root_or_skip("artifacts_ranges_validators_and_traversal") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("httpart");
@@ -383,7 +383,7 @@ print("stalled_reader_got", got)
 
 #[test]
 fn slow_clients_are_cut_off() {
-    if !root_or_skip("slow_clients_are_cut_off") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("httpslow");
@@ -443,7 +443,7 @@ print(s.recv(4096).split(b"\r\n")[0].decode())
 
 #[test]
 fn connection_cap_and_rate_cap() {
-    if !root_or_skip("connection_cap_and_rate_cap") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("httpcap");
@@ -487,7 +487,7 @@ fn connection_cap_and_rate_cap() {
 /// fetch gets the default profile, after it the UEFI group's.
 #[test]
 fn a_fetch_without_arch_gets_the_arch_the_machines_dhcp_said() {
-    if !root_or_skip("a_fetch_without_arch_gets_the_arch_the_machines_dhcp_said") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("httparch");

@@ -24,7 +24,7 @@ fn dashboard_queries() -> Vec<String> {
 
 #[test]
 fn a_boot_is_followed_scraped_and_every_dashboard_query_answers() {
-    if !root_or_skip("a_boot_is_followed_scraped_and_every_dashboard_query_answers") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("observe");

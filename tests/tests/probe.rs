@@ -121,7 +121,7 @@ fn host(net: &TestNet, last: u8) -> Ipv4Addr {
 
 #[test]
 fn probe_reads_a_full_dhcp_server() {
-    if !root_or_skip("probe_reads_a_full_dhcp_server") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("probefl");
@@ -204,7 +204,7 @@ fn probe_reads_a_full_dhcp_server() {
 
 #[test]
 fn probe_reads_a_proxy_and_follows_it_to_port_4011() {
-    if !root_or_skip("probe_reads_a_proxy_and_follows_it_to_port_4011") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("probepx");
@@ -295,7 +295,7 @@ fn probe_reads_a_proxy_and_follows_it_to_port_4011() {
 
 #[test]
 fn probe_without_any_server_exits_3() {
-    if !root_or_skip("probe_without_any_server_exits_3") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("probeno");
@@ -323,7 +323,7 @@ fn probe_without_any_server_exits_3() {
 
 #[test]
 fn probe_says_when_port_68_is_taken() {
-    if !root_or_skip("probe_says_when_port_68_is_taken") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("probe68");

@@ -155,7 +155,7 @@ fn check_report(report: &serde_json::Value) {
 
 #[test]
 fn fifty_machines_boot_through_proxy_dhcp_beside_a_site_server() {
-    if !root_or_skip("fifty_machines_boot_through_proxy_dhcp_beside_a_site_server") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("rackprox");
@@ -193,7 +193,7 @@ fn fifty_machines_boot_through_proxy_dhcp_beside_a_site_server() {
 
 #[test]
 fn fifty_machines_boot_with_the_daemon_as_full_dhcp_server() {
-    if !root_or_skip("fifty_machines_boot_with_the_daemon_as_full_dhcp_server") {
+    if !root_or_skip() {
         return;
     }
     full_rack("rackfull", "kernel");
@@ -203,7 +203,7 @@ fn fifty_machines_boot_with_the_daemon_as_full_dhcp_server() {
 /// program steered reached the daemon (none lost to a full receive ring).
 #[test]
 fn fifty_machines_boot_over_the_xdp_datapath_as_full_dhcp_server() {
-    if !root_or_skip("fifty_machines_boot_over_the_xdp_datapath_as_full_dhcp_server") {
+    if !root_or_skip() {
         return;
     }
     let metrics = full_rack("rackxdp", "xdp");
@@ -216,9 +216,7 @@ fn fifty_machines_boot_over_the_xdp_datapath_as_full_dhcp_server() {
 /// boot offers, 4011 answers and NBPs from the daemon over AF_XDP.
 #[test]
 fn fifty_machines_boot_over_the_xdp_datapath_beside_a_site_server_on_its_own_host() {
-    if !root_or_skip(
-        "fifty_machines_boot_over_the_xdp_datapath_beside_a_site_server_on_its_own_host",
-    ) {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("rackpxdp");

@@ -65,7 +65,7 @@ fn assert_over_af_xdp(daemon: &Daemon<'_>, datapath: &str, rx: f64, tx: f64) {
 
 #[test]
 fn real_clients_and_firmware_requests_get_the_exact_bytes() {
-    if !root_or_skip("real_clients_and_firmware_requests_get_the_exact_bytes") {
+    if !root_or_skip() {
         return;
     }
     real_clients("kernel", "tftpcli");
@@ -73,7 +73,7 @@ fn real_clients_and_firmware_requests_get_the_exact_bytes() {
 
 #[test]
 fn real_clients_and_firmware_requests_get_the_exact_bytes_over_af_xdp() {
-    if !root_or_skip("real_clients_and_firmware_requests_get_the_exact_bytes_over_af_xdp") {
+    if !root_or_skip() {
         return;
     }
     real_clients("xdp", "tftpclx");
@@ -288,7 +288,7 @@ fn real_clients(datapath: &str, tag: &str) {
 
 #[test]
 fn traversal_writes_and_missing_files_are_refused() {
-    if !root_or_skip("traversal_writes_and_missing_files_are_refused") {
+    if !root_or_skip() {
         return;
     }
     let boot = BootRoot::new(&[("ok.bin", b"fine")]);
@@ -376,7 +376,7 @@ fn traversal_writes_and_missing_files_are_refused() {
 
 #[test]
 fn block_numbers_roll_over_past_32_mib_at_512_bytes() {
-    if !root_or_skip("block_numbers_roll_over_past_32_mib_at_512_bytes") {
+    if !root_or_skip() {
         return;
     }
     rollover("kernel", "tftpbig");
@@ -384,7 +384,7 @@ fn block_numbers_roll_over_past_32_mib_at_512_bytes() {
 
 #[test]
 fn block_numbers_roll_over_past_32_mib_at_512_bytes_over_af_xdp() {
-    if !root_or_skip("block_numbers_roll_over_past_32_mib_at_512_bytes_over_af_xdp") {
+    if !root_or_skip() {
         return;
     }
     rollover("xdp", "tftpbgx");
@@ -439,7 +439,7 @@ fn rollover(datapath: &str, tag: &str) {
 
 #[test]
 fn per_machine_names_are_served_where_the_root_has_them() {
-    if !root_or_skip("per_machine_names_are_served_where_the_root_has_them") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("tftpmap");
@@ -505,7 +505,7 @@ fn per_machine_names_are_served_where_the_root_has_them() {
 /// fail every transfer here (and count in the client's `InCsumErrors`).
 #[test]
 fn blocks_whose_checksum_the_device_finishes_verify_at_the_client() {
-    if !root_or_skip("blocks_whose_checksum_the_device_finishes_verify_at_the_client") {
+    if !root_or_skip() {
         return;
     }
     let nbp = pattern(NBP_BYTES, 3);

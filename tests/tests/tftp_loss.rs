@@ -20,7 +20,7 @@ const FILE_BYTES: usize = 300_007;
 
 #[test]
 fn every_transfer_completes_through_loss_and_reordering() {
-    if !root_or_skip("every_transfer_completes_through_loss_and_reordering") {
+    if !root_or_skip() {
         return;
     }
     let nbp = pattern(FILE_BYTES, 11);

@@ -39,7 +39,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 
 #[test]
 fn ten_thousand_transfers_in_flight_with_bounded_memory() {
-    if !root_or_skip("ten_thousand_transfers_in_flight_with_bounded_memory") {
+    if !root_or_skip() {
         return;
     }
     let boot = BootRoot::new(&[("nbp.efi", &pattern(1 << 20, 5))]);

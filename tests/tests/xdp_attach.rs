@@ -72,7 +72,7 @@ fn attach_and_detach(tag: &str, args: &[&str], ip_flag: &str, mode: &str) {
 
 #[test]
 fn auto_mode_attaches_in_driver_mode_on_veth() {
-    if !root_or_skip("auto_mode_attaches_in_driver_mode_on_veth") {
+    if !root_or_skip() {
         return;
     }
     attach_and_detach("attach", &[], "xdp", "driver");
@@ -80,7 +80,7 @@ fn auto_mode_attaches_in_driver_mode_on_veth() {
 
 #[test]
 fn skb_mode_attaches_generic_xdp() {
-    if !root_or_skip("skb_mode_attaches_generic_xdp") {
+    if !root_or_skip() {
         return;
     }
     attach_and_detach("attachs", &["--xdp-mode", "skb"], "xdpgeneric", "skb");

@@ -47,7 +47,7 @@ fn deltas(
 
 #[test]
 fn requests_are_counted_by_class() {
-    if !root_or_skip("requests_are_counted_by_class") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("counters");

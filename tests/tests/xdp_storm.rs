@@ -26,7 +26,7 @@ print("sent", count)
 
 #[test]
 fn a_flooding_mac_is_limited_while_others_are_answered() {
-    if !root_or_skip("a_flooding_mac_is_limited_while_others_are_answered") {
+    if !root_or_skip() {
         return;
     }
     let net = TestNet::new("storm");

@@ -50,23 +50,6 @@ pub enum AfXdpError {
     Io(#[from] io::Error),
 }
 
-/// Receive queues of `interface`: the `queues/rx-*` entries in sysfs (at least 1, at most
-/// the XSKS map's size).
-pub fn rx_queue_count(interface: &str) -> u32 {
-    let dir = format!("/sys/class/net/{interface}/queues");
-    let n = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count()
-        })
-        .unwrap_or(1);
-    u32::try_from(n)
-        .unwrap_or(u32::MAX)
-        .clamp(1, pxe_common::XSKS_MAX_QUEUES)
-}
-
 /// How an AF_XDP socket binds to its queue (`xdp.bind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -114,18 +97,13 @@ impl BoundSockets {
     /// Opens a socket on every receive queue and registers each in the XSKS map of `xdp`.
     pub fn bind(settings: &Settings, xdp: &mut XdpAttachment) -> Result<BoundSockets, AfXdpError> {
         let interface = settings.interface.as_str();
-        let name = std::ffi::CString::new(interface)
+        let ifindex = crate::netif::index_of(interface)
             .map_err(|_| AfXdpError::NoInterface(interface.to_owned()))?;
-        // SAFETY: a NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(AfXdpError::NoInterface(interface.to_owned()));
-        }
         let mac = crate::netif::mac_of(interface).ok_or_else(|| AfXdpError::Interface {
             interface: interface.to_owned(),
             what: "no MAC address",
         })?;
-        let queues = rx_queue_count(interface);
+        let queues = crate::netif::rx_queue_count(interface);
         let driver = crate::netif::driver_of(interface);
         let metadata = match driver.as_deref() {
             Some("virtio_net") => socket::TxMetadata::Off,

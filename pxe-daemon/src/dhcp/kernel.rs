@@ -8,10 +8,13 @@ use std::{
     time::Instant,
 };
 
+use nix::sys::socket::sockopt::{RcvBuf, RcvBufForce};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
+
+use crate::datapath::force_buffer;
 
 use super::{
     handler::{record_send, reply_address, Action, RequestHandler, POOL_GAUGE_INTERVAL},
@@ -41,33 +44,11 @@ pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_broadcast(true)?;
-    set_rcvbuf(&socket, DHCP_RCVBUF_BYTES);
+    force_buffer(&socket, RcvBufForce, RcvBuf, DHCP_RCVBUF_BYTES);
     socket.bind_device(Some(interface.as_bytes()))?;
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
     Ok(socket.into())
-}
-
-/// Sets the receive buffer to `bytes`: past `net.core.rmem_max` when allowed (root,
-/// SO_RCVBUFFORCE), else as far as the limit lets. A smaller buffer is not an error.
-fn set_rcvbuf(socket: &Socket, bytes: usize) {
-    use std::os::fd::AsRawFd as _;
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket and a c_int option value of the stated size.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            std::ptr::from_ref(&value).cast(),
-            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
-        )
-    } == 0;
-    if !forced {
-        if let Err(e) = socket.set_recv_buffer_size(bytes) {
-            debug!(error = %e, "DHCP receive buffer left at the default");
-        }
-    }
 }
 
 /// Serves DHCP on `sockets` with `handler` until `shutdown` is cancelled.

@@ -18,7 +18,6 @@ use std::{
     fs::File,
     future::Future as _,
     io::{self, IoSlice},
-    os::fd::AsRawFd,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{ready, Context, Poll},
@@ -27,6 +26,7 @@ use std::{
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
+use nix::sys::sendfile::sendfile;
 use prometheus::IntCounter;
 use tokio::{io::Interest, net::TcpStream, time::Sleep};
 
@@ -169,7 +169,7 @@ impl ConnIo {
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
         let len = ready!(self.poll_allowance(cx, len.min(SENDFILE_MAX_BYTES)));
         loop {
-            let (fd, mut offset, count) = {
+            let (file, mut offset, count) = {
                 let jobs = self.jobs.lock();
                 let Some(job) = jobs.front() else {
                     return Poll::Ready(Err(io::Error::other(
@@ -177,24 +177,16 @@ impl ConnIo {
                     )));
                 };
                 let count = len.min(usize::try_from(job.remaining).unwrap_or(usize::MAX));
-                (job.file.as_raw_fd(), job.offset as libc::off_t, count)
+                (Arc::clone(&job.file), job.offset as libc::off_t, count)
             };
             let stream = self.io.inner();
             ready!(stream.poll_write_ready(cx))?;
-            let sock = stream.as_raw_fd();
             if !self.corked {
                 set_cork(stream, true);
                 self.corked = true;
             }
             let result = stream.try_io(Interest::WRITABLE, || {
-                // SAFETY: both fds are open for the duration of the call (the job holds the
-                // file, the stream the socket), and `offset` is a valid off_t to update.
-                let n = unsafe { libc::sendfile(sock, fd, &mut offset, count) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                Ok(sendfile(stream, &*file, Some(&mut offset), count)?)
             });
             match result {
                 Ok(0) => {

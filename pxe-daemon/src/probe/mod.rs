@@ -116,8 +116,8 @@ impl ProbeError {
 pub fn run(options: &ProbeOptions) -> Result<Report, ProbeError> {
     let interface = options.interface.as_str();
     let socket = client_socket(interface)?;
-    let mac = interface_mac(&socket, interface)?;
-    let local_ip = interface_ipv4(&socket, interface)?;
+    let mac = interface_mac(interface)?;
+    let local_ip = crate::netif::ipv4_of(interface);
     let socket: UdpSocket = socket.into();
     debug!(interface, mac = ?mac, local_ip = ?local_ip, "probing");
 
@@ -219,63 +219,12 @@ fn client_socket(interface: &str) -> Result<Socket, ProbeError> {
     Ok(socket)
 }
 
-/// An `ifreq` naming `interface` (checked by [`client_socket`]: 1-15 bytes, no NUL).
-fn ifreq(interface: &str) -> libc::ifreq {
-    // SAFETY: ifreq is plain old data (arrays, integers, a union of those); all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(interface.bytes()) {
-        *dst = src as libc::c_char;
+/// The interface's MAC address, if it is an Ethernet interface.
+fn interface_mac(interface: &str) -> Result<[u8; 6], ProbeError> {
+    match crate::netif::link_type(interface) {
+        None => Err(ProbeError::NoSuchInterface(interface.to_owned())),
+        Some(ARPHRD_ETHER) => crate::netif::mac_of(interface)
+            .ok_or_else(|| ProbeError::NotEthernet(interface.to_owned())),
+        Some(_) => Err(ProbeError::NotEthernet(interface.to_owned())),
     }
-    req
-}
-
-/// The interface's MAC address (SIOCGIFHWADDR).
-fn interface_mac(socket: &Socket, interface: &str) -> Result<[u8; 6], ProbeError> {
-    use std::os::fd::AsRawFd as _;
-    let mut req = ifreq(interface);
-    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of the ifreq we own.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ENODEV) => ProbeError::NoSuchInterface(interface.to_owned()),
-            _ => ProbeError::io(format!("reading the MAC address of {interface}"), e),
-        });
-    }
-    // SAFETY: SIOCGIFHWADDR succeeded, so the union holds ifru_hwaddr.
-    let hwaddr = unsafe { req.ifr_ifru.ifru_hwaddr };
-    if hwaddr.sa_family != ARPHRD_ETHER {
-        return Err(ProbeError::NotEthernet(interface.to_owned()));
-    }
-    let mut mac = [0u8; 6];
-    for (dst, src) in mac.iter_mut().zip(hwaddr.sa_data) {
-        *dst = src as u8;
-    }
-    Ok(mac)
-}
-
-/// The interface's (primary) IPv4 address (SIOCGIFADDR), `None` if it has none.
-fn interface_ipv4(socket: &Socket, interface: &str) -> Result<Option<Ipv4Addr>, ProbeError> {
-    use std::os::fd::AsRawFd as _;
-    let mut req = ifreq(interface);
-    // SAFETY: SIOCGIFADDR reads ifr_name and writes ifr_addr of the ifreq we own.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFADDR, &mut req) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EADDRNOTAVAIL) => Ok(None),
-            _ => Err(ProbeError::io(
-                format!("reading the IPv4 address of {interface}"),
-                e,
-            )),
-        };
-    }
-    // SAFETY: SIOCGIFADDR succeeded, so the union holds an AF_INET ifru_addr, which has the
-    // layout of sockaddr_in (the same size as sockaddr).
-    let addr: libc::sockaddr_in =
-        unsafe { std::mem::transmute::<libc::sockaddr, libc::sockaddr_in>(req.ifr_ifru.ifru_addr) };
-    if i32::from(addr.sin_family) != libc::AF_INET {
-        return Ok(None);
-    }
-    Ok(Some(Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr))))
 }

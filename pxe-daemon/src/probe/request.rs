@@ -9,6 +9,7 @@ use dhcproto::v4::{
     Architecture, DhcpOption, Flags, Message, MessageType, OptionCode, UnknownOption,
 };
 use dhcproto::{Encodable as _, Encoder};
+use pxe_common::firmware::{self, Persona};
 use serde::Serialize;
 
 /// The firmware kinds the probe can pretend to be.
@@ -44,51 +45,13 @@ impl FirmwareKind {
         }
     }
 
-    /// Option 60, the vendor class identifier, exactly as the firmware sends it.
-    pub fn vendor_class(self) -> &'static str {
+    /// What this firmware puts in its requests.
+    pub fn persona(self) -> &'static Persona {
         match self {
-            FirmwareKind::Bios | FirmwareKind::Ipxe => "PXEClient:Arch:00000:UNDI:002001",
-            FirmwareKind::UefiX64 => "PXEClient:Arch:00007:UNDI:003016",
-            FirmwareKind::UefiHttp => "HTTPClient:Arch:00016:UNDI:003001",
-        }
-    }
-
-    /// Option 93, the client system architecture (RFC 4578).
-    pub fn arch(self) -> u16 {
-        match self {
-            FirmwareKind::Bios | FirmwareKind::Ipxe => ARCH_BIOS_X86,
-            FirmwareKind::UefiX64 => ARCH_UEFI_X64,
-            FirmwareKind::UefiHttp => ARCH_UEFI_HTTP_X64,
-        }
-    }
-
-    /// Option 94, the client network interface identifier: type 1 (UNDI), major, minor; the
-    /// same version as the `UNDI:` part of option 60.
-    pub fn undi(self) -> (u8, u8, u8) {
-        match self {
-            FirmwareKind::Bios | FirmwareKind::Ipxe => (1, 2, 1),
-            FirmwareKind::UefiX64 => (1, 3, 16),
-            FirmwareKind::UefiHttp => (1, 3, 1),
-        }
-    }
-
-    /// Option 57, the largest DHCP message the firmware accepts.
-    fn max_message_size(self) -> u16 {
-        match self {
-            FirmwareKind::Bios => MAX_MESSAGE_SIZE_PXE_ROM,
-            FirmwareKind::UefiX64 | FirmwareKind::UefiHttp | FirmwareKind::Ipxe => {
-                MAX_MESSAGE_SIZE_ETHERNET
-            }
-        }
-    }
-
-    /// Option 55, the parameter request list, in the firmware's order.
-    pub fn parameter_request_list(self) -> &'static [u8] {
-        match self {
-            FirmwareKind::Bios => PRL_BIOS_PXE,
-            FirmwareKind::UefiX64 => PRL_UEFI_PXE,
-            FirmwareKind::UefiHttp => PRL_UEFI_HTTP,
-            FirmwareKind::Ipxe => PRL_IPXE,
+            FirmwareKind::Bios => &firmware::BIOS_PXE,
+            FirmwareKind::UefiX64 => &firmware::UEFI_X64_PXE,
+            FirmwareKind::UefiHttp => &firmware::UEFI_X64_HTTP,
+            FirmwareKind::Ipxe => &firmware::IPXE_PCBIOS,
         }
     }
 
@@ -114,57 +77,6 @@ impl std::fmt::Display for FirmwareKind {
         f.write_str(self.name())
     }
 }
-
-/// Option 93 of a BIOS x86 PXE client.
-pub const ARCH_BIOS_X86: u16 = 0;
-/// Option 93 of a UEFI x64 PXE client.
-pub const ARCH_UEFI_X64: u16 = 7;
-/// Option 93 of a UEFI x64 HTTP Boot client.
-pub const ARCH_UEFI_HTTP_X64: u16 = 16;
-
-/// Option 57 of PXE 2.1 ROMs.
-const MAX_MESSAGE_SIZE_PXE_ROM: u16 = 1260;
-/// Option 57 of UEFI and iPXE: an Ethernet MTU less the IPv4 and UDP headers.
-const MAX_MESSAGE_SIZE_ETHERNET: u16 = 1472;
-
-/// Option 55 of a PXE 2.1 BIOS ROM: the usual network parameters, 43 (PXE vendor options),
-/// 60, 66, 67, and 128-135 (the PXE "vendor specific" range).
-const PRL_BIOS_PXE: &[u8] = &[
-    1, 2, 3, 5, 6, 11, 12, 13, 15, 16, 17, 18, 43, 54, 60, 66, 67, 128, 129, 130, 131, 132, 133,
-    134, 135,
-];
-/// Option 55 of EDK2's UEFI PXE driver.
-const PRL_UEFI_PXE: &[u8] = &[
-    1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51, 54, 58, 59, 60, 66,
-    67, 97, 128, 129, 130, 131, 132, 133, 134, 135,
-];
-/// Option 55 of EDK2's HTTP Boot driver (no 66/128-135: it wants a URL in 67).
-const PRL_UEFI_HTTP: &[u8] = &[
-    1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51, 54, 58, 59, 60, 67,
-    97,
-];
-/// Option 55 of iPXE: 175 and 203 are its own (encapsulated options, iSCSI initiator IQN).
-const PRL_IPXE: &[u8] = &[
-    1, 3, 6, 7, 12, 15, 17, 26, 43, 60, 66, 67, 119, 128, 129, 130, 131, 132, 133, 134, 135, 175,
-    203,
-];
-
-/// Option 77 of iPXE: the bare string, without RFC 3004 length prefixes, as iPXE sends it.
-pub const IPXE_USER_CLASS: &[u8] = b"iPXE";
-/// iPXE's encapsulated options (option 175).
-pub const OPTION_IPXE_ENCAP: u8 = 175;
-/// Option 175 as iPXE sends it: feature flags (each sub-option = 1) for PXE extensions (16),
-/// HTTP (19), TFTP (21), DNS (23), PXE images (33), then the bus id (177: PCI, vendor 8086,
-/// device 100e, an e1000) and the version (235: 1.21.1).
-pub const IPXE_ENCAPSULATED: &[u8] = &[
-    16, 1, 2, // PXE extensions, version 2
-    19, 1, 1, // HTTP
-    21, 1, 1, // TFTP
-    23, 1, 1, // DNS
-    33, 1, 1, // PXE images
-    177, 5, 1, 0x80, 0x86, 0x10, 0x0e, // bus id: PCI 8086:100e
-    235, 3, 1, 21, 1, // version 1.21.1
-];
 
 /// PXE vendor sub-option 71 (inside option 43): the boot item a client asks a boot server for.
 pub const PXE_SUBOPT_BOOT_ITEM: u8 = 71;
@@ -192,33 +104,37 @@ pub fn client_guid(mac: [u8; 6]) -> [u8; 17] {
 
 /// The options every request of `kind` carries (all but 53).
 fn firmware_options(msg: &mut Message, kind: FirmwareKind, mac: [u8; 6]) {
+    let persona = kind.persona();
     let opts = msg.opts_mut();
-    opts.insert(DhcpOption::MaxMessageSize(kind.max_message_size()));
+    opts.insert(DhcpOption::MaxMessageSize(persona.max_message_bytes));
     opts.insert(DhcpOption::ParameterRequestList(
-        kind.parameter_request_list()
+        persona
+            .parameter_request_list
             .iter()
             .map(|&code| OptionCode::from(code))
             .collect(),
     ));
     opts.insert(DhcpOption::ClassIdentifier(
-        kind.vendor_class().as_bytes().to_vec(),
+        persona.vendor_class.as_bytes().to_vec(),
     ));
     opts.insert(DhcpOption::ClientSystemArchitecture(Architecture::from(
-        kind.arch(),
+        persona.arch,
     )));
-    let (undi_type, major, minor) = kind.undi();
+    let [undi_type, major, minor] = persona.ndi;
     opts.insert(DhcpOption::ClientNetworkInterface(undi_type, major, minor));
     opts.insert(DhcpOption::ClientMachineIdentifier(
         client_guid(mac).to_vec(),
     ));
-    if kind == FirmwareKind::Ipxe {
+    if let Some(user_class) = persona.user_class {
         let mut client_id = vec![1]; // htype Ethernet
         client_id.extend_from_slice(&mac);
         opts.insert(DhcpOption::ClientIdentifier(client_id));
-        opts.insert(DhcpOption::UserClass(IPXE_USER_CLASS.to_vec()));
+        opts.insert(DhcpOption::UserClass(user_class.to_vec()));
+    }
+    if let Some(encapsulated) = persona.ipxe_encapsulated {
         opts.insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::from(OPTION_IPXE_ENCAP),
-            IPXE_ENCAPSULATED.to_vec(),
+            OptionCode::from(firmware::OPTION_IPXE_ENCAP),
+            encapsulated.to_vec(),
         )));
     }
 }
@@ -469,7 +385,10 @@ mod tests {
             option(&options, 43),
             Some(&[71, 4, 0x80, 0x00, 0, 0, 255][..])
         );
-        assert_eq!(option(&options, 60), Some(kind.vendor_class().as_bytes()));
+        assert_eq!(
+            option(&options, 60),
+            Some(kind.persona().vendor_class.as_bytes())
+        );
 
         let bytes = encode(&boot_server_request(
             FirmwareKind::UefiX64,

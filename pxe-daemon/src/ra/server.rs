@@ -2,13 +2,15 @@
 //! joined, every other ICMPv6 type filtered out by the kernel), advertisements out to all nodes.
 
 use std::{
-    io,
-    mem::MaybeUninit,
+    io::{self, IoSliceMut},
     net::{Ipv6Addr, SocketAddrV6},
     os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt::Ipv6RecvHopLimit, ControlMessageOwned, MsgFlags, SockaddrIn6,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
@@ -41,13 +43,7 @@ pub struct RaSocket {
 /// member of the all-routers group there, receiving only router solicitations with their hop
 /// limit, sending with hop limit 255. Fails when the interface has IPv6 disabled.
 pub fn bind(interface: &str) -> io::Result<RaSocket> {
-    let name = std::ffi::CString::new(interface)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let ifindex = crate::netif::index_of(interface)?;
     let mac = crate::netif::mac_of(interface).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -62,11 +58,11 @@ pub fn bind(interface: &str) -> io::Result<RaSocket> {
     socket.set_multicast_hops_v6(u32::from(NDP_HOP_LIMIT))?;
     socket.set_unicast_hops_v6(u32::from(NDP_HOP_LIMIT))?;
     socket.set_multicast_loop_v6(false)?;
-    set_int_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+    setsockopt(&socket, Ipv6RecvHopLimit, &true)?;
     // Block every ICMPv6 type but router solicitations (a set bit blocks its type).
     let mut filter = [u32::MAX; 8];
     filter[usize::from(ROUTER_SOLICITATION >> 5)] &= !(1u32 << (ROUTER_SOLICITATION & 31));
-    set_option(&socket, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &filter)?;
+    set_icmp6_filter(&socket, &filter)?;
     Ok(RaSocket {
         socket,
         ifindex,
@@ -74,29 +70,16 @@ pub fn bind(interface: &str) -> io::Result<RaSocket> {
     })
 }
 
-fn set_int_option(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    set_option(socket, level, name, &value)
-}
-
-fn set_option<T>(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
-    let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("a small option");
-    // SAFETY: `value` points to `len` readable bytes for the duration of the call.
+/// Sets `ICMP6_FILTER`, which nix does not name (nor socket2).
+fn set_icmp6_filter(socket: &Socket, filter: &[u32; 8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(std::mem::size_of_val(filter)).expect("32 bytes");
+    // SAFETY: `filter` points to `len` readable bytes for the duration of the call.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            level,
-            name,
-            std::ptr::from_ref(value).cast(),
+            libc::IPPROTO_ICMPV6,
+            ICMP6_FILTER,
+            std::ptr::from_ref(filter).cast(),
             len,
         )
     };
@@ -114,46 +97,23 @@ struct Received {
     hop_limit: Option<u8>,
 }
 
-/// `recvmsg` with the hop limit from its control message.
-fn receive(socket: &Socket, buf: &mut [u8]) -> io::Result<Received> {
-    let mut from = MaybeUninit::<libc::sockaddr_in6>::zeroed();
-    let mut control = [0u64; 8];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header filled in below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = from.as_mut_ptr().cast();
-    msg.msg_namelen = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in6>())
-        .expect("a small address");
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: every pointer in `msg` points to live buffers of the lengths given.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
-    let len = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-    let mut hop_limit = None;
-    // SAFETY: the CMSG macros walk the control buffer recvmsg filled, within msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::IPPROTO_IPV6 && (*cmsg).cmsg_type == libc::IPV6_HOPLIMIT
-            {
-                let value = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                hop_limit = u8::try_from(value).ok();
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    // SAFETY: recvmsg wrote a sockaddr_in6 (an AF_INET6 socket) or left it zeroed.
-    let from = unsafe { from.assume_init() };
-    let from = (i32::from(from.sin6_family) == libc::AF_INET6)
-        .then(|| Ipv6Addr::from(from.sin6_addr.s6_addr));
+/// `recvmsg` with the hop limit from its control message; `control` is the room for it
+/// (`cmsg_space!(libc::c_int)`).
+fn receive(socket: &Socket, buf: &mut [u8], control: &mut [u8]) -> io::Result<Received> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn6>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(control),
+        MsgFlags::empty(),
+    )?;
+    let hop_limit = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::Ipv6HopLimit(value) => u8::try_from(value).ok(),
+        _ => None,
+    });
     Ok(Received {
-        len,
-        from,
+        len: msg.bytes,
+        from: msg.address.map(|a| a.ip()),
         hop_limit,
     })
 }
@@ -176,6 +136,7 @@ pub async fn serve(
     let fd = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
     let mut pacer = Pacer::default();
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+    let mut control = nix::cmsg_space!(libc::c_int);
     info!(
         ifindex,
         "IPv6 router advertisements: answering solicitations with 'no router'"
@@ -192,7 +153,7 @@ pub async fn serve(
             guard = fd.readable() => {
                 let mut guard = guard?;
                 loop {
-                    match guard.try_io(|s| receive(s.get_ref(), &mut buf)) {
+                    match guard.try_io(|s| receive(s.get_ref(), &mut buf, &mut control)) {
                         Ok(Ok(got)) => handle(&got, &buf, &mut pacer, &metrics),
                         Ok(Err(e)) => {
                             warn!(error = %e, "receiving ICMPv6");

@@ -8,15 +8,16 @@
 //! quarter of the cache are never cached; they are read block by block through io_uring.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::os::unix::ffi::OsStrExt as _;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 
 use super::packet::{ErrorCode, WireError};
 use super::uring::BlockingReader;
@@ -473,42 +474,31 @@ impl FileStore {
 
     /// `openat2(root, relative, O_RDONLY, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`.
     fn open_beneath(&self, relative: &str, name: &str) -> Result<File, FileError> {
-        let c_path = CString::new(Path::new(relative).as_os_str().as_bytes()).map_err(|_| {
-            FileError::BadName {
+        if relative.contains('\0') {
+            return Err(FileError::BadName {
                 name: name.to_owned(),
-            }
-        })?;
-        // SAFETY: open_how is plain data; zero is a valid value for each field.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        // O_NONBLOCK: opening a FIFO must not block the server; no effect on regular files.
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
-        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: the path is NUL-terminated, `how` lives across the call and its size is given.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.root_fd.as_raw_fd(),
-                c_path.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            let name = name.to_owned();
-            return Err(match err.raw_os_error() {
-                Some(libc::ENOENT | libc::ENOTDIR) => FileError::NotFound { name },
-                Some(libc::EXDEV | libc::ELOOP) => FileError::SymlinkEscape { name },
-                Some(libc::EACCES | libc::EPERM) => FileError::Permission { name },
-                Some(libc::ENAMETOOLONG) => FileError::BadName { name },
-                _ => FileError::Io {
-                    path: relative.to_owned(),
-                    source: err,
-                },
             });
         }
-        // SAFETY: openat2 returned a new descriptor that nothing else owns.
-        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+        // O_NONBLOCK: opening a FIFO must not block the server; no effect on regular files.
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match openat2(&self.root_fd, relative, how) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(errno) => {
+                let name = name.to_owned();
+                Err(match errno {
+                    Errno::ENOENT | Errno::ENOTDIR => FileError::NotFound { name },
+                    Errno::EXDEV | Errno::ELOOP => FileError::SymlinkEscape { name },
+                    Errno::EACCES | Errno::EPERM => FileError::Permission { name },
+                    Errno::ENAMETOOLONG => FileError::BadName { name },
+                    _ => FileError::Io {
+                        path: relative.to_owned(),
+                        source: errno.into(),
+                    },
+                })
+            }
+        }
     }
 }
 

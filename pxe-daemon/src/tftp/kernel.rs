@@ -11,6 +11,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd as _, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::datapath::force_buffer;
+use nix::sys::socket::sockopt::{RcvBuf, RcvBufForce, SndBuf, SndBufForce};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -31,9 +33,9 @@ const RECV_BUDGET: usize = 256;
 /// Longest sleep of the loop: how soon a shutdown is noticed.
 const MAX_WAIT: Duration = Duration::from_millis(50);
 /// Receive buffer of the request listener: a boot storm's requests arrive at once.
-const LISTENER_RCVBUF_BYTES: libc::c_int = 8 << 20;
+const LISTENER_RCVBUF_BYTES: usize = 8 << 20;
 /// Send buffer of each transfer socket: windows of many transfers share one.
-const TRANSFER_SNDBUF_BYTES: libc::c_int = 1 << 20;
+const TRANSFER_SNDBUF_BYTES: usize = 1 << 20;
 /// How long the last datagrams (shutdown errors) get to leave after the drain.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Index of the listener among the sockets.
@@ -50,25 +52,6 @@ pub struct Server {
     recv_batch: RecvBatch,
     /// Sockets not read to the end in their turn.
     carry: Vec<usize>,
-}
-
-fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: libc::c_int) {
-    let set = |opt| {
-        // SAFETY: setsockopt reads an int from a valid pointer of the size given.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                &bytes as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    // The FORCE variant passes rmem_max/wmem_max (root); else the plain one, capped.
-    if set(force) != 0 {
-        set(plain);
-    }
 }
 
 /// The [`TransferIo`] of the kernel datapath: sends queued on the io_uring.
@@ -163,24 +146,14 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(ServerError::Listener)?;
-        set_buffer(
-            listener.as_raw_fd(),
-            libc::SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            LISTENER_RCVBUF_BYTES,
-        );
+        force_buffer(&listener, RcvBufForce, RcvBuf, LISTENER_RCVBUF_BYTES);
         let ip = listener.local_addr().map_err(ServerError::Listener)?.ip();
         let mut sockets = vec![listener];
         let mut last_error = None;
         for port in settings.config.ports.clone() {
             match UdpSocket::bind((ip, port)).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
                 Ok(s) => {
-                    set_buffer(
-                        s.as_raw_fd(),
-                        libc::SO_SNDBUFFORCE,
-                        libc::SO_SNDBUF,
-                        TRANSFER_SNDBUF_BYTES,
-                    );
+                    force_buffer(&s, SndBufForce, SndBuf, TRANSFER_SNDBUF_BYTES);
                     sockets.push(s);
                 }
                 Err(e) => {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
+use socket2::SockAddr;
 
 /// Submission queue entries of the server's ring.
 const RING_ENTRIES: u32 = 4096;
@@ -31,56 +32,6 @@ const INDEX_MASK: u64 = (1 << KIND_SHIFT) - 1;
 
 fn user_data(kind: u64, index: usize) -> u64 {
     (kind << KIND_SHIFT) | (index as u64 & INDEX_MASK)
-}
-
-/// A destination address in the form the kernel reads.
-#[derive(Clone, Copy)]
-struct RawAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl std::fmt::Debug for RawAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawAddr").field("len", &self.len).finish()
-    }
-}
-
-impl RawAddr {
-    fn empty() -> RawAddr {
-        // SAFETY: sockaddr_storage is plain data; all zeros is a valid (unspecified) value.
-        RawAddr {
-            storage: unsafe { std::mem::zeroed() },
-            len: 0,
-        }
-    }
-
-    fn set(&mut self, addr: SocketAddr) {
-        // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in and sockaddr_in6.
-        match addr {
-            SocketAddr::V4(a) => {
-                let sin = unsafe { &mut *(&mut self.storage as *mut _ as *mut libc::sockaddr_in) };
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr = libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                };
-                self.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            }
-            SocketAddr::V6(a) => {
-                let sin6 =
-                    unsafe { &mut *(&mut self.storage as *mut _ as *mut libc::sockaddr_in6) };
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_flowinfo = a.flowinfo();
-                sin6.sin6_addr = libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                };
-                sin6.sin6_scope_id = a.scope_id();
-                self.len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            }
-        }
-    }
 }
 
 /// `UDP_SEGMENT` (linux/udp.h): the control message that makes one send several datagrams.
@@ -113,7 +64,8 @@ impl std::fmt::Debug for MsgHeader {
 #[derive(Debug)]
 struct Slot {
     buf: Vec<u8>,
-    addr: RawAddr,
+    /// Where it goes, in the form the kernel reads (a `sockaddr_in` or `sockaddr_in6`).
+    addr: SockAddr,
     /// The file a linked read reads from, kept open until the read completes.
     file: Option<Arc<File>>,
     /// Bytes the linked read must return.
@@ -186,7 +138,7 @@ impl SendRing {
         let slots: Box<[Slot]> = (0..max_in_flight)
             .map(|_| Slot {
                 buf: Vec::new(),
-                addr: RawAddr::empty(),
+                addr: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
                 file: None,
                 read_len: 0,
                 token: 0,
@@ -266,7 +218,7 @@ impl SendRing {
         let slot = &mut self.slots[i];
         slot.buf.clear();
         fill(&mut slot.buf);
-        slot.addr.set(to);
+        slot.addr = SockAddr::from(to);
         let entry = self.send_entry(fd, i);
         self.push(&[entry])
     }
@@ -288,7 +240,7 @@ impl SendRing {
         let slot = &mut self.slots[i];
         slot.buf.clear();
         fill(&mut slot.buf);
-        slot.addr.set(to);
+        slot.addr = SockAddr::from(to);
         if slot.buf.len() <= usize::from(segment) {
             let entry = self.send_entry(fd, i);
             return self.push(&[entry]);
@@ -315,8 +267,9 @@ impl SendRing {
         // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
         let (space, len) = unsafe { (libc::CMSG_SPACE(value), libc::CMSG_LEN(value)) };
         debug_assert!(space as usize <= std::mem::size_of_val(&header.control));
-        header.msg.msg_name = (&mut slot.addr.storage as *mut libc::sockaddr_storage).cast();
-        header.msg.msg_namelen = slot.addr.len;
+        // The kernel only reads the address of a send.
+        header.msg.msg_name = slot.addr.as_ptr().cast_mut().cast();
+        header.msg.msg_namelen = slot.addr.len();
         header.msg.msg_iov = &mut header.iov;
         header.msg.msg_iovlen = 1;
         header.msg.msg_control = header.control.as_mut_ptr().cast();
@@ -359,7 +312,7 @@ impl SendRing {
         slot.buf.clear();
         slot.buf.extend_from_slice(header);
         slot.buf.resize(header.len() + len as usize, 0);
-        slot.addr.set(to);
+        slot.addr = SockAddr::from(to);
         slot.file = Some(file.clone());
         slot.read_len = len;
         slot.token = token;
@@ -379,8 +332,8 @@ impl SendRing {
     fn send_entry(&self, fd: RawFd, i: usize) -> squeue::Entry {
         let slot = &self.slots[i];
         opcode::Send::new(types::Fd(fd), slot.buf.as_ptr(), slot.buf.len() as u32)
-            .dest_addr(&slot.addr.storage as *const _ as *const libc::sockaddr)
-            .dest_addr_len(slot.addr.len)
+            .dest_addr(slot.addr.as_ptr().cast())
+            .dest_addr_len(slot.addr.len())
             .build()
             .user_data(user_data(KIND_SEND, i))
     }

@@ -2,14 +2,20 @@
 //! the per-class cost benchmark (`pxe-bench xdp-cost`) build their frames here, so both run the
 //! program on the same bytes.
 
+use pxe_common::firmware;
+
 /// The Ethernet broadcast address.
 pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 /// Source MAC of every frame built here (a QEMU-style locally administered address).
 pub const CLIENT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// Option 60 of a BIOS PXE ROM.
-pub const PXE_BIOS: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
+pub const PXE_BIOS: &[u8] = firmware::BIOS_PXE.vendor_class.as_bytes();
+/// Option 93 of a BIOS PXE ROM.
+pub const PXE_BIOS_ARCH: [u8; 2] = firmware::BIOS_PXE.arch_bytes();
 /// Option 60 of UEFI HTTP Boot on x64.
-pub const HTTP_BOOT: &[u8] = b"HTTPClient:Arch:00016:UNDI:003001";
+pub const HTTP_BOOT: &[u8] = firmware::UEFI_X64_HTTP.vendor_class.as_bytes();
+/// Option 93 of UEFI HTTP Boot on x64.
+pub const HTTP_BOOT_ARCH: [u8; 2] = firmware::UEFI_X64_HTTP.arch_bytes();
 
 /// Builds Ethernet (optional 802.1Q tag) / IPv4 / UDP frames; every field can be bent to make
 /// a malformed one.

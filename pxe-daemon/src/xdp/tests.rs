@@ -5,7 +5,7 @@ use pxe_common::{
     PacketClass, Verdict, XdpConfig, XDP_FLAG_FULL_DHCP, XDP_FLAG_STEER_DHCP, XDP_FLAG_STEER_TFTP,
 };
 
-use super::frames::{Frame, HTTP_BOOT, PXE_BIOS};
+use super::frames::{Frame, HTTP_BOOT, HTTP_BOOT_ARCH, PXE_BIOS, PXE_BIOS_ARCH};
 use super::XdpAttachment;
 
 const XDP_DROP: u32 = 1;
@@ -282,13 +282,13 @@ async fn pxe_dhcp_and_tftp_to_the_server_are_steered_the_rest_passes() {
     let cases: Vec<(&str, Vec<u8>, PacketClass, Verdict)> = vec![
         (
             "BIOS PXE DISCOVER, broadcast",
-            Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS), (93, &[0, 0])]).bytes(),
+            Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS), (93, &PXE_BIOS_ARCH)]).bytes(),
             PacketClass::Dhcp,
             Verdict::Steer,
         ),
         (
             "UEFI HTTP Boot DISCOVER",
-            Frame::dhcp(ROM_MAC, &[(93, &[0, 16]), (60, HTTP_BOOT)]).bytes(),
+            Frame::dhcp(ROM_MAC, &[(93, &HTTP_BOOT_ARCH), (60, HTTP_BOOT)]).bytes(),
             PacketClass::Dhcp,
             Verdict::Steer,
         ),
@@ -378,7 +378,7 @@ async fn pxe_dhcp_and_tftp_to_the_server_are_steered_the_rest_passes() {
             "802.1Q-tagged BIOS PXE DISCOVER (another VLAN's)",
             Frame {
                 vlan: Some(100),
-                ..Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS), (93, &[0, 0])])
+                ..Frame::dhcp(ROM_MAC, &[(60, PXE_BIOS), (93, &PXE_BIOS_ARCH)])
             }
             .bytes(),
             PacketClass::Dhcp,

@@ -4,12 +4,13 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Read as _, Seek as _, SeekFrom, Write as _},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     sync::{atomic::Ordering::Relaxed, Arc},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -42,7 +43,7 @@ pub(super) struct Writer {
     /// No compaction is tried before the journal reaches this size (raised after a failure).
     compact_not_before: u64,
     /// Held for the life of the writer: one process per journal.
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 fn sibling(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
@@ -65,18 +66,13 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Takes an exclusive, non-blocking `flock` on `file`; false if another holder has it.
-fn try_lock(file: &File) -> io::Result<bool> {
-    // SAFETY: flock takes a descriptor that `file` keeps open for the whole call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
+/// Takes an exclusive, non-blocking `flock` on `file`, held until the result is dropped;
+/// `None` if another holder has it.
+fn try_lock(file: File) -> io::Result<Option<Flock<File>>> {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
     }
 }
 
@@ -102,12 +98,13 @@ impl Writer {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| StoreError::io("opening lease journal lock", &lock_path, e))?;
-        if !try_lock(&lock).map_err(|e| StoreError::io("locking", &lock_path, e))? {
+        let Some(lock) = try_lock(lock).map_err(|e| StoreError::io("locking", &lock_path, e))?
+        else {
             return Err(StoreError::Locked {
                 path: path.to_owned(),
                 lock: lock_path,
             });
-        }
+        };
 
         // A compaction (or creation) that a crash interrupted before its rename: the journal
         // itself is intact, the half-made copy is dropped.
