@@ -2,10 +2,13 @@
 //!
 //! The map types are `#[repr(C)]` with no implicit padding, so that the eBPF side and userspace
 //! agree on the bytes of every map key and value. [`firmware`] is the table of what each kind
-//! of boot firmware puts in its DHCP requests.
+//! of boot firmware puts in its DHCP requests; [`MacAddr`] the one MAC address type.
 #![no_std]
 
 pub mod firmware;
+pub mod mac;
+
+pub use mac::MacAddr;
 
 /// UDP port a DHCP server listens on.
 pub const DHCP_SERVER_PORT: u16 = 67;

@@ -23,11 +23,10 @@ use std::{
     time::Instant,
 };
 
-/// An Ethernet address.
-pub type Mac = [u8; 6];
+pub use pxe_common::MacAddr;
 
 /// The Ethernet broadcast address.
-pub const BROADCAST_MAC: Mac = [0xff; 6];
+pub const BROADCAST_MAC: MacAddr = MacAddr::BROADCAST;
 
 /// Which datapath serves DHCP and TFTP (`server.datapath`, `--datapath`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -48,7 +47,7 @@ pub enum Choice {
 pub struct Datagram<'a> {
     /// Source Ethernet address: the client's, or the router's for a routed (relayed) request.
     /// Replies go back to it, so the datapath needs no ARP.
-    pub src_mac: Mac,
+    pub src_mac: MacAddr,
     /// Source address and port.
     pub src: SocketAddrV4,
     /// Destination address and port (the server's address, or 255.255.255.255).
@@ -61,7 +60,7 @@ pub struct Datagram<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
     /// Ethernet destination ([`BROADCAST_MAC`] for a broadcast).
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// IPv4 destination address and UDP port.
     pub to: SocketAddrV4,
     /// UDP source port (the server's port the client talks to).

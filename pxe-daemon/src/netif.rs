@@ -2,6 +2,8 @@
 
 use std::{io, net::Ipv4Addr, time::Duration};
 
+use pxe_common::MacAddr;
+
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::{
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
@@ -79,7 +81,7 @@ const NUD_VALID: u16 = libc::NUD_PERMANENT
 /// Reading /proc/net/arp instead costs time in proportion to the table, which holds a rack's
 /// machines: 15 ms per read at 5,000 entries, on the TFTP thread and under the timeline's lock,
 /// for every machine's first TFTP request in proxy mode (seen with `pxe-bench rack`).
-pub fn neighbour_mac(ip: Ipv4Addr) -> Option<crate::boot::MacAddr> {
+pub fn neighbour_mac(ip: Ipv4Addr) -> Option<MacAddr> {
     let socket = RouteSocket::open().ok()?;
     let reply = socket.ask(route_request(ip), 1).ok()?;
     let ifindex = route_oif(&reply)?;
@@ -161,7 +163,7 @@ fn route_oif(reply: &[u8]) -> Option<u32> {
 
 /// The link-layer address of an `RTM_NEWNEIGH` answer, if its state makes it usable
 /// (incomplete and failed entries do not count).
-fn neighbour_lladdr(reply: &[u8]) -> Option<crate::boot::MacAddr> {
+fn neighbour_lladdr(reply: &[u8]) -> Option<MacAddr> {
     let RouteNetlinkMessage::NewNeighbour(neighbour) = netlink_message(reply)? else {
         return None;
     };
@@ -169,9 +171,7 @@ fn neighbour_lladdr(reply: &[u8]) -> Option<crate::boot::MacAddr> {
         return None;
     }
     neighbour.attributes.into_iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(mac) => {
-            Some(crate::boot::MacAddr(mac.try_into().ok()?))
-        }
+        NeighbourAttribute::LinkLayerAddress(mac) => Some(MacAddr(mac.try_into().ok()?)),
         _ => None,
     })
 }
@@ -221,10 +221,9 @@ pub fn link_type(interface: &str) -> Option<u16> {
 }
 
 /// The Ethernet address of `interface` (from sysfs), if it has one.
-pub fn mac_of(interface: &str) -> Option<[u8; 6]> {
+pub fn mac_of(interface: &str) -> Option<MacAddr> {
     let text = std::fs::read_to_string(format!("{SYS_CLASS_NET}/{interface}/address")).ok()?;
-    let bytes = crate::boot::parse_mac_bytes(text.trim()).ok()?;
-    bytes.try_into().ok()
+    text.trim().parse::<MacAddr>().ok()
 }
 
 #[cfg(test)]
@@ -359,7 +358,7 @@ mod tests {
 
     #[test]
     fn loopback_has_a_zero_mac() {
-        assert_eq!(mac_of("lo"), Some([0; 6]));
+        assert_eq!(mac_of("lo"), Some(MacAddr([0; 6])));
         assert_eq!(mac_of("no-such-if0"), None);
     }
 }

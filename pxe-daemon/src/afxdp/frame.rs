@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::datapath::{Datagram, Mac, Route};
+use crate::datapath::{Datagram, MacAddr, Route};
 
 /// Ethernet header bytes (no VLAN tag).
 pub const ETH_HEADER_BYTES: usize = 14;
@@ -142,7 +142,7 @@ pub fn parse(frame: &[u8]) -> Result<Datagram<'_>, Malformed> {
     let mut src_mac = [0u8; 6];
     src_mac.copy_from_slice(&frame[6..12]);
     Ok(Datagram {
-        src_mac,
+        src_mac: MacAddr(src_mac),
         src: SocketAddrV4::new(ipv4_at(ip, 12), be16(udp, 0)?),
         dst: SocketAddrV4::new(ipv4_at(ip, 16), be16(udp, 2)?),
         payload: &udp[UDP_HEADER_BYTES..udp_len],
@@ -178,7 +178,7 @@ pub fn checksum(bytes: &[u8], initial: u32) -> u16 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sender {
     /// Ethernet source.
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// IPv4 source.
     pub ip: Ipv4Addr,
 }
@@ -199,8 +199,8 @@ pub fn write_headers(
     let frame_len = ETH_HEADER_BYTES + ip_len;
     let frame = &mut frame[..frame_len];
 
-    frame[0..6].copy_from_slice(&route.mac);
-    frame[6..12].copy_from_slice(&sender.mac);
+    frame[0..6].copy_from_slice(&route.mac.0);
+    frame[6..12].copy_from_slice(&sender.mac.0);
     frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
 
     let dst_ip = route.to.ip().octets();
@@ -255,15 +255,15 @@ mod tests {
     use super::*;
     use crate::datapath::BROADCAST_MAC;
 
-    const CLIENT_MAC: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-    const SERVER_MAC: Mac = [0x02, 0, 0, 0, 0, 1];
+    const CLIENT_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    const SERVER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
 
     /// A DHCP-like request frame, written out by hand: Ethernet, IPv4 (checksum 0x7acd,
     /// computed apart from this code), UDP 68 -> 67 with no checksum, payload "hello".
     fn request() -> Vec<u8> {
         let mut f = vec![];
-        f.extend_from_slice(&BROADCAST_MAC);
-        f.extend_from_slice(&CLIENT_MAC);
+        f.extend_from_slice(&BROADCAST_MAC.0);
+        f.extend_from_slice(&CLIENT_MAC.0);
         f.extend_from_slice(&[0x08, 0x00]);
         f.extend_from_slice(&[
             0x45, 0x00, 0x00, 0x21, // version/IHL, TOS, total length 33
@@ -452,8 +452,8 @@ mod tests {
         // Checksums computed apart from this code (a few lines of Python): IPv4 over the
         // header, UDP over the pseudo-header, the UDP header and "hello" padded to even.
         let want: Vec<u8> = [
-            &CLIENT_MAC[..],
-            &SERVER_MAC,
+            &CLIENT_MAC.0[..],
+            &SERVER_MAC.0,
             &[0x08, 0x00],
             &[0x45, 0x00, 0x00, 0x21, 0, 0, 0x40, 0x00, 64, 17],
             &[0xae, 0x74],

@@ -1,21 +1,8 @@
 //! What a request tells about the machine that sent it: MAC, architecture, firmware, GUID, relay.
 
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::net::Ipv4Addr;
 
-/// An Ethernet MAC address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
+pub use pxe_common::MacAddr;
 
 /// Why a text is not a MAC address (or prefix).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,30 +11,10 @@ pub struct MacParseError(pub String);
 
 /// Parses 1 to 6 hex bytes separated by `:` or `-` (a whole MAC or a prefix).
 pub fn parse_mac_bytes(text: &str) -> Result<Vec<u8>, MacParseError> {
-    let bytes: Result<Vec<u8>, _> = text
-        .split([':', '-'])
-        .map(|b| {
-            if b.len() == 2 {
-                u8::from_str_radix(b, 16).map_err(|_| ())
-            } else {
-                Err(())
-            }
-        })
-        .collect();
-    match bytes {
-        Ok(b) if !b.is_empty() && b.len() <= 6 => Ok(b),
-        _ => Err(MacParseError(text.to_owned())),
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = MacParseError;
-
-    fn from_str(s: &str) -> Result<MacAddr, MacParseError> {
-        let bytes = parse_mac_bytes(s)?;
-        let array: [u8; 6] = bytes.try_into().map_err(|_| MacParseError(s.to_owned()))?;
-        Ok(MacAddr(array))
-    }
+    let mut bytes = [0u8; 6];
+    pxe_common::mac::parse_mac_prefix(text, &mut bytes)
+        .map(|n| bytes[..n].to_vec())
+        .map_err(|_| MacParseError(text.to_owned()))
 }
 
 /// The firmware stage a request comes from; it decides what kind of boot file fits.

@@ -52,9 +52,11 @@ pub(super) fn build_boot(
         let macs = w
             .mac
             .iter()
-            .map(|m| m.parse::<MacAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(e.to_string()))?;
+            .map(|m| {
+                m.parse::<MacAddr>()
+                    .map_err(|e| fail(format!("{m:?} is {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mac_prefixes = w
             .mac_prefix
             .iter()

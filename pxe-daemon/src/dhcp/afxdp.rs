@@ -23,7 +23,7 @@ use super::{
     wire::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_BOOT_SERVER_PORT},
     Destination, Reply,
 };
-use crate::datapath::{Datagram, FrameService, Mac, Route, UdpTx, Waker, BROADCAST_MAC};
+use crate::datapath::{Datagram, FrameService, MacAddr, Route, UdpTx, Waker, BROADCAST_MAC};
 
 /// Replies waiting for a lease commit or a reply delay, at most. Beyond it a request is
 /// dropped unanswered (its client asks again).
@@ -88,7 +88,7 @@ impl DhcpFrameService {
 
 /// Where a reply to a request from `src_mac` goes: broadcast to everyone, or unicast to the
 /// MAC the request came from (the client, or the relay or router that forwarded it).
-pub fn reply_route(to: Destination, src_mac: Mac, local_port: u16) -> Route {
+pub fn reply_route(to: Destination, src_mac: MacAddr, local_port: u16) -> Route {
     match to {
         Destination::Broadcast => Route {
             mac: BROADCAST_MAC,
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn broadcast_replies_go_to_everyone_unicast_to_the_sender_mac() {
-        let mac = [2, 0, 0, 0, 0, 9];
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
         assert_eq!(
             reply_route(Destination::Broadcast, mac, 67),
             Route {

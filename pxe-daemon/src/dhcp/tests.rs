@@ -999,7 +999,7 @@ mod full {
         /// A broadcast request to port 67 from the test client.
         fn datagram(payload: &[u8]) -> Datagram<'_> {
             Datagram {
-                src_mac: MAC,
+                src_mac: crate::datapath::MacAddr(MAC),
                 src: FROM_CLIENT,
                 dst: SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
                 payload,

@@ -125,7 +125,7 @@ impl MachineQuery {
             match k {
                 "mac" => {
                     mac = Some(v.parse::<MacAddr>().map_err(|e| {
-                        ScriptError::BadRequest(format!("query parameter mac: {e}"))
+                        ScriptError::BadRequest(format!("query parameter mac: {v:?} is {e}"))
                     })?)
                 }
                 "arch" => {

@@ -224,6 +224,7 @@ fn interface_mac(interface: &str) -> Result<[u8; 6], ProbeError> {
     match crate::netif::link_type(interface) {
         None => Err(ProbeError::NoSuchInterface(interface.to_owned())),
         Some(ARPHRD_ETHER) => crate::netif::mac_of(interface)
+            .map(|m| m.0)
             .ok_or_else(|| ProbeError::NotEthernet(interface.to_owned())),
         Some(_) => Err(ProbeError::NotEthernet(interface.to_owned())),
     }

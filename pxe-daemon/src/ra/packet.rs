@@ -102,14 +102,14 @@ pub fn parse_solicitation(
 /// router lifetime 0 (not a default router), reachable time and retransmit timer unspecified,
 /// no prefix, and the interface's MAC as source link-layer address. The checksum is left 0:
 /// the kernel fills it in for ICMPv6 raw sockets.
-pub fn no_router_advertisement(mac: [u8; 6]) -> [u8; RA_HEADER_BYTES + 8] {
+pub fn no_router_advertisement(mac: pxe_common::MacAddr) -> [u8; RA_HEADER_BYTES + 8] {
     let mut ra = [0u8; RA_HEADER_BYTES + 8];
     ra[0] = ROUTER_ADVERTISEMENT;
     // Bytes 1-15 stay 0: code, checksum, cur hop limit, M/O flags, router lifetime,
     // reachable time, retrans timer.
     ra[RA_HEADER_BYTES] = OPT_SOURCE_LINK_LAYER;
     ra[RA_HEADER_BYTES + 1] = 1;
-    ra[RA_HEADER_BYTES + 2..].copy_from_slice(&mac);
+    ra[RA_HEADER_BYTES + 2..].copy_from_slice(&mac.0);
     ra
 }
 
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn the_advertisement_says_no_router_no_prefix_no_dhcpv6() {
-        let ra = no_router_advertisement([0x52, 0x54, 0, 1, 2, 3]);
+        let ra = no_router_advertisement(pxe_common::MacAddr([0x52, 0x54, 0, 1, 2, 3]));
         assert_eq!(
             ra,
             [

@@ -36,7 +36,7 @@ const RECV_BUFFER_BYTES: usize = 1500;
 pub struct RaSocket {
     socket: Socket,
     ifindex: u32,
-    mac: [u8; 6],
+    mac: pxe_common::MacAddr,
 }
 
 /// Opens the raw ICMPv6 socket on `interface` (needs CAP_NET_RAW): bound to the interface,

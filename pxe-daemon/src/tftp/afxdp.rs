@@ -271,7 +271,7 @@ mod tests {
         }
     }
 
-    const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 7];
+    const CLIENT_MAC: crate::datapath::MacAddr = crate::datapath::MacAddr([2, 0, 0, 0, 0, 7]);
 
     fn service(file: &[u8], cache_bytes: u64) -> (TftpFrameService, Metrics, tempfile::TempDir) {
         let root = tempfile::tempdir().unwrap();

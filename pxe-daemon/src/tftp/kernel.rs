@@ -328,7 +328,10 @@ impl Server {
                     for i in 0..n {
                         match batch.datagram(i) {
                             Some((bytes, addr)) => {
-                                let peer = Peer { addr, mac: [0; 6] };
+                                let peer = Peer {
+                                    addr,
+                                    mac: Default::default(),
+                                };
                                 if index == LISTENER {
                                     self.table.on_request(peer, bytes, now, &mut io);
                                 } else {

@@ -24,7 +24,7 @@ use super::metrics::{Refusal, TftpMetrics};
 use super::options::{negotiate, Limits};
 use super::packet::{ErrorCode, Opcode, Packet, WireError};
 use super::transfer::{FailReason, Outcome, Output, Retry, Send, Transfer};
-use crate::datapath::Mac;
+use crate::datapath::MacAddr;
 
 /// The boot root's file store, shared by the datapaths: one cache of hot files, whichever
 /// datapath a request came in on.
@@ -92,7 +92,7 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Ethernet address its datagrams came from (the AF_XDP datapath answers to it without
     /// ARP; the kernel datapath leaves it zero).
-    pub mac: Mac,
+    pub mac: MacAddr,
 }
 
 /// A transfer and what the table keeps beside it.
