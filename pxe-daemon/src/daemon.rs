@@ -408,7 +408,7 @@ impl Datapath {
             Ok(w) => w,
             Err(e) => return fail(handler, format!("eventfd: {e}")),
         };
-        let afxdp_metrics = afxdp::AfxdpMetrics::new(metrics.registry())?;
+        let afxdp_metrics = afxdp::AfXdpMetrics::new(metrics.registry())?;
         let settings = afxdp::Settings {
             interface: interface.to_owned(),
             address,

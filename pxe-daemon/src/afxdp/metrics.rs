@@ -26,7 +26,7 @@ pub struct ServiceCounters {
 
 /// The AF_XDP datapath's metrics.
 #[derive(Clone, Debug)]
-pub struct AfxdpMetrics {
+pub struct AfXdpMetrics {
     frames: IntCounterVec,
     dropped: IntCounterVec,
     sockets: IntGaugeVec,
@@ -34,9 +34,9 @@ pub struct AfxdpMetrics {
     pub device_checksum: IntCounter,
 }
 
-impl AfxdpMetrics {
+impl AfXdpMetrics {
     /// Registers the metrics in `registry`.
-    pub fn new(registry: &Registry) -> Result<AfxdpMetrics, MetricsError> {
+    pub fn new(registry: &Registry) -> Result<AfXdpMetrics, MetricsError> {
         let frames = IntCounterVec::new(
             Opts::new(
                 "afxdp_frames_total",
@@ -81,7 +81,7 @@ impl AfxdpMetrics {
         ]) {
             dropped.with_label_values(&[reason]);
         }
-        Ok(AfxdpMetrics {
+        Ok(AfXdpMetrics {
             frames,
             dropped,
             sockets,

@@ -18,7 +18,7 @@ use std::{io, net::Ipv4Addr, os::fd::AsRawFd, thread::JoinHandle, time::Duration
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use metrics::AfxdpMetrics;
+pub use metrics::AfXdpMetrics;
 pub use socket::{XskError, XskSocket};
 pub use worker::BoxedService;
 
@@ -159,7 +159,7 @@ impl BoundSockets {
         self,
         services: Vec<BoxedService>,
         waker: Waker,
-        metrics: AfxdpMetrics,
+        metrics: AfXdpMetrics,
     ) -> Result<AfXdp, AfXdpError> {
         let zero_copy = self.sockets.iter().filter(|s| s.zero_copy()).count();
         metrics.set_sockets(self.sockets.len() - zero_copy, zero_copy);

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::{
     frame::{self, Sender, UdpChecksum, REPLY_HEADER_BYTES},
     metrics::{
-        AfxdpMetrics, ServiceCounters, DROP_BAD_DESCRIPTOR, DROP_NO_SERVICE, DROP_TOO_LARGE,
+        AfXdpMetrics, ServiceCounters, DROP_BAD_DESCRIPTOR, DROP_NO_SERVICE, DROP_TOO_LARGE,
         DROP_TX_FULL,
     },
     socket::{ChecksumRequest, XskSocket, XskTx, RX_BATCH},
@@ -45,7 +45,7 @@ pub struct Worker {
     /// Largest UDP payload sent.
     pub max_payload: usize,
     /// Counters.
-    pub metrics: AfxdpMetrics,
+    pub metrics: AfXdpMetrics,
     /// The eventfd services (and the tokio side) use to wake the thread.
     pub waker: Waker,
 }
@@ -68,7 +68,7 @@ struct FrameTx<'a> {
     tx: &'a mut XskTx,
     sender: Sender,
     max_payload: usize,
-    metrics: &'a AfxdpMetrics,
+    metrics: &'a AfXdpMetrics,
     sent_frames: &'a IntCounter,
     /// The service lets the device finish UDP checksums ([`FrameService::device_checksum`]).
     device_checksum: bool,
@@ -231,7 +231,7 @@ fn dispatch(
     tx: &mut XskTx,
     sender: Sender,
     max_payload: usize,
-    metrics: &AfxdpMetrics,
+    metrics: &AfXdpMetrics,
 ) {
     let Some(bytes) = bytes else {
         metrics.dropped(DROP_BAD_DESCRIPTOR);

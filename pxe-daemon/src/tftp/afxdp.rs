@@ -19,7 +19,7 @@ use super::files::Source;
 use super::metrics::TftpMetrics;
 use super::packet::{write_data_header, DATA_HEADER_BYTES};
 use super::table::{Entry, Peer, TableSettings, TransferIo, Transfers};
-use super::transfer::Send;
+use super::transfer::Outgoing;
 use crate::datapath::{Datagram, FrameService, Route, TxError, UdpTx};
 
 /// The TFTP service of the AF_XDP datapath (port 69 and the transfer range).
@@ -100,16 +100,16 @@ impl TransferIo for FrameIo<'_> {
         }
     }
 
-    fn transfer(&mut self, entry: &Entry, token: u64, sends: &mut [Send], metrics: &TftpMetrics) {
+    fn transfer(&mut self, entry: &Entry, token: u64, sends: &mut [Outgoing], metrics: &TftpMetrics) {
         let Some(route) = self.route(entry.port, &entry.peer) else {
             return;
         };
         for send in sends.iter() {
             let result = match send {
-                Send::Packet(bytes) => self
+                Outgoing::Packet(bytes) => self
                     .tx
                     .send(route, bytes.len(), &mut |buf| buf.copy_from_slice(bytes)),
-                &Send::Data { block, offset, len } => {
+                &Outgoing::Data { block, offset, len } => {
                     let Some(payload) = block_bytes(&entry.source, offset, len, self.disk_block)
                     else {
                         // Nothing is sent: the transfer ends with ERROR 0 after this step.

@@ -23,7 +23,7 @@ use super::packet::{write_data_header, DATA_HEADER_BYTES};
 use super::recv::{RecvBatch, SLOT_BYTES as RECV_SLOT_BYTES};
 use super::setup::{ServerError, ServerSettings};
 use super::table::{Entry, Peer, TransferIo, Transfers};
-use super::transfer::Send;
+use super::transfer::Outgoing;
 use super::uring::{FileBlock, SendRing, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 
 /// Datagrams in flight at once (each holds a buffer of up to 4 + blksize bytes).
@@ -73,7 +73,7 @@ impl TransferIo for KernelIo<'_> {
         }
     }
 
-    fn transfer(&mut self, entry: &Entry, token: u64, sends: &mut [Send], metrics: &TftpMetrics) {
+    fn transfer(&mut self, entry: &Entry, token: u64, sends: &mut [Outgoing], metrics: &TftpMetrics) {
         let ring = &mut *self.ring;
         let Some(&fd) = self.fds.get(entry.port) else {
             return;
@@ -95,11 +95,11 @@ impl TransferIo for KernelIo<'_> {
                     continue;
                 }
             }
-            let send = std::mem::replace(&mut sends[next], Send::Packet(Vec::new()));
+            let send = std::mem::replace(&mut sends[next], Outgoing::Packet(Vec::new()));
             next += 1;
             let queued = match send {
-                Send::Packet(bytes) => ring.send(fd, client, |b| b.extend_from_slice(&bytes)),
-                Send::Data { block, offset, len } => {
+                Outgoing::Packet(bytes) => ring.send(fd, client, |b| b.extend_from_slice(&bytes)),
+                Outgoing::Data { block, offset, len } => {
                     metrics.data_bytes.inc_by(u64::from(len));
                     let mut header = [0u8; DATA_HEADER_BYTES];
                     write_data_header(block, &mut header);
@@ -393,13 +393,13 @@ impl Server {
 /// How many sends at the start of `sends` can leave as one segmented send: DATA blocks within
 /// the file (of `file_len` bytes), all as long as the first but the last, which may be
 /// shorter, at most [`MAX_GSO_SEGMENTS`] and [`MAX_GSO_BYTES`]. 0 if the first is no DATA.
-fn segment_run(sends: &[Send], file_len: usize) -> usize {
+fn segment_run(sends: &[Outgoing], file_len: usize) -> usize {
     let in_file = |offset: u64, len: u32| {
         offset
             .checked_add(u64::from(len))
             .is_some_and(|end| end <= file_len as u64)
     };
-    let Some(&Send::Data {
+    let Some(&Outgoing::Data {
         offset, len: full, ..
     }) = sends.first()
     else {
@@ -413,7 +413,7 @@ fn segment_run(sends: &[Send], file_len: usize) -> usize {
     let mut count = 1;
     for send in sends.iter().take(max).skip(1) {
         match *send {
-            Send::Data { offset, len, .. } if len <= full && in_file(offset, len) => {
+            Outgoing::Data { offset, len, .. } if len <= full && in_file(offset, len) => {
                 count += 1;
                 // Only the last segment may be shorter.
                 if len < full {
@@ -432,17 +432,17 @@ fn queue_segments(
     fd: RawFd,
     to: SocketAddr,
     data: &[u8],
-    run: &[Send],
+    run: &[Outgoing],
     metrics: &TftpMetrics,
 ) -> io::Result<()> {
-    let Some(Send::Data { len: first, .. }) = run.first() else {
+    let Some(Outgoing::Data { len: first, .. }) = run.first() else {
         return Ok(());
     };
     let segment = u16::try_from(DATA_HEADER_BYTES + *first as usize)
         .map_err(|_| io::Error::other("block larger than a datagram"))?;
     ring.send_segments(fd, to, segment, |b| {
         for send in run {
-            let Send::Data { block, offset, len } = *send else {
+            let Outgoing::Data { block, offset, len } = *send else {
                 continue;
             };
             metrics.data_bytes.inc_by(u64::from(len));
@@ -586,8 +586,8 @@ mod tests {
         panic!("transfer did not end");
     }
 
-    fn data(block: u16, len: u32) -> Send {
-        Send::Data {
+    fn data(block: u16, len: u32) -> Outgoing {
+        Outgoing::Data {
             block,
             offset: u64::from(block - 1) * 1468,
             len,
@@ -608,17 +608,17 @@ mod tests {
         let short_then_full = [data(1, 1468), data(2, 100), data(3, 1468)];
         assert_eq!(segment_run(&short_then_full, file), 2);
         // An OACK or ERROR is not DATA; a block beyond the file is sent on its own.
-        assert_eq!(segment_run(&[Send::Packet(vec![0, 6])], file), 0);
+        assert_eq!(segment_run(&[Outgoing::Packet(vec![0, 6])], file), 0);
         assert_eq!(
-            segment_run(&[data(1, 1468), Send::Packet(vec![0, 5])], file),
+            segment_run(&[data(1, 1468), Outgoing::Packet(vec![0, 5])], file),
             1
         );
         assert_eq!(segment_run(&[data(1, 1468), data(12, 1468)], file), 1);
         assert_eq!(segment_run(&[], file), 0);
         // At most 64 segments and 65,000 bytes.
-        let many: Vec<Send> = (1..=100).map(|b| data(b, 512)).collect();
+        let many: Vec<Outgoing> = (1..=100).map(|b| data(b, 512)).collect();
         assert_eq!(segment_run(&many, 1 << 20), MAX_GSO_SEGMENTS);
-        let big: Vec<Send> = (1..=64).map(|b| data(b, 1468)).collect();
+        let big: Vec<Outgoing> = (1..=64).map(|b| data(b, 1468)).collect();
         assert_eq!(segment_run(&big, 1468 * 64), 65_000 / 1472);
     }
 

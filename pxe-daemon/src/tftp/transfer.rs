@@ -14,7 +14,7 @@ use super::packet::{write_oack, ErrorCode, Packet, ParseError, WireError};
 
 /// One datagram the transfer wants sent to its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Send {
+pub enum Outgoing {
     /// A complete datagram (OACK or ERROR).
     Packet(Vec<u8>),
     /// DATA `block` carrying the file's bytes `offset..offset + len`.
@@ -32,7 +32,7 @@ pub enum Send {
 #[derive(Debug, Default)]
 pub struct Output {
     /// Datagrams to send, in order.
-    pub sends: Vec<Send>,
+    pub sends: Vec<Outgoing>,
     /// Datagrams among `sends` that were sent before (by a timeout or a client's partial ACK).
     pub retransmits: u32,
     /// Duplicate ACKs seen (and ignored).
@@ -168,7 +168,7 @@ impl Transfer {
         if negotiated.has_oack() {
             let mut oack = Vec::new();
             write_oack(&negotiated.acknowledged, &mut oack);
-            out.sends.push(Send::Packet(oack.clone()));
+            out.sends.push(Outgoing::Packet(oack.clone()));
             t.oack = Some(oack.into_boxed_slice());
             t.phase = Phase::Oack;
         } else {
@@ -236,7 +236,7 @@ impl Transfer {
             }
             (_, _) => {
                 let err = WireError::new(ErrorCode::IllegalOperation, "illegal TFTP operation");
-                out.sends.push(Send::Packet(err.to_packet()));
+                out.sends.push(Outgoing::Packet(err.to_packet()));
                 self.end(Outcome::Failed(FailReason::IllegalOperation));
             }
         }
@@ -256,7 +256,7 @@ impl Transfer {
         self.tries += 1;
         match (&self.phase, &self.oack) {
             (Phase::Oack, Some(oack)) => {
-                out.sends.push(Send::Packet(oack.to_vec()));
+                out.sends.push(Outgoing::Packet(oack.to_vec()));
                 out.retransmits += 1;
                 self.deadline = now + self.timeout;
             }
@@ -274,7 +274,7 @@ impl Transfer {
     pub fn on_repeated_request(&mut self, now: Instant, out: &mut Output) {
         match (&self.phase, &self.oack) {
             (Phase::Oack, Some(oack)) => {
-                out.sends.push(Send::Packet(oack.to_vec()));
+                out.sends.push(Outgoing::Packet(oack.to_vec()));
                 out.retransmits += 1;
                 self.deadline = now + self.timeout;
             }
@@ -305,7 +305,7 @@ impl Transfer {
             return;
         }
         if let Some(err) = error {
-            out.sends.push(Send::Packet(err.to_packet()));
+            out.sends.push(Outgoing::Packet(err.to_packet()));
         }
         self.end(Outcome::Failed(reason));
     }
@@ -349,7 +349,7 @@ impl Transfer {
                 .file_size
                 .saturating_sub(offset)
                 .min(u64::from(self.blksize));
-            out.sends.push(Send::Data {
+            out.sends.push(Outgoing::Data {
                 block: self.sent as u16,
                 offset,
                 len: len as u32,
@@ -384,8 +384,8 @@ mod tests {
         (t, out)
     }
 
-    fn data(block: u16, offset: u64, len: u32) -> Send {
-        Send::Data { block, offset, len }
+    fn data(block: u16, offset: u64, len: u32) -> Outgoing {
+        Outgoing::Data { block, offset, len }
     }
 
     fn step(t: &mut Transfer, bytes: &[u8], now: Instant) -> Output {
@@ -431,7 +431,7 @@ mod tests {
         let (mut t, out) = start(&opts, 10_000, now);
         assert_eq!(
             out.sends,
-            vec![Send::Packet(
+            vec![Outgoing::Packet(
                 b"\x00\x06tsize\x0010000\x00blksize\x001468\x00windowsize\x004\x00".to_vec()
             )]
         );
@@ -575,7 +575,7 @@ mod tests {
         }
         assert_eq!(
             step(&mut t, &ack(65_534), now).sends,
-            Vec::<Send>::new(),
+            Vec::<Outgoing>::new(),
             "duplicate"
         );
         assert_eq!(
@@ -611,8 +611,8 @@ mod tests {
             .sends
             .iter()
             .map(|s| match s {
-                Send::Data { block, .. } => *block,
-                Send::Packet(_) => panic!("unexpected packet"),
+                Outgoing::Data { block, .. } => *block,
+                Outgoing::Packet(_) => panic!("unexpected packet"),
             })
             .collect();
         assert_eq!(blocks, vec![65_533, 65_534, 65_535, 0]);
@@ -632,7 +632,7 @@ mod tests {
         let out = step(&mut t, b"\x00\x03\x00\x01data", now);
         assert_eq!(
             out.sends,
-            vec![Send::Packet(
+            vec![Outgoing::Packet(
                 b"\x00\x05\x00\x04illegal TFTP operation\x00".to_vec()
             )]
         );
