@@ -9,9 +9,11 @@
 mod cpu;
 pub mod dhcp;
 pub mod http;
+mod peers;
 mod perfdhcp;
 mod rack;
 mod results;
+mod run_info;
 mod snmp;
 pub mod tftp;
 mod xdp;

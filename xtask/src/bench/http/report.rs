@@ -3,15 +3,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::load::{LargeRun, Others, SmallRun, Usage, WRK_THREADS};
 use super::servers::{self, Kind, NGINX_WORKERS};
-use super::{output_of, proc, Plan, LARGE_CONNECTIONS};
-use crate::workspace;
-
-/// The results file, relative to the workspace root.
-pub const RESULTS_FILE: &str = "bench/RESULTS.md";
+use super::{Plan, LARGE_CONNECTIONS};
+use crate::bench::run_info::{self, first_line};
 
 /// What the run was, for the report.
 #[derive(Debug)]
@@ -29,57 +24,19 @@ pub struct Info {
 impl Info {
     /// Reads the date, commit, machine and peers' versions.
     pub fn collect() -> anyhow::Result<Info> {
-        let root = workspace::root().to_string_lossy().into_owned();
-        let mut commit = output_of(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]);
-        // The results file itself does not make the measured tree dirty.
-        let exclude = format!(":!{RESULTS_FILE}");
-        if !output_of(&[
-            "git",
-            "-C",
-            &root,
-            "status",
-            "--porcelain",
-            "--",
-            ".",
-            &exclude,
-        ])
-        .is_empty()
-        {
-            commit.push_str(" + uncommitted changes");
-        }
-        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-            .map_or("unknown model", |(_, m)| m.trim())
-            .to_owned();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let mem_gib = proc::status_kib(&meminfo, "MemTotal").unwrap_or(0) as f64 / 1048576.0;
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let args: Vec<String> = std::env::args().skip(1).collect();
         Ok(Info {
-            command: format!("cargo xtask {}", args.join(" ")),
-            date: output_of(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
-            commit,
-            machine: format!(
-                "{cpus} CPUs ({model}), {mem_gib:.0} GiB, kernel {}",
-                kernel.trim()
-            ),
-            loadavg: std::fs::read_to_string("/proc/loadavg")
-                .context("reading /proc/loadavg")?
+            command: run_info::command_line(),
+            date: run_info::date_utc(),
+            commit: run_info::commit(),
+            machine: run_info::machine(),
+            loadavg: run_info::loadavg(),
+            nginx: first_line(&["nginx", "-v"]).replace("nginx version: ", ""),
+            wrk: first_line(&["wrk", "-v"])
                 .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
-            nginx: output_of(&["nginx", "-v"]).replace("nginx version: ", ""),
-            wrk: output_of(&["wrk", "-v"])
-                .lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
+                .nth(1)
                 .unwrap_or("?")
                 .to_owned(),
-            tmp_fs: output_of(&[
+            tmp_fs: first_line(&[
                 "findmnt",
                 "--noheadings",
                 "--output",
@@ -511,6 +468,3 @@ fn others(others: &Others, usage: &Usage) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-
-/// Writes section `name` of the results file (one implementation for every benchmark).
-pub use crate::bench::results::write_section;

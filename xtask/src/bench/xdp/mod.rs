@@ -19,10 +19,9 @@ use anyhow::{ensure, Context as _};
 use serde_json::Value;
 
 use crate::bench::dhcp::servers::Mode;
-use crate::bench::dhcp::{command_line, commit, first_line, machine};
 use crate::bench::results::{self, table};
+use crate::bench::run_info;
 use crate::bench::tftp::{self, Row as TftpRow, Server as TftpServer};
-use crate::workspace;
 use dhcp::{Contender, Step};
 
 /// Section of bench/RESULTS.md.
@@ -129,13 +128,9 @@ pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| vec![Part::Cost, Part::Dhcp, Part::Tftp]);
     let started = Instant::now();
-    let loadavg = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    let date = first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]);
+    let loadavg = run_info::loadavg();
+    let date = run_info::date_utc();
     let bins = tftp::Bins::build()?;
-    // The harness starts `$PXE_DAEMON_BIN`; set before any thread of ours reads the environment.
-    std::env::set_var("PXE_DAEMON_BIN", &bins.daemon);
     let datapaths = Datapaths::probe(&bins.daemon);
     let mut out = String::from("## XDP fast path: program cost, DHCP and TFTP by datapath\n\n");
     writeln!(
@@ -147,14 +142,14 @@ pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
          (no zero-copy), and the XDP program runs in veth's native mode; on a NIC with \
          zero-copy AF_XDP the XDP datapath saves more. Generator and server share the 2 cores.\n\
          - Datapaths: {}.\n",
-        command_line(),
-        commit(),
+        run_info::command_line(),
+        run_info::commit(),
         if args.quick {
             " (--quick: short steps; not a measurement to quote)"
         } else {
             ""
         },
-        machine(),
+        run_info::machine(),
         if datapaths.flag {
             "`--datapath kernel` and `--datapath xdp` both offered by this build"
         } else {
@@ -195,6 +190,7 @@ pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
                 QUIET_WAIT
             },
             generator: &bins.generator,
+            daemon: &bins.daemon,
             datapaths: &datapaths,
         };
         let outcome = dhcp::run(&plan)?;
@@ -212,8 +208,7 @@ pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
     if args.quick {
         println!("(--quick: {} left alone)", results::RESULTS_FILE);
     } else {
-        let path = workspace::root().join(results::RESULTS_FILE);
-        results::write_section(&path, SECTION, &out)?;
+        let path = results::write_section(SECTION, &out)?;
         println!("== wrote the XDP section of {}", path.display());
     }
     Ok(())

@@ -17,18 +17,17 @@
 //! prints.
 
 mod load;
-mod proc;
 mod report;
 mod servers;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
 use pxe_tests::TestNet;
 
+use super::results;
 use crate::workspace;
 use load::{LargeRun, SmallRun};
 use report::{Info, Results};
@@ -172,8 +171,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
     if plan.quick {
         println!("(--quick: bench/RESULTS.md left alone)");
     } else {
-        let path = workspace::root().join(report::RESULTS_FILE);
-        report::write_section(&path, SECTION, &markdown)?;
+        let path = results::write_section(SECTION, &markdown)?;
         println!("written to {}", path.display());
     }
     Ok(())
@@ -336,20 +334,4 @@ fn print_small(round: u32, run: &SmallRun) {
         u.percent_of_core(u.softirq_cpu),
         u.percent_of_core(u.rest_of_machine()),
     );
-}
-
-/// Stdout of `argv`, trimmed; empty when it cannot run.
-fn output_of(argv: &[&str]) -> String {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .map(|o| {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text).trim().to_owned()
-        })
-        .unwrap_or_default()
 }
