@@ -1,5 +1,5 @@
 //! `cargo xtask bench http`: pxe-daemon against nginx (sendfile on) on the same files, in the
-//! test harness's namespaces, one server after the other in one run (issue #5, item 7).
+//! test harness's namespaces, one server after the other in one run.
 //!
 //! 1. Large: 100 keep-alive connections download a 200 MiB file over and over for a fixed time
 //!    (`pxe-bench http-load`, which drops body bytes in the kernel so the client stays cheap):

@@ -13,7 +13,7 @@ use super::{
 use crate::bench::{results, run_info};
 
 /// The heading's anchor in bench/README.md.
-const METHOD_ANCHOR: &str = "rack-boot";
+const METHOD_ANCHOR: &str = "rack-report";
 
 /// A summary field of a report.
 fn field<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {

@@ -14,7 +14,7 @@ use super::{
 use crate::bench::{results, run_info};
 
 /// The heading's anchor in bench/README.md.
-const METHOD_ANCHOR: &str = "tftp";
+const METHOD_ANCHOR: &str = "tftp-report";
 
 /// The rows as a Markdown section: what ran, the table, the ratio to tftpd-hpa, the goal.
 pub fn section(
