@@ -102,7 +102,7 @@ impl PacketSocket {
         })?;
         // SAFETY: a new descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let filter = frame::udp_port_filter(super::dhcp::CLIENT_PORT);
+        let filter = frame::udp_port_filter(pxe_common::DHCP_CLIENT_PORT);
         let prog = libc::sock_fprog {
             len: u16::try_from(filter.len()).unwrap_or(0),
             filter: filter.as_ptr().cast_mut(),
@@ -383,7 +383,7 @@ pub fn port68_sink(iface: &Interface) -> Option<OwnedFd> {
     .ok()?;
     let addr = libc::sockaddr_in {
         sin_family: u16::try_from(libc::AF_INET).unwrap_or(2),
-        sin_port: super::dhcp::CLIENT_PORT.to_be(),
+        sin_port: pxe_common::DHCP_CLIENT_PORT.to_be(),
         sin_addr: libc::in_addr { s_addr: 0 },
         sin_zero: [0; 8],
     };
