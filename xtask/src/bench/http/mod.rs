@@ -22,6 +22,7 @@ mod servers;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
@@ -128,19 +129,16 @@ impl Plan {
 }
 
 /// Set by SIGINT or SIGTERM: the run stops after the step under way and cleans up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
 /// Lets SIGINT and SIGTERM end the run through the normal error path, so that the namespaces,
 /// servers and files are removed (the default action would kill xtask without its destructors).
-fn catch_interrupts() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+fn catch_interrupts() -> anyhow::Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&INTERRUPTED))
+            .with_context(|| format!("catching signal {signal}"))?;
     }
+    Ok(())
 }
 
 fn check_interrupted() -> anyhow::Result<()> {
@@ -163,7 +161,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
     for bin in [&daemon_bin, &client_bin] {
         ensure!(bin.is_file(), "no binary at {}", bin.display());
     }
-    catch_interrupts();
+    catch_interrupts()?;
     let info = Info::collect()?;
     let results = measure(&plan, &daemon_bin, &client_bin)?;
     let markdown = report::markdown(&info, &plan, &results);
