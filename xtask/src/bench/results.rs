@@ -16,6 +16,7 @@ const HEADER: &str = "\
 
 Written by `cargo xtask bench <what>`; each section is replaced by the next run of its benchmark
 and states the command, the date and the commit that made it. Do not edit a section by hand.
+[README.md](README.md) says how each benchmark is made and how to read it.
 
 The machine: one of the project's VMs (Debian 12, 2 cores, 24 GiB), shared with other
 engineers' builds and tests, so every section records how busy the rest of the machine was.

@@ -97,7 +97,7 @@ pub fn render(info: &RunInfo, steps: &[Step]) -> String {
         ],
         &rows,
     ));
-    out.push_str("\n### Goals\n\n");
+    out.push_str("\n### Goals: faster than dnsmasq, 20,000 full exchanges/s\n\n");
     let goals: Vec<Vec<String>> = modes.iter().flat_map(|&m| goal_rows(m, steps)).collect();
     out.push_str(&table(&["goal", "result", "met"], &goals));
 

@@ -150,7 +150,7 @@ pub fn section(
             .fold(f64::NAN, f64::max);
         writeln!(
             s,
-            "Goal: no failed transfer at N = 1,000: {}; at least {GOAL_RATIO:.0}x tftpd-hpa's \
+            "Goal (TFTP at rack scale): no failed transfer at N = 1,000: {}; at least {GOAL_RATIO:.0}x tftpd-hpa's \
              throughput at N = 1,000: {} (best {best_1000:.2}x).",
             if ours_failed_1000 == 0 {
                 "met".to_owned()
