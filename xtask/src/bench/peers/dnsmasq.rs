@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use pxe_tests::NsChild;
 
 use super::Host;
@@ -21,9 +22,9 @@ pub struct Dnsmasq {
 
 impl Dnsmasq {
     /// Starts dnsmasq at `host` with the common options (no DNS, the host's interface only, its
-    /// pid file in `dir`, its log to its process log) and `options` (`name=value`, as in its
-    /// config file but without quotes: no shell is in between), and waits until it has bound
-    /// UDP port `ready_port` (67 for DHCP, 69 for TFTP).
+    /// pid file in `dir`, made if missing, its log to its process log) and `options`
+    /// (`name=value`, as in its config file but without quotes: no shell is in between), and
+    /// waits until it has bound UDP port `ready_port` (67 for DHCP, 69 for TFTP).
     pub fn start(
         host: Host<'_>,
         dir: &Path,
@@ -31,6 +32,7 @@ impl Dnsmasq {
         ready_port: u16,
     ) -> anyhow::Result<Dnsmasq> {
         let bin = super::find_sbin("dnsmasq")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut argv = vec![
             bin.to_string_lossy().into_owned(),
             "--keep-in-foreground".to_owned(),
