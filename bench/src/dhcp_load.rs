@@ -21,13 +21,13 @@ use serde::Serialize;
 
 use crate::sim::dhcp::{self, msg, Asker, Firmware, Request};
 use crate::sim::frame;
-use crate::sim::sys::{self, Interface, PacketSocket};
+use crate::sim::sys::{self, Batch, Interface, PacketSocket};
 use crate::tftp::report::quantile;
 
 /// Most exchanges one run may start (the transaction id keeps 24 bits for the exchange).
 const MAX_EXCHANGES: u64 = 1 << 24;
 /// Frames per sendmmsg / recvmmsg.
-const BATCH: usize = 64;
+const BATCH: usize = sys::MAX_BATCH;
 /// Longest sleep of the sender between batches.
 const PACE_SLEEP_MAX: Duration = Duration::from_micros(500);
 /// Receive poll bound, so the receiver sees the end of the run.
@@ -423,6 +423,7 @@ fn send(
     let rate = f64::from(args.rate);
     let len = template.bytes.len();
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; len]).collect();
+    let mut headers = Batch::new();
     let mut next: u64 = 0;
     while next < total && !shared.stop.load(Ordering::Relaxed) {
         let elapsed = start.elapsed().as_secs_f64();
@@ -439,14 +440,15 @@ fn send(
             let xid = tag | u32::try_from(seq).unwrap_or(0);
             template.write(client_mac(args.seed, index), xid, buf);
         }
-        let frames: Vec<&[u8]> = bufs.iter().take(n).map(Vec::as_slice).collect();
+        let frames: [&[u8]; BATCH] =
+            std::array::from_fn(|i| bufs.get(i).map_or(&[][..], Vec::as_slice));
         // Stamped before the send: on a veth the answer can be read before sendmmsg returns.
         let stamp = micros_since(start).saturating_add(1);
         let batch = &shared.sent_us[next as usize..next as usize + n];
         for s in batch {
             s.store(stamp, Ordering::Release);
         }
-        let taken = match socket.send_batch(&frames) {
+        let taken = match socket.send_batch(&mut headers, &frames[..n]) {
             Ok(k) => k,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 socket.wait_writable(PACE_SLEEP_MAX);
@@ -486,6 +488,7 @@ fn receive(
     let mut answered = vec![false; total];
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; FRAME_BUF]).collect();
     let mut lens = [0usize; BATCH];
+    let mut headers = Batch::new();
     let mut requests: Vec<Vec<u8>> = Vec::new();
     let wait = u64::try_from(Duration::from_millis(args.wait_ms).as_micros()).unwrap_or(u64::MAX);
     loop {
@@ -496,7 +499,7 @@ fn receive(
         if !socket.wait_readable(RECV_POLL) {
             continue;
         }
-        let n = match socket.recv_batch(&mut bufs, &mut lens) {
+        let n = match socket.recv_batch(&mut headers, &mut bufs, &mut lens) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
@@ -576,12 +579,14 @@ fn receive(
             }
         }
         for chunk in requests.chunks(BATCH) {
-            let frames: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            let frames: [&[u8]; BATCH] =
+                std::array::from_fn(|i| chunk.get(i).map_or(&[][..], Vec::as_slice));
+            let frames = &frames[..chunk.len()];
             let mut from = 0;
             // A full buffer holds the REQUESTs back a little; an error loses them (counted as
             // exchanges not answered).
             for _ in 0..100 {
-                match socket.send_batch(&frames[from..]) {
+                match socket.send_batch(&mut headers, &frames[from..]) {
                     Ok(k) => from += k,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         socket.wait_writable(PACE_SLEEP_MAX);

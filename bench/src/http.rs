@@ -20,6 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::socket::{recv, MsgFlags};
+
 /// How long a blocking read waits before the deadline is checked again.
 const READ_POLL: Duration = Duration::from_millis(200);
 /// Bound on connecting and on writing a request.
@@ -225,21 +227,23 @@ fn response(
     }
     stats.bytes += early;
     let mut remaining = head.length - early;
-    let flags = if spec.copy { 0 } else { libc::MSG_TRUNC };
+    let flags = if spec.copy {
+        MsgFlags::empty()
+    } else {
+        MsgFlags::MSG_TRUNC
+    };
     while remaining > 0 {
         let want = body_buf
             .len()
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        // SAFETY: `body_buf` is valid for writes of `want` bytes and outlives the call; the
-        // socket is open. With MSG_TRUNC the kernel writes nothing to it.
-        let n = unsafe { libc::recv(conn.as_raw_fd(), body_buf.as_mut_ptr().cast(), want, flags) };
-        match n {
-            0 => {
+        // With MSG_TRUNC the kernel writes nothing to the buffer.
+        match recv(conn.as_raw_fd(), &mut body_buf[..want], flags).map_err(io::Error::from) {
+            Ok(0) => {
                 return Err(format!(
                     "connection closed with {remaining} body bytes left"
                 ))
             }
-            n if n > 0 => {
+            Ok(n) => {
                 let n = n as u64;
                 stats.bytes += n;
                 remaining -= n.min(remaining);
@@ -248,18 +252,15 @@ fn response(
                     return Ok(Outcome::Deadline);
                 }
             }
-            _ => {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        if Instant::now() >= deadline {
-                            return Ok(Outcome::Deadline);
-                        }
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    if Instant::now() >= deadline {
+                        return Ok(Outcome::Deadline);
                     }
-                    io::ErrorKind::Interrupted => {}
-                    _ => return Err(format!("reading the body: {e}")),
                 }
-            }
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(format!("reading the body: {e}")),
+            },
         }
     }
     Ok(Outcome::Done)

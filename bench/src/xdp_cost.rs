@@ -183,7 +183,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "boot-server REQUEST to port 4011",
             frame: to_server(Frame {
-                dst_port: 4011,
+                dst_port: pxe_common::PXE_BOOT_SERVER_PORT,
                 ..Frame::dhcp(CLIENT_MAC, &[(60, PXE_BIOS), (93, &[0, 7])])
             })
             .bytes(),
@@ -195,7 +195,7 @@ fn cases() -> Vec<Case> {
             name: "TFTP RRQ (tsize, blksize) to port 69",
             frame: to_server(Frame {
                 data: Some(rrq),
-                ..Frame::udp(69)
+                ..Frame::udp(pxe_common::TFTP_PORT)
             })
             .bytes(),
             class: C::Tftp,
@@ -217,7 +217,7 @@ fn cases() -> Vec<Case> {
             name: "truncated UDP header",
             frame: Frame {
                 truncate_to: Some(14 + 20 + 4),
-                ..Frame::udp(67)
+                ..Frame::udp(pxe_common::DHCP_SERVER_PORT)
             }
             .bytes(),
             class: C::Malformed,
@@ -228,7 +228,7 @@ fn cases() -> Vec<Case> {
             name: "IPv4 fragment (not first) to port 67",
             frame: Frame {
                 frag: 0x0010,
-                ..Frame::udp(67)
+                ..Frame::udp(pxe_common::DHCP_SERVER_PORT)
             }
             .bytes(),
             class: C::Other,

@@ -4,6 +4,9 @@
 //! machine with real PXE firmware from the server, `bench` measures it against its peers.
 //! Building the eBPF object is not xtask's job: pxe-daemon's build.rs does it.
 
+// System calls go through nix, rustix and signal-hook.
+#![forbid(unsafe_code)]
+
 mod bench;
 mod cmd;
 mod cycles;

@@ -4,14 +4,10 @@
 
 use std::net::Ipv4Addr;
 
+use pxe_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
+
 use super::frame::{self, UdpFrame};
 
-/// DHCP server port.
-pub const SERVER_PORT: u16 = 67;
-/// DHCP client port.
-pub const CLIENT_PORT: u16 = 68;
-/// PXE boot server discovery port.
-pub const BOOT_SERVER_PORT: u16 = 4011;
 /// Length of the fixed BOOTP header.
 const HEADER_LEN: usize = 236;
 /// The DHCP magic cookie.
@@ -246,8 +242,8 @@ pub fn broadcast_frame(mac: [u8; 6], payload: &[u8]) -> UdpFrame<'_> {
         dst_mac: frame::BROADCAST_MAC,
         src_ip: Ipv4Addr::UNSPECIFIED,
         dst_ip: Ipv4Addr::BROADCAST,
-        src_port: CLIENT_PORT,
-        dst_port: SERVER_PORT,
+        src_port: DHCP_CLIENT_PORT,
+        dst_port: DHCP_SERVER_PORT,
         payload,
     }
 }

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use nix::sys::socket::{recv, MsgFlags};
 use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -288,6 +289,10 @@ thread_local! {
     /// The read buffer every connection of this thread shares: a read never awaits while it
     /// holds it.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+    /// The length bound of a discarding read (MSG_TRUNC): the kernel never writes to it, so its
+    /// zeroed pages are never touched.
+    static DISCARD: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0; DISCARD_CHUNK_BYTES]);
 }
 
 /// Bytes read from the stream beyond a response head, kept for the body: a per-connection
@@ -305,10 +310,7 @@ async fn read_head(stream: &mut TcpStream, idle: Duration) -> Result<Head, HttpE
         let peeked = SCRATCH.with_borrow_mut(|buf| {
             stream.try_io(Interest::READABLE, || {
                 let fd = stream.as_raw_fd();
-                // SAFETY: buf is valid for writes of its length.
-                let n =
-                    unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
-                let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+                let n = recv(fd, buf, MsgFlags::MSG_PEEK)?;
                 if n == 0 {
                     return Ok(None);
                 }
@@ -319,9 +321,7 @@ async fn read_head(stream: &mut TcpStream, idle: Duration) -> Result<Head, HttpE
                 joined.extend_from_slice(&buf[..take]);
                 let end = find_head_end(&joined).map(|e| e - seen.min(3));
                 let consume = end.unwrap_or(take);
-                // SAFETY: buf is valid for writes of `consume` <= n bytes.
-                let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), consume, 0) };
-                let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
+                let got = recv(fd, &mut buf[..consume], MsgFlags::empty())?;
                 head.extend_from_slice(&buf[..got]);
                 Ok(Some(end.is_some()))
             })
@@ -430,30 +430,23 @@ async fn wait_readable(stream: &TcpStream, idle: Duration) -> Result<(), HttpErr
 fn read_some(stream: &TcpStream, max: usize, kept: Option<&mut Vec<u8>>) -> io::Result<usize> {
     stream.try_io(Interest::READABLE, || {
         let fd = stream.as_raw_fd();
-        let n = match kept {
+        match kept {
             Some(body) => SCRATCH.with_borrow_mut(|buf| {
                 let want = max.min(buf.len());
-                // SAFETY: buf is valid for writes of `want` bytes.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), want, 0) };
-                if let Ok(got) = usize::try_from(n) {
-                    if body.len() + got > MAX_KEPT_BODY_BYTES {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
-                    }
-                    body.extend_from_slice(&buf[..got]);
+                let got = recv(fd, &mut buf[..want], MsgFlags::empty())?;
+                if body.len() + got > MAX_KEPT_BODY_BYTES {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
                 }
-                Ok(n)
-            })?,
-            // SAFETY: MSG_TRUNC on TCP discards up to `max` bytes without a buffer.
-            None => unsafe {
-                libc::recv(
-                    fd,
-                    std::ptr::null_mut(),
-                    max.min(DISCARD_CHUNK_BYTES),
-                    libc::MSG_TRUNC,
-                )
-            },
-        };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+                body.extend_from_slice(&buf[..got]);
+                Ok(got)
+            }),
+            // MSG_TRUNC on TCP discards up to the length given: the kernel writes nothing to
+            // the buffer, which only bounds the length.
+            None => DISCARD.with_borrow_mut(|buf| {
+                let want = max.min(buf.len());
+                Ok(recv(fd, &mut buf[..want], MsgFlags::MSG_TRUNC)?)
+            }),
+        }
     })
 }
 

@@ -815,8 +815,8 @@ impl Boot<'_> {
                     dst_mac,
                     src_ip: ip,
                     dst_ip: server,
-                    src_port: dhcp::CLIENT_PORT,
-                    dst_port: dhcp::BOOT_SERVER_PORT,
+                    src_port: pxe_common::DHCP_CLIENT_PORT,
+                    dst_port: pxe_common::PXE_BOOT_SERVER_PORT,
                     payload: &payload,
                 })
                 .await;

@@ -2,33 +2,51 @@
 //! DHCP, the port-68 sink, the netlink socket that puts each machine's address on the
 //! interface, and the process's limits and CPU time.
 
-use std::ffi::CString;
-use std::io;
-use std::mem;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    self, recvmmsg, sendmmsg, setsockopt, sockopt, AddressFamily, ControlMessage, MsgFlags,
+    MultiHeaders, SockFlag, SockProtocol, SockType, SockaddrIn,
+};
 
 use super::frame;
 
 /// Receive buffer asked for the AF_PACKET socket: a rack's offers arrive in one burst.
-const PACKET_RCVBUF_BYTES: libc::c_int = 32 << 20;
+const PACKET_RCVBUF_BYTES: usize = 32 << 20;
 /// Send buffer of the AF_PACKET socket.
-const PACKET_SNDBUF_BYTES: libc::c_int = 8 << 20;
+const PACKET_SNDBUF_BYTES: usize = 8 << 20;
+/// Most frames one [`PacketSocket::send_batch`] or [`PacketSocket::recv_batch`] moves.
+pub const MAX_BATCH: usize = 64;
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+/// Sets a socket option no crate has a typed setter for (classic BPF filters and the
+/// AF_PACKET options).
+fn setsockopt_raw<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(0);
+    // SAFETY: `value` points to a live T of `len` bytes for the duration of the call, and
+    // `fd` is an open socket.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(value).cast(),
+            len,
+        )
+    };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(ret)
+        Ok(())
     }
-}
-
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    let len = libc::socklen_t::try_from(mem::size_of::<T>()).unwrap_or(0);
-    // SAFETY: `value` points to a live T of `len` bytes for the duration of the call.
-    cvt(unsafe { libc::setsockopt(fd, level, name, std::ptr::from_ref(value).cast(), len) })
-        .map(drop)
 }
 
 /// The interface the machines boot on.
@@ -43,16 +61,8 @@ pub struct Interface {
 impl Interface {
     /// Looks `name` up.
     pub fn find(name: &str) -> io::Result<Interface> {
-        let cname = CString::new(name)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
-        // SAFETY: a valid NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if index == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {name}"),
-            ));
-        }
+        let index = nix::net::if_::if_nametoindex(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")))?;
         // AF_PACKET with Ethernet headers needs an Ethernet interface.
         let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?;
         if parse_mac(text.trim()).is_none() {
@@ -92,52 +102,26 @@ impl PacketSocket {
     /// Opens it on `iface`. Needs CAP_NET_RAW.
     pub fn open(iface: &Interface) -> io::Result<PacketSocket> {
         // Protocol 0 until the filter is attached, so nothing unfiltered is queued.
-        // SAFETY: plain socket(2).
-        let raw = cvt(unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        })?;
-        // SAFETY: a new descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let filter = frame::udp_port_filter(super::dhcp::CLIENT_PORT);
+        let fd = socket::socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let filter = frame::udp_port_filter(pxe_common::DHCP_CLIENT_PORT);
         let prog = libc::sock_fprog {
             len: u16::try_from(filter.len()).unwrap_or(0),
             filter: filter.as_ptr().cast_mut(),
         };
-        setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &prog,
-        )?;
+        setsockopt_raw(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
         // FORCE as root past rmem_max; the plain option otherwise.
-        if setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &PACKET_RCVBUF_BYTES,
-        )
-        .is_err()
-        {
-            let _ = setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &PACKET_RCVBUF_BYTES,
-            );
+        if setsockopt(&fd, sockopt::RcvBufForce, &PACKET_RCVBUF_BYTES).is_err() {
+            let _ = setsockopt(&fd, sockopt::RcvBuf, &PACKET_RCVBUF_BYTES);
         }
-        let _ = setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            &PACKET_SNDBUF_BYTES,
-        );
+        let _ = setsockopt(&fd, sockopt::SndBufForce, &PACKET_SNDBUF_BYTES);
         // Our own frames (and the host's) are never replies to us.
-        let _ = setsockopt(
-            fd.as_raw_fd(),
+        let _ = setsockopt_raw(
+            fd.as_fd(),
             libc::SOL_PACKET,
             libc::PACKET_IGNORE_OUTGOING,
             &1 as &libc::c_int,
@@ -150,155 +134,140 @@ impl PacketSocket {
             mr_alen: 0,
             mr_address: [0; 8],
         };
-        setsockopt(
-            fd.as_raw_fd(),
+        setsockopt_raw(
+            fd.as_fd(),
             libc::SOL_PACKET,
             libc::PACKET_ADD_MEMBERSHIP,
             &mreq,
         )?;
-        // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
-        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        addr.sll_family = u16::try_from(libc::AF_PACKET).unwrap_or(17);
-        addr.sll_protocol = frame::ETHERTYPE_IPV4.to_be();
-        addr.sll_ifindex = ifindex;
-        let len = libc::socklen_t::try_from(mem::size_of::<libc::sockaddr_ll>()).unwrap_or(0);
-        // SAFETY: addr is a valid sockaddr_ll of `len` bytes.
-        cvt(unsafe { libc::bind(fd.as_raw_fd(), std::ptr::from_ref(&addr).cast(), len) })?;
+        let addr = libc::sockaddr_ll {
+            sll_family: u16::try_from(libc::AF_PACKET).unwrap_or(17),
+            sll_protocol: frame::ETHERTYPE_IPV4.to_be(),
+            sll_ifindex: ifindex,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 0,
+            sll_addr: [0; 8],
+        };
+        let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap_or(0);
+        // SAFETY: addr is a valid sockaddr_ll of `len` bytes (nix and rustix build no link-layer
+        // address), `fd` an open AF_PACKET socket.
+        let ret = unsafe { libc::bind(fd.as_raw_fd(), std::ptr::from_ref(&addr).cast(), len) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(PacketSocket { fd })
     }
 
     /// Sends one frame; `WouldBlock` when the socket's buffer is full.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: frame is a valid buffer; the socket is bound to the interface.
-        let n = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        socket::send(self.fd.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT)?;
         Ok(())
     }
 
     /// Receives one frame into `buf`; `WouldBlock` when none is queued.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        Ok(socket::recv(
+            self.fd.as_raw_fd(),
+            buf,
+            MsgFlags::MSG_DONTWAIT,
+        )?)
     }
 }
 
-/// One `mmsghdr` per iovec, each pointing to its iovec (valid while `iovs` lives unmoved).
-fn mmsghdrs(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
-    iovs.iter_mut()
-        .map(|iov| {
-            // SAFETY: msghdr is plain data; zeroed is a valid start.
-            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-            hdr.msg_iov = std::ptr::from_mut(iov);
-            hdr.msg_iovlen = 1;
-            libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            }
-        })
-        .collect()
+/// The message headers of one thread's batches on a [`PacketSocket`], allocated once: a batch
+/// allocates nothing.
+#[derive(Debug)]
+pub struct Batch {
+    headers: MultiHeaders<()>,
+}
+
+impl Batch {
+    /// Headers for batches of up to [`MAX_BATCH`] frames.
+    pub fn new() -> Batch {
+        Batch {
+            headers: MultiHeaders::preallocate(MAX_BATCH, None),
+        }
+    }
 }
 
 impl PacketSocket {
     /// Hands frames straight to the driver, past the interface's queueing discipline
     /// (PACKET_QDISC_BYPASS): a load generator's frames need no traffic control. Best effort.
     pub fn bypass_qdisc(&self) {
-        let _ = setsockopt(
-            self.fd.as_raw_fd(),
+        let _ = setsockopt_raw(
+            self.fd.as_fd(),
             libc::SOL_PACKET,
             libc::PACKET_QDISC_BYPASS,
             &1 as &libc::c_int,
         );
     }
 
-    /// Sends `frames` with one sendmmsg(2); returns how many the kernel took (`WouldBlock` when
-    /// none: the socket's send buffer is full).
-    pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
-        let mut iovs: Vec<libc::iovec> = frames
-            .iter()
-            .map(|f| libc::iovec {
-                iov_base: f.as_ptr().cast_mut().cast(),
-                iov_len: f.len(),
-            })
-            .collect();
-        let mut msgs = mmsghdrs(&mut iovs);
-        let count = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
-        // SAFETY: every mmsghdr points to one live iovec over a live frame; the socket is bound.
-        let n = unsafe {
-            libc::sendmmsg(
-                self.fd.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                count,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    /// Sends up to [`MAX_BATCH`] of `frames` with one sendmmsg(2); returns how many the kernel
+    /// took (`WouldBlock` when none: the socket's send buffer is full).
+    pub fn send_batch(&self, batch: &mut Batch, frames: &[&[u8]]) -> io::Result<usize> {
+        const NO_ADDRESS: [Option<()>; MAX_BATCH] = [None; MAX_BATCH];
+        let n = frames.len().min(MAX_BATCH);
+        let mut iovs = [[IoSlice::new(&[])]; MAX_BATCH];
+        for (iov, frame) in iovs.iter_mut().zip(frames) {
+            *iov = [IoSlice::new(frame)];
+        }
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
+        let sent = sendmmsg(
+            self.fd.as_raw_fd(),
+            &mut batch.headers,
+            &iovs[..n],
+            &NO_ADDRESS[..n],
+            no_cmsgs,
+            MsgFlags::MSG_DONTWAIT,
+        )?;
+        Ok(sent.count())
     }
 
-    /// Receives up to `bufs.len()` frames with one recvmmsg(2), each into its buffer, and
-    /// writes their lengths into `lens`; `WouldBlock` when none is queued.
-    pub fn recv_batch(&self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
-        let mut iovs: Vec<libc::iovec> = bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        let mut msgs = mmsghdrs(&mut iovs);
-        let count = libc::c_uint::try_from(msgs.len().min(lens.len())).unwrap_or(0);
-        // SAFETY: every mmsghdr points to one live iovec over a live, writable buffer.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                count,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        for (len, msg) in lens.iter_mut().zip(&msgs).take(n) {
-            *len = msg.msg_len as usize;
+    /// Receives up to `bufs.len()` frames (at most [`MAX_BATCH`]) with one recvmmsg(2), each
+    /// into its buffer, and writes their lengths into `lens`; `WouldBlock` when none is queued.
+    pub fn recv_batch(
+        &self,
+        batch: &mut Batch,
+        bufs: &mut [Vec<u8>],
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let n = bufs.len().min(lens.len()).min(MAX_BATCH);
+        let mut bufs = bufs.iter_mut();
+        let mut iovs: [[IoSliceMut<'_>; 1]; MAX_BATCH] = std::array::from_fn(|_| {
+            [IoSliceMut::new(
+                bufs.next().map_or(&mut [][..], Vec::as_mut_slice),
+            )]
+        });
+        let received = recvmmsg(
+            self.fd.as_raw_fd(),
+            &mut batch.headers,
+            iovs[..n].iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        let mut count = 0;
+        for (len, msg) in lens.iter_mut().zip(received) {
+            *len = msg.bytes;
+            count += 1;
         }
-        Ok(n)
+        Ok(count)
     }
 
     /// Waits until a frame is queued or `timeout` passes; whether one is.
     pub fn wait_readable(&self, timeout: Duration) -> bool {
-        self.wait(libc::POLLIN, timeout)
+        self.wait(PollFlags::POLLIN, timeout)
     }
 
     /// Waits until the socket takes frames again or `timeout` passes.
     pub fn wait_writable(&self, timeout: Duration) -> bool {
-        self.wait(libc::POLLOUT, timeout)
+        self.wait(PollFlags::POLLOUT, timeout)
     }
 
-    fn wait(&self, events: libc::c_short, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    fn wait(&self, events: PollFlags, timeout: Duration) -> bool {
+        let mut fds = [PollFd::new(self.fd.as_fd(), events)];
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        poll(&mut fds, timeout).is_ok_and(|n| n > 0)
     }
 
     /// Frames the kernel dropped because this socket's buffer was full, since the last call
@@ -308,8 +277,10 @@ impl PacketSocket {
             tp_packets: 0,
             tp_drops: 0,
         };
-        let mut len = libc::socklen_t::try_from(mem::size_of::<libc::tpacket_stats>()).unwrap_or(0);
-        // SAFETY: stats is a valid tpacket_stats of `len` bytes.
+        let mut len =
+            libc::socklen_t::try_from(std::mem::size_of::<libc::tpacket_stats>()).unwrap_or(0);
+        // SAFETY: stats is a valid tpacket_stats of `len` bytes (no crate reads
+        // PACKET_STATISTICS), `fd` an open AF_PACKET socket.
         let ret = unsafe {
             libc::getsockopt(
                 self.fd.as_raw_fd(),
@@ -338,13 +309,13 @@ impl AsRawFd for PacketSocket {
 /// sends no ICMP port-unreachable back to the server. `None` when port 68 is taken by a
 /// program that does not share it.
 pub fn port68_sink(iface: &Interface) -> Option<OwnedFd> {
-    // SAFETY: plain socket(2).
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return None;
-    }
-    // SAFETY: a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
     let drop_all = [libc::sock_filter {
         code: u16::try_from(libc::BPF_RET | libc::BPF_K).unwrap_or(6),
         jt: 0,
@@ -355,41 +326,11 @@ pub fn port68_sink(iface: &Interface) -> Option<OwnedFd> {
         len: 1,
         filter: drop_all.as_ptr().cast_mut(),
     };
-    setsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_ATTACH_FILTER,
-        &prog,
-    )
-    .ok()?;
-    setsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        &1 as &libc::c_int,
-    )
-    .ok()?;
-    let name = iface.name.as_bytes();
-    // SAFETY: name is valid for its length.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            libc::socklen_t::try_from(name.len()).unwrap_or(0),
-        )
-    })
-    .ok()?;
-    let addr = libc::sockaddr_in {
-        sin_family: u16::try_from(libc::AF_INET).unwrap_or(2),
-        sin_port: super::dhcp::CLIENT_PORT.to_be(),
-        sin_addr: libc::in_addr { s_addr: 0 },
-        sin_zero: [0; 8],
-    };
-    let len = libc::socklen_t::try_from(mem::size_of::<libc::sockaddr_in>()).unwrap_or(0);
-    // SAFETY: addr is a valid sockaddr_in.
-    cvt(unsafe { libc::bind(fd.as_raw_fd(), std::ptr::from_ref(&addr).cast(), len) }).ok()?;
+    setsockopt_raw(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog).ok()?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).ok()?;
+    setsockopt(&fd, sockopt::BindToDevice, &iface.name.clone().into()).ok()?;
+    let addr = SockaddrIn::new(0, 0, 0, 0, pxe_common::DHCP_CLIENT_PORT);
+    socket::bind(fd.as_raw_fd(), &addr).ok()?;
     Some(fd)
 }
 
@@ -408,25 +349,16 @@ const IFA_LOCAL: u16 = 2;
 impl Netlink {
     /// Opens it for the interface `ifindex`.
     pub fn open(ifindex: u32) -> io::Result<Netlink> {
-        // SAFETY: plain socket(2).
-        let raw = cvt(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        })?;
-        // SAFETY: a new descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let timeout = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
         setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &timeout,
+            &fd,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(5, 0),
         )?;
         Ok(Netlink {
             fd,
@@ -483,17 +415,11 @@ impl Netlink {
         }
         let len = u32::try_from(msg.len()).unwrap_or(0);
         msg[0..4].copy_from_slice(&len.to_ne_bytes());
-        // SAFETY: msg is a valid buffer; an unconnected netlink socket sends to the kernel.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // An unconnected netlink socket sends to the kernel.
+        socket::send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())?;
         let mut buf = [0u8; 1024];
         loop {
-            // SAFETY: buf is valid for writes of its length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            let n = socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
             if n < 20 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -517,37 +443,31 @@ impl Netlink {
     }
 }
 
-/// Raises the open-file limit to its hard limit (each machine holds a socket or two).
+/// Raises the open-file limit to its hard limit (each machine holds a socket or two);
+/// returns the limit in effect.
 pub fn raise_nofile_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        let mut lim: libc::rlimit = mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        lim.rlim_cur = lim.rlim_max;
-        let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur
-    }
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
 }
 
 /// CPU time of this process so far (user, system), all threads, and its peak RSS in KiB.
 pub fn cpu_usage() -> (Duration, Duration, u64) {
-    // SAFETY: getrusage with a valid struct.
-    let ru = unsafe {
-        let mut ru: libc::rusage = mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
+        return (Duration::ZERO, Duration::ZERO, 0);
     };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    let time = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
     };
     (
-        tv(ru.ru_utime),
-        tv(ru.ru_stime),
-        u64::try_from(ru.ru_maxrss).unwrap_or(0),
+        time(usage.user_time()),
+        time(usage.system_time()),
+        u64::try_from(usage.max_rss()).unwrap_or(0),
     )
 }
 

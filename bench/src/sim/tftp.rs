@@ -1,25 +1,21 @@
 //! The TFTP client of boot firmware: an RRQ with `tsize 0 blksize 1468` (and `windowsize 4` for
 //! UEFI, as EDK2 asks), read the OACK, abort with ERROR 8 as many ROMs do after a size probe,
 //! then the same request again from a new port and the transfer, acknowledging every window;
-//! a timeout resends the last ACK, a bounded number of times. The packet codec is pure.
+//! a timeout resends the last ACK, a bounded number of times. The packets are the load
+//! generator's codec ([`wire`]).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+use pxe_common::TFTP_PORT;
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
-/// TFTP server port.
-pub const PORT: u16 = 69;
+use crate::tftp::wire::{self, ack, error, Reply};
+
 /// Largest datagram taken (a block of at most 65464 bytes and its header).
 const MAX_DATAGRAM_BYTES: usize = 65_468 + 4;
-
-const OP_RRQ: u16 = 1;
-const OP_DATA: u16 = 3;
-const OP_ACK: u16 = 4;
-const OP_ERROR: u16 = 5;
-const OP_OACK: u16 = 6;
 
 /// What the firmware asks for.
 #[derive(Debug, Clone, Copy)]
@@ -80,87 +76,38 @@ impl TftpError {
 
 /// An RRQ for `file` in octet mode with the options of `opts`.
 pub fn rrq(file: &str, opts: &Options) -> Vec<u8> {
-    let mut p = OP_RRQ.to_be_bytes().to_vec();
-    let mut field = |s: &str| {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    };
-    field(file);
-    field("octet");
-    field("tsize");
-    field("0");
-    field("blksize");
-    field(&opts.blksize.to_string());
+    let mut options = vec![
+        ("tsize", "0".to_owned()),
+        ("blksize", opts.blksize.to_string()),
+    ];
     if opts.windowsize > 1 {
-        field("windowsize");
-        field(&opts.windowsize.to_string());
+        options.push(("windowsize", opts.windowsize.to_string()));
     }
-    p
+    wire::rrq(file, &options)
 }
 
-fn ack(block: u16) -> [u8; 4] {
-    let [o0, o1] = OP_ACK.to_be_bytes();
-    let [b0, b1] = block.to_be_bytes();
-    [o0, o1, b0, b1]
+/// The options of an OACK a firmware acts on (names matched without regard to case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Taken {
+    tsize: Option<u64>,
+    blksize: Option<u64>,
+    windowsize: Option<u64>,
 }
 
-fn error(code: u16, msg: &str) -> Vec<u8> {
-    let mut p = OP_ERROR.to_be_bytes().to_vec();
-    p.extend_from_slice(&code.to_be_bytes());
-    p.extend_from_slice(msg.as_bytes());
-    p.push(0);
-    p
-}
-
-/// A packet from the server.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Packet<'a> {
-    /// DATA: block number, payload.
-    Data(u16, &'a [u8]),
-    /// OACK: the options accepted.
-    Oack(Vec<(String, String)>),
-    /// ERROR: code, message.
-    Error(u16, String),
-}
-
-/// Reads a server packet; `None` for anything else.
-pub fn parse(bytes: &[u8]) -> Option<Packet<'_>> {
-    if bytes.len() < 2 {
-        return None;
-    }
-    let op = u16::from_be_bytes([bytes[0], bytes[1]]);
-    match op {
-        OP_DATA if bytes.len() >= 4 => Some(Packet::Data(
-            u16::from_be_bytes([bytes[2], bytes[3]]),
-            &bytes[4..],
-        )),
-        OP_OACK => {
-            let mut fields = bytes[2..]
-                .split(|&b| b == 0)
-                .map(|f| String::from_utf8_lossy(f).to_ascii_lowercase());
-            let mut opts = Vec::new();
-            while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
-                if !k.is_empty() {
-                    opts.push((k, v));
-                }
-            }
-            Some(Packet::Oack(opts))
+impl Taken {
+    fn of(options: &[(&str, &str)]) -> Taken {
+        let value = |name: &str| {
+            options
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.parse().ok())
+        };
+        Taken {
+            tsize: value("tsize"),
+            blksize: value("blksize"),
+            windowsize: value("windowsize"),
         }
-        OP_ERROR if bytes.len() >= 4 => {
-            let msg = bytes[4..].split(|&b| b == 0).next().unwrap_or(&[]);
-            Some(Packet::Error(
-                u16::from_be_bytes([bytes[2], bytes[3]]),
-                String::from_utf8_lossy(msg).into_owned(),
-            ))
-        }
-        _ => None,
     }
-}
-
-fn oack_value(opts: &[(String, String)], name: &str) -> Option<u64> {
-    opts.iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.parse().ok())
 }
 
 thread_local! {
@@ -229,11 +176,11 @@ async fn probe(
     let mut resends = 0;
     loop {
         send(&sock, &request, server).await?;
-        let (got, value) = recv_with(&sock, opts.timeout, |bytes, _| match parse(bytes) {
-            Some(Packet::Oack(o)) => Ok(Some(oack_value(&o, "tsize"))),
-            Some(Packet::Data(..)) => Ok(Some(None)),
-            Some(Packet::Error(code, msg)) => Err(TftpError::Server(code, msg)),
-            None => Ok(None),
+        let (got, value) = recv_with(&sock, opts.timeout, |bytes, _| match wire::parse(bytes) {
+            Ok(Reply::Oack(o)) => Ok(Some(Taken::of(&o).tsize)),
+            Ok(Reply::Data { .. }) => Ok(Some(None)),
+            Ok(Reply::Error { code, message }) => Err(TftpError::Server(code, message)),
+            Err(_) => Ok(None),
         })
         .await?;
         match (got, value) {
@@ -261,7 +208,7 @@ pub async fn fetch(
     opts: &Options,
     keep: bool,
 ) -> Result<Transfer, TftpError> {
-    let server = SocketAddr::V4(SocketAddrV4::new(server, PORT));
+    let server = SocketAddr::V4(SocketAddrV4::new(server, TFTP_PORT));
     let mut transfer = Transfer {
         data: keep.then(Vec::new),
         ..Transfer::default()
@@ -297,13 +244,13 @@ pub async fn fetch(
             if peer.is_some_and(|p| p != from) {
                 return Step::Foreign(from);
             }
-            match parse(bytes) {
-                Some(Packet::Oack(o)) if peer.is_none() => {
-                    options_taken = Some(o);
+            match wire::parse(bytes) {
+                Ok(Reply::Oack(o)) if peer.is_none() => {
+                    options_taken = Some(Taken::of(&o));
                     peer = Some(from);
                     Step::AckOnly(0)
                 }
-                Some(Packet::Data(block, payload)) => {
+                Ok(Reply::Data { block, payload }) => {
                     if peer.is_none() {
                         peer = Some(from);
                     }
@@ -333,16 +280,17 @@ pub async fn fetch(
                         Step::Ignore
                     }
                 }
-                Some(Packet::Error(code, msg)) => Step::Fail(TftpError::Server(code, msg)),
+                Ok(Reply::Error { code, message }) => Step::Fail(TftpError::Server(code, message)),
                 _ => Step::Ignore,
             }
         })
         .await?;
         if let Some(o) = options_taken {
-            blksize = oack_value(&o, "blksize").map_or(512, |b| usize::try_from(b).unwrap_or(512));
-            window =
-                oack_value(&o, "windowsize").map_or(1, |w| u16::try_from(w).unwrap_or(1).max(1));
-            if let Some(size) = oack_value(&o, "tsize") {
+            blksize = o.blksize.map_or(512, |b| usize::try_from(b).unwrap_or(512));
+            window = o
+                .windowsize
+                .map_or(1, |w| u16::try_from(w).unwrap_or(1).max(1));
+            if let Some(size) = o.tsize {
                 tsize = Some(size);
             }
         }
@@ -415,20 +363,14 @@ mod tests {
     }
 
     #[test]
-    fn packets_parse() {
-        assert_eq!(parse(&[0, 3, 0, 7, 1, 2]), Some(Packet::Data(7, &[1, 2])));
+    fn oack_options_are_read_whatever_their_case() {
         assert_eq!(
-            parse(b"\0\x06tsize\x0074213\0BLKSIZE\x001468\0"),
-            Some(Packet::Oack(vec![
-                ("tsize".into(), "74213".into()),
-                ("blksize".into(), "1468".into())
-            ]))
+            Taken::of(&[("tsize", "74213"), ("BLKSIZE", "1468")]),
+            Taken {
+                tsize: Some(74213),
+                blksize: Some(1468),
+                windowsize: None
+            }
         );
-        assert_eq!(
-            parse(b"\0\x05\0\x01File not found\0"),
-            Some(Packet::Error(1, "File not found".into()))
-        );
-        assert_eq!(parse(&[0, 4, 0, 1]), None);
-        assert_eq!(ack(0x1234), [0, 4, 0x12, 0x34]);
     }
 }

@@ -5,11 +5,14 @@
 //! by a scan every [`TIMER_TICK`]; every loop is bounded by the run's time limit.
 
 use std::collections::BTreeMap;
-use std::io;
-use std::mem::MaybeUninit;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{self, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{recvmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use super::client::{Counters, Expected, Failure, Params, Send, Step, Transfer};
 use super::wire;
@@ -178,7 +181,7 @@ fn run_shard(plan: &Plan, clients: usize, t0: Instant) -> io::Result<(Outcome, O
         last_end: None,
     };
     let mut batch = RecvBatch::new();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
+    let mut events = vec![EpollEvent::empty(); EPOLL_EVENTS];
     for index in 0..clients {
         load.start(index, t0);
     }
@@ -190,13 +193,10 @@ fn run_shard(plan: &Plan, clients: usize, t0: Instant) -> io::Result<(Outcome, O
             load.fail_all(now);
             break;
         }
-        let wait = next_scan
-            .min(hard_deadline)
-            .saturating_duration_since(now)
-            .as_millis();
-        let ready = load.epoll.wait(&mut events, (wait as i32).max(0))?;
+        let wait = next_scan.min(hard_deadline).saturating_duration_since(now);
+        let ready = load.epoll.wait(&mut events, wait)?;
         for event in &events[..ready] {
-            let index = event.u64 as usize;
+            let index = event.data() as usize;
             load.readable(index, &mut batch);
         }
         let now = Instant::now();
@@ -323,7 +323,7 @@ impl Load<'_> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let failure = if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                    let failure = if e.kind() == io::ErrorKind::ConnectionRefused {
                         Failure::Socket("ICMP port unreachable from the server".into())
                     } else {
                         Failure::Socket(format!("receiving: {e}"))
@@ -410,201 +410,111 @@ fn send(client: &Client, what: Send, plan: &Plan) -> io::Result<()> {
 fn open_socket(bind: IpAddr, epoll: &Epoll, index: usize) -> io::Result<UdpSocket> {
     let socket = UdpSocket::bind((bind, 0))?;
     socket.set_nonblocking(true)?;
-    set_rcvbuf(socket.as_raw_fd(), CLIENT_RCVBUF_BYTES);
-    epoll.add(socket.as_raw_fd(), index as u64)?;
+    set_rcvbuf(&socket, CLIENT_RCVBUF_BYTES);
+    epoll.add(&socket, index as u64)?;
     Ok(socket)
 }
 
-fn set_rcvbuf(fd: RawFd, bytes: usize) {
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt reads an int from a valid pointer of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        // FORCE needs CAP_NET_ADMIN; the plain one is capped at rmem_max.
-        if rc == 0 {
-            return;
-        }
+fn set_rcvbuf(socket: &UdpSocket, bytes: usize) {
+    // FORCE needs CAP_NET_ADMIN; the plain one is capped at rmem_max.
+    if setsockopt(socket, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &bytes);
     }
 }
 
 /// Raises the soft limit of open files to the hard one: one socket per client.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }
 
 /// User and system CPU time of this process so far.
 fn cpu_times() -> (Duration, Duration) {
-    let mut usage = MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct given; on failure it stays zeroed.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    (time(usage.ru_utime), time(usage.ru_stime))
+    let (user, system, _) = crate::sim::sys::cpu_usage();
+    (user, system)
 }
 
 /// An epoll set whose events carry a client's index.
-struct Epoll(OwnedFd);
+struct Epoll(epoll::Epoll);
 
 impl Epoll {
     fn new() -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 has no memory effects; the fd is owned from here on.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a new descriptor nobody else owns.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Epoll(epoll::Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?))
     }
 
-    /// Watches `fd` for input, level-triggered.
-    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: the event is read during the call only.
-        let rc =
-            unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    /// Watches `socket` for input, level-triggered.
+    fn add(&self, socket: &UdpSocket, token: u64) -> io::Result<()> {
+        Ok(self
+            .0
+            .add(socket, EpollEvent::new(EpollFlags::EPOLLIN, token))?)
     }
 
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
-        let max = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: the kernel writes at most `max` events into the slice.
-        let n =
-            unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(0);
-            }
-            return Err(e);
+    fn wait(&self, events: &mut [EpollEvent], timeout: Duration) -> io::Result<usize> {
+        let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::MAX);
+        match self.0.wait(events, timeout) {
+            Ok(n) => Ok(n),
+            Err(Errno::EINTR) => Ok(0),
+            Err(e) => Err(e.into()),
         }
-        Ok(n as usize)
     }
 }
 
-/// Buffers for one `recvmmsg`.
+/// Buffers and headers for one `recvmmsg`, allocated once: a read allocates nothing.
 struct RecvBatch {
     bufs: Vec<u8>,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    headers: Vec<libc::mmsghdr>,
+    headers: MultiHeaders<SockaddrStorage>,
+    /// Sender and length of each datagram of the last read.
+    got: [(SocketAddr, usize); RECV_BATCH],
 }
 
 impl RecvBatch {
     fn new() -> RecvBatch {
-        // SAFETY: these C structs are plain data; all zeros is valid for each.
-        let zeroed_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let zeroed_header: libc::mmsghdr = unsafe { std::mem::zeroed() };
         RecvBatch {
             bufs: vec![0u8; RECV_BATCH * RECV_BUF_BYTES],
-            addrs: vec![zeroed_addr; RECV_BATCH],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                RECV_BATCH
-            ],
-            headers: vec![zeroed_header; RECV_BATCH],
+            headers: MultiHeaders::preallocate(RECV_BATCH, None),
+            got: [(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), 0); RECV_BATCH],
         }
     }
 
     /// Reads up to [`RECV_BATCH`] datagrams from `fd` without blocking.
     fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let base = self.bufs.as_mut_ptr();
-        for i in 0..RECV_BATCH {
-            self.iovs[i] = libc::iovec {
-                // SAFETY: the offset stays inside `bufs`.
-                iov_base: unsafe { base.add(i * RECV_BUF_BYTES) }.cast(),
-                iov_len: RECV_BUF_BYTES,
-            };
-            let header = &mut self.headers[i];
-            header.msg_len = 0;
-            header.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            header.msg_hdr.msg_iov = &mut self.iovs[i];
-            header.msg_hdr.msg_iovlen = 1;
-            header.msg_hdr.msg_control = std::ptr::null_mut();
-            header.msg_hdr.msg_controllen = 0;
-            header.msg_hdr.msg_flags = 0;
+        let RecvBatch { bufs, headers, got } = self;
+        let mut chunks = bufs.chunks_exact_mut(RECV_BUF_BYTES);
+        let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or(&mut []))]);
+        let received = recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+        let mut count = 0;
+        for (slot, msg) in got.iter_mut().zip(received) {
+            *slot = (
+                msg.address
+                    .as_ref()
+                    .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), sockaddr),
+                msg.bytes.min(RECV_BUF_BYTES),
+            );
+            count += 1;
         }
-        // SAFETY: every header points at live buffers and addresses of the sizes given, which
-        // outlive the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.headers.as_mut_ptr(),
-                RECV_BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        Ok(count)
     }
 
     /// Sender and bytes of datagram `i` of the last [`RecvBatch::recv`].
     fn get(&self, i: usize) -> (SocketAddr, &[u8]) {
-        let len = (self.headers[i].msg_len as usize).min(RECV_BUF_BYTES);
+        let (from, len) = self.got[i];
         let start = i * RECV_BUF_BYTES;
-        (sockaddr(&self.addrs[i]), &self.bufs[start..start + len])
+        (from, &self.bufs[start..start + len])
     }
 }
 
 /// The address the kernel wrote (unspecified for a family other than IPv4 and IPv6).
-fn sockaddr(storage: &libc::sockaddr_storage) -> SocketAddr {
-    match libc::c_int::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says it is a sockaddr_in, which storage is large enough for.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            ))
-        }
-        _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+fn sockaddr(storage: &SockaddrStorage) -> SocketAddr {
+    if let Some(sin) = storage.as_sockaddr_in() {
+        SocketAddr::V4(SocketAddrV4::from(*sin))
+    } else if let Some(sin6) = storage.as_sockaddr_in6() {
+        SocketAddr::V6(SocketAddrV6::from(*sin6))
+    } else {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
     }
 }

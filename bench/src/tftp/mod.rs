@@ -11,11 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
+use pxe_common::TFTP_PORT;
 
 use client::{Expected, Params, Transfer};
 
-/// TFTP's request port.
-const TFTP_PORT: u16 = 69;
 /// Largest block size (RFC 2348).
 const MAX_BLKSIZE: u16 = 65_464;
 /// Largest window this generator asks for.

@@ -1,5 +1,6 @@
 //! The few TFTP datagrams a reading client sends and receives (RFC 1350, 2347), written apart
-//! from the daemon's own parser so that the benchmark does not share its bugs.
+//! from the daemon's own parser so that the benchmark does not share its bugs. The load
+//! generator (`tftp-load`) and the rack simulator's firmware (`sim::tftp`) both use it.
 
 /// Opcodes (RFC 1350, RFC 2347).
 const OP_RRQ: u16 = 1;

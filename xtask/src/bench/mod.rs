@@ -1,17 +1,16 @@
 //! `cargo xtask bench <what>`: benchmarks of pxe-daemon against its peers, each written to its
-//! own section of bench/RESULTS.md.
-//!
-//! The benchmarks live here rather than in the `pxe-bench` crate: they start real servers and
-//! real load generators (perfdhcp) in the test harness's namespaces and read `/proc`, which is
-//! std and the harness, like `cargo xtask demo`; `pxe-bench` is for load generators of our own
-//! (the rack-boot simulator) that such a benchmark may run.
+//! own section of bench/RESULTS.md (`results`), with the run's facts (`run_info`) and CPU times
+//! (`cpu`), the servers started by `peers`. Why here and not in `pxe-bench`, and how each is
+//! measured: bench/README.md.
 
 mod cpu;
 pub mod dhcp;
 pub mod http;
+mod peers;
 mod perfdhcp;
 mod rack;
 mod results;
+mod run_info;
 mod snmp;
 pub mod tftp;
 mod xdp;

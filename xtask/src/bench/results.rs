@@ -1,8 +1,11 @@
-//! bench/RESULTS.md: one section per benchmark, each replaced by the benchmark's next run.
+//! bench/RESULTS.md: one section per benchmark, each replaced by the benchmark's next run. The
+//! only writer of that file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+
+use crate::workspace;
 
 /// The results file, relative to the workspace root.
 pub const RESULTS_FILE: &str = "bench/RESULTS.md";
@@ -13,6 +16,7 @@ const HEADER: &str = "\
 
 Written by `cargo xtask bench <what>`; each section is replaced by the next run of its benchmark
 and states the command, the date and the commit that made it. Do not edit a section by hand.
+[README.md](README.md) says how each benchmark is made and how to read it.
 
 The machine: one of the project's VMs (Debian 12, 2 cores, 24 GiB), shared with other
 engineers' builds and tests, so every section records how busy the rest of the machine was.
@@ -23,16 +27,33 @@ this machine CPU time per answer is the figure that separates fast servers, sinc
 saturates first.
 ";
 
+/// Replaces section `name` of bench/RESULTS.md with `body` (or appends it); returns the file's
+/// path.
+pub fn write_section(name: &str, body: &str) -> anyhow::Result<PathBuf> {
+    let path = workspace::root().join(RESULTS_FILE);
+    write_section_at(&path, name, body)?;
+    Ok(path)
+}
+
 /// Replaces section `name` of the results file at `path` with `body` (or appends it), creating
-/// the file with its header when it does not exist.
-pub fn write_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
+/// the file with its header when it does not exist. The file is replaced whole (written beside
+/// it, then renamed), so an interrupted run leaves the old one.
+fn write_section_at(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
     let doc = match std::fs::read_to_string(path) {
         Ok(doc) => doc,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => HEADER.to_owned(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    std::fs::write(path, replace_section(&doc, name, body))
-        .with_context(|| format!("writing {}", path.display()))
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, replace_section(&doc, name, body))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// The line under a section's run facts that sends the reader to the method, written once in
+/// bench/README.md (`anchor`: the heading's GitHub anchor there).
+pub fn method_link(anchor: &str) -> String {
+    format!("How it is measured and how to read it: [bench/README.md](README.md#{anchor}).")
 }
 
 /// `doc` with the text between section `name`'s markers replaced by `body`; the section is
@@ -81,6 +102,23 @@ mod tests {
         // Another benchmark's section is left alone.
         let both = replace_section(&twice, "tftp", "t");
         assert!(both.contains("second") && both.ends_with("<!-- bench:tftp:end -->\n"));
+    }
+
+    #[test]
+    fn the_file_is_made_then_only_its_section_changes() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("RESULTS.md");
+        write_section_at(&path, "tftp", "one").expect("writes");
+        let first = std::fs::read_to_string(&path).expect("reads");
+        assert!(first.starts_with("# Benchmark results"));
+        assert!(first.contains("<!-- bench:tftp:begin -->\none\n<!-- bench:tftp:end -->"));
+        let other = "<!-- bench:dhcp:begin -->\nkeep me\n<!-- bench:dhcp:end -->\n";
+        std::fs::write(&path, format!("{first}\n{other}")).expect("writes");
+        write_section_at(&path, "tftp", "two").expect("writes");
+        let second = std::fs::read_to_string(&path).expect("reads");
+        assert!(second.contains("<!-- bench:tftp:begin -->\ntwo\n<!-- bench:tftp:end -->"));
+        assert!(!second.contains("\none\n"));
+        assert!(second.contains(other));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use pxe_tests::TestNet;
 use crate::bench::cpu::{self, MachineTime};
 use crate::bench::perfdhcp::{self, Load};
 use crate::bench::results;
+use crate::bench::run_info::{self, first_line, last_word};
 use crate::bench::snmp::UdpCounters;
 use crate::{cmd, workspace};
 use servers::{Addressing, Mode, Running, Server, Setting};
@@ -279,8 +280,6 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
         .context("building the release pxe-daemon for the benchmark")?;
     let daemon = workspace::release_daemon_bin(&workspace::target_dir()?);
     ensure!(daemon.is_file(), "no daemon at {}", daemon.display());
-    // The harness starts `$PXE_DAEMON_BIN`. Set before any thread of ours reads the environment.
-    std::env::set_var("PXE_DAEMON_BIN", &daemon);
 
     let (rates, step_secs) = if args.quick {
         (
@@ -334,13 +333,14 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
     addressing.add_to(&net)?;
     let setting = Setting {
         net: &net,
+        daemon_bin: &daemon,
         addressing,
         dir: dir.path(),
         xdp_mode: &args.xdp_mode,
         daemon_args: &[],
     };
     let mut info = RunInfo {
-        command: command_line(),
+        command: run_info::command_line(),
         quick: args.quick,
         step_secs,
         quiet_wait_secs: pace.quiet_wait.as_secs(),
@@ -349,12 +349,10 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
         xdp_attach_mode: String::from("?"),
         lease_fs: lease_fs(dir.path()),
         rcvbuf_default: rmem.in_effect(),
-        loadavg: std::fs::read_to_string("/proc/loadavg")
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_default(),
-        date: first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
-        commit: commit(),
-        machine: machine(),
+        loadavg: run_info::loadavg(),
+        date: run_info::date_utc(),
+        commit: run_info::commit(),
+        machine: run_info::machine(),
         peers: format!(
             "perfdhcp {}, dnsmasq {}",
             last_word(&first_line(&["perfdhcp", "-v"])),
@@ -408,8 +406,7 @@ pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
     if args.quick {
         println!("(--quick: {} left alone)", results::RESULTS_FILE);
     } else {
-        let path = workspace::root().join(results::RESULTS_FILE);
-        results::write_section(&path, SECTION, &section)?;
+        let path = results::write_section(SECTION, &section)?;
         println!("== wrote {}", path.display());
     }
     Ok(())
@@ -427,7 +424,7 @@ fn measure(
     info: &mut RunInfo,
 ) -> anyhow::Result<Step> {
     let period = pace.period;
-    let quiet = wait_for_quiet(pace.quiet_wait)?;
+    let quiet = cpu::wait_quiet(quiet_machine(pace.quiet_wait), None)?;
     let mut running = Running::start(server, mode, s)?;
     if let Some(xdp) = running.xdp_attach_mode() {
         xdp.clone_into(&mut info.xdp_attach_mode);
@@ -518,7 +515,7 @@ fn measure(
         server_cpu,
         perfdhcp_cpu,
         wall,
-        machine_busy: machine_after.busy.saturating_sub(machine_before.busy),
+        machine_busy: machine_after.since(machine_before).not_idle(),
         server_rcvbuf_drops,
         client_rcvbuf_drops,
         lease_file_bytes,
@@ -527,119 +524,14 @@ fn measure(
     })
 }
 
-/// Waits, up to `timeout`, until the machine's busy time over [`QUIET_SAMPLE`] is under
-/// [`QUIET_BUSY_SHARE`] of one core; the servers of the last step are stopped by then, so that
-/// is other work. Returns whether it got quiet.
-pub fn wait_for_quiet(timeout: Duration) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + timeout;
-    let mut announced = false;
-    loop {
-        let before = MachineTime::now()?;
-        std::thread::sleep(QUIET_SAMPLE);
-        let after = MachineTime::now()?;
-        // Busy over total time of all CPUs, in cores: a loaded machine oversleeps.
-        let total = after.total.saturating_sub(before.total).as_secs_f64();
-        let busy = after.busy.saturating_sub(before.busy).as_secs_f64();
-        let share = if total > 0.0 {
-            busy / total * cpu::online_cpus() as f64
-        } else {
-            0.0
-        };
-        if share < QUIET_BUSY_SHARE {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            println!(
-                "   (the machine is still {:.0}% of a core busy with other work: measuring anyway)",
-                share * 100.0
-            );
-            return Ok(false);
-        }
-        if !announced {
-            println!(
-                "   (waiting up to {} s for other work to quiet down: {:.0}% of a core busy)",
-                timeout.as_secs(),
-                share * 100.0
-            );
-            announced = true;
-        }
+/// The quiet machine a step waits for (up to `wait`): other work under [`QUIET_BUSY_SHARE`]
+/// of one core over [`QUIET_SAMPLE`]. The servers of the last step are stopped by then.
+pub fn quiet_machine(wait: Duration) -> cpu::Quiet {
+    cpu::Quiet {
+        below_cores: QUIET_BUSY_SHARE,
+        sample: QUIET_SAMPLE,
+        wait,
     }
-}
-
-/// `cargo xtask <the arguments this process got>`.
-pub fn command_line() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("cargo xtask {}", args.join(" "))
-}
-
-/// The first line `argv` prints (stdout, else stderr), or `?`.
-pub fn first_line(argv: &[&str]) -> String {
-    let Some((program, args)) = argv.split_first() else {
-        return String::from("?");
-    };
-    match std::process::Command::new(program).args(args).output() {
-        Ok(o) => {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text)
-                .lines()
-                .next()
-                .unwrap_or("?")
-                .trim()
-                .to_owned()
-        }
-        Err(_) => String::from("?"),
-    }
-}
-
-/// The last word of `line` (`VERSION: 2.2.0` gives `2.2.0`).
-pub fn last_word(line: &str) -> &str {
-    line.split_whitespace().last().unwrap_or("?")
-}
-
-/// `git rev-parse --short HEAD`, with `+ changes` when the work tree differs from it.
-pub fn commit() -> String {
-    let root = workspace::root().to_string_lossy().into_owned();
-    let head = first_line(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]);
-    let dirty = std::process::Command::new("git")
-        // The results file is what a run rewrites: it does not make the measured code differ.
-        .args([
-            "-C",
-            &root,
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-            "--",
-        ])
-        .args([".", &format!(":!{}", results::RESULTS_FILE)])
-        .output()
-        .is_ok_and(|o| !o.stdout.is_empty());
-    if dirty {
-        format!("{head} + uncommitted changes")
-    } else {
-        head
-    }
-}
-
-/// `N CPUs (model), kernel K`.
-pub fn machine() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| String::from("?"));
-    format!(
-        "{} CPUs ({model}), kernel {}",
-        cpu::online_cpus(),
-        first_line(&["uname", "-r"])
-    )
 }
 
 /// The filesystem type of `dir`, as `df` names it.

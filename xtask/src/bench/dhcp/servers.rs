@@ -1,20 +1,19 @@
 //! The servers under test, started fresh for every step in the server namespace, on the same
 //! veth, with the same addresses and the same pool.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use pxe_tests::{metric_value, Daemon, NsChild, TestNet};
+use pxe_tests::{metric_value, NsChild, TestNet};
 
+use crate::bench::peers::daemon::{self, Daemon};
+use crate::bench::peers::dnsmasq::Dnsmasq;
+use crate::bench::peers::Host;
 use crate::bench::perfdhcp::Exchange;
 
-/// Bound on dnsmasq's start: its DHCP socket must be bound by then.
-const DNSMASQ_READY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause between checks of dnsmasq's socket.
-const DNSMASQ_READY_POLL: Duration = Duration::from_millis(50);
+/// Port of our daemon's HTTP (its health and metrics).
+const DAEMON_HTTP_PORT: u16 = 8080;
 /// Lease time both servers give, seconds (longer than any run, so no lease expires in one).
 const LEASE_TIME_SECS: u32 = 3600;
 /// `--dhcp-lease-max` of dnsmasq: far above what a run hands out (its default is 1000).
@@ -157,6 +156,8 @@ impl Addressing {
 pub struct Setting<'a> {
     /// The namespaces.
     pub net: &'a TestNet,
+    /// The release pxe-daemon.
+    pub daemon_bin: &'a Path,
     /// The /16.
     pub addressing: Addressing,
     /// Directory for config and lease files (on the disk under test).
@@ -194,7 +195,7 @@ impl<'net> Running<'net> {
     /// The process id (of the server itself: `ip netns exec` execs in place).
     pub fn pid(&self) -> u32 {
         match self {
-            Running::Ours(d) => d.id().expect("the daemon runs until stopped"),
+            Running::Ours(d) => d.id(),
             Running::Dnsmasq(c) => c.id(),
         }
     }
@@ -218,7 +219,7 @@ impl<'net> Running<'net> {
     /// Our daemon's XDP attach mode, from its metrics (`None` for dnsmasq).
     pub fn xdp_attach_mode(&self) -> Option<&'static str> {
         let Running::Ours(d) = self else { return None };
-        let metrics = d.metrics();
+        let metrics = d.metrics().unwrap_or_default();
         ["driver", "skb", "none"]
             .into_iter()
             .find(|m| metric_value(&metrics, "pxe_xdp_attach_mode", &[("mode", m)]) == Some(1.0))
@@ -241,7 +242,7 @@ impl Running<'_> {
     /// Our daemon's `/metrics` text (`None` for dnsmasq, or when it does not answer).
     pub fn metrics(&self) -> Option<String> {
         match self {
-            Running::Ours(d) => d.try_metrics(),
+            Running::Ours(d) => d.metrics(),
             Running::Dnsmasq(_) => None,
         }
     }
@@ -276,10 +277,19 @@ fn start_ours<'net>(mode: Mode, s: &Setting<'net>, leases: &Path) -> anyhow::Res
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     std::fs::write(root.join(BOOT_FILE), b"placeholder boot program\n")
         .with_context(|| format!("writing {BOOT_FILE} into {}", root.display()))?;
-    let config = config.to_string_lossy();
-    let mut args = vec!["--config", &*config, "--xdp-mode", s.xdp_mode];
+    let mut args = vec!["--xdp-mode", s.xdp_mode];
     args.extend_from_slice(s.daemon_args);
-    let daemon = Daemon::start_with_root_at_level(s.net, &root, "info", &args);
+    let daemon = Daemon::start(
+        s.net,
+        &daemon::Options {
+            bin: s.daemon_bin,
+            config: &config,
+            root: Some(&root),
+            http: SocketAddrV4::new(s.net.server_ip(), DAEMON_HTTP_PORT),
+            log_level: daemon::LOG_LEVEL,
+            args: &args,
+        },
+    )?;
     Ok(Running::Ours(daemon))
 }
 
@@ -289,69 +299,31 @@ fn start_dnsmasq<'net>(
     leases: &Path,
 ) -> anyhow::Result<Running<'net>> {
     let a = s.addressing;
-    let mut argv: Vec<String> = [
-        "dnsmasq",
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        // No DNS.
-        "--port=0",
-        "--no-ping",
+    let mut options = vec![
+        "no-ping".to_owned(),
         // One log line per DHCP message otherwise: that is not what is measured.
-        "--quiet-dhcp",
-        "--log-facility=-",
-        "--bind-interfaces",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    argv.push(format!("--interface={}", s.net.server_if()));
-    argv.push(format!("--dhcp-lease-max={DNSMASQ_LEASE_MAX}"));
-    argv.push(format!("--dhcp-leasefile={}", leases.display()));
-    argv.push(format!(
-        "--pid-file={}",
-        s.dir.join("dnsmasq.pid").display()
-    ));
+        "quiet-dhcp".to_owned(),
+        format!("dhcp-lease-max={DNSMASQ_LEASE_MAX}"),
+        format!("dhcp-leasefile={}", leases.display()),
+    ];
     match mode {
         Mode::Proxy => {
-            argv.push(format!("--dhcp-range={},proxy", a.network()));
-            // No shell in between, so no quotes: dnsmasq would keep them in the menu text.
-            argv.push(format!(
-                "--pxe-service=x86PC,boot,{}",
+            options.push(format!("dhcp-range={},proxy", a.network()));
+            options.push(format!(
+                "pxe-service=x86PC,boot,{}",
                 BOOT_FILE.trim_end_matches(".kpxe")
             ));
         }
         Mode::Full => {
-            argv.push(format!(
-                "--dhcp-range={},{},255.255.0.0,{LEASE_TIME_SECS}",
+            options.push(format!(
+                "dhcp-range={},{},255.255.0.0,{LEASE_TIME_SECS}",
                 a.first, a.last
             ));
-            argv.push(format!("--dhcp-boot={BOOT_FILE}"));
+            options.push(format!("dhcp-boot={BOOT_FILE}"));
         }
     }
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut child = s.net.spawn_server(&argv);
-    let deadline = Instant::now() + DNSMASQ_READY_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait() {
-            anyhow::bail!(
-                "dnsmasq exited with {status} at start: {}\n--- dnsmasq log ---\n{}",
-                argv.join(" "),
-                child.log()
-            );
-        }
-        let out = s.net.server(&["ss", "-Hlun", "sport = :67"]);
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return Ok(Running::Dnsmasq(child));
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!(
-                "dnsmasq bound no DHCP socket within {} s: {}\n--- dnsmasq log ---\n{}",
-                DNSMASQ_READY_TIMEOUT.as_secs(),
-                argv.join(" "),
-                child.log()
-            );
-        }
-        thread::sleep(DNSMASQ_READY_POLL);
-    }
+    let dnsmasq = Dnsmasq::start(Host::Server(s.net), s.dir, &options, 67)?;
+    Ok(Running::Dnsmasq(dnsmasq.into_child()))
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use pxe_tests::TestNet;
 
-use super::proc;
 use super::servers::{Kind, Server};
+use crate::bench::cpu;
 
 /// Bound on a load run beyond its own duration (start, connection teardown, exit).
 const RUN_SLACK: Duration = Duration::from_secs(30);
@@ -27,7 +27,7 @@ pub struct Usage {
     /// The kernel's softirq threads' time (the network receive path deferred to them).
     pub softirq_cpu: Duration,
     /// The whole machine's busy and kernel time.
-    pub machine: proc::MachineTime,
+    pub machine: cpu::MachineTime,
     /// Wall time of the run, load generator start to exit.
     pub wall: Duration,
 }
@@ -75,27 +75,27 @@ fn measured(
     argv: &[&str],
     timeout: Duration,
 ) -> anyhow::Result<(std::process::Output, Usage, Others)> {
-    let threads_before = proc::thread_times()?;
+    let threads_before = cpu::thread_times()?;
     let server_before = server.cpu_time()?;
-    let softirq_before = proc::softirq_time()?;
-    let machine_before = proc::MachineTime::now()?;
-    let client_before = proc::reaped_children_time();
+    let softirq_before = cpu::softirq_time()?;
+    let machine_before = cpu::MachineTime::now()?;
+    let client_before = cpu::reaped_children_time();
     let start = Instant::now();
     let out = net.client_timeout(argv, timeout);
     let wall = start.elapsed();
     let usage = Usage {
-        client_cpu: proc::reaped_children_time().saturating_sub(client_before),
-        machine: proc::MachineTime::now()?.since(machine_before),
-        softirq_cpu: proc::softirq_time()?.saturating_sub(softirq_before),
+        client_cpu: cpu::reaped_children_time().saturating_sub(client_before),
+        machine: cpu::MachineTime::now()?.since(machine_before),
+        softirq_cpu: cpu::softirq_time()?.saturating_sub(softirq_before),
         server_cpu: server.cpu_time()?.saturating_sub(server_before),
         wall,
     };
     // The client has been reaped, so it is not among them; nor is this process's own work.
     let mut mine = server.thread_ids()?;
-    mine.extend(proc::threads_of(std::process::id()));
-    let mut others = proc::busiest(
+    mine.extend(cpu::threads_of(std::process::id()));
+    let mut others = cpu::busiest(
         &threads_before,
-        &proc::thread_times()?,
+        &cpu::thread_times()?,
         &mine,
         &["ksoftirqd"],
     );

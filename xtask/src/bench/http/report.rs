@@ -3,15 +3,14 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::load::{LargeRun, Others, SmallRun, Usage, WRK_THREADS};
 use super::servers::{self, Kind, NGINX_WORKERS};
-use super::{output_of, proc, Plan, LARGE_CONNECTIONS};
-use crate::workspace;
+use super::{Plan, LARGE_CONNECTIONS};
+use crate::bench::results::method_link;
+use crate::bench::run_info::{self, first_line};
 
-/// The results file, relative to the workspace root.
-pub const RESULTS_FILE: &str = "bench/RESULTS.md";
+/// The heading's anchor in bench/README.md.
+const METHOD_ANCHOR: &str = "http-report";
 
 /// What the run was, for the report.
 #[derive(Debug)]
@@ -29,57 +28,19 @@ pub struct Info {
 impl Info {
     /// Reads the date, commit, machine and peers' versions.
     pub fn collect() -> anyhow::Result<Info> {
-        let root = workspace::root().to_string_lossy().into_owned();
-        let mut commit = output_of(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]);
-        // The results file itself does not make the measured tree dirty.
-        let exclude = format!(":!{RESULTS_FILE}");
-        if !output_of(&[
-            "git",
-            "-C",
-            &root,
-            "status",
-            "--porcelain",
-            "--",
-            ".",
-            &exclude,
-        ])
-        .is_empty()
-        {
-            commit.push_str(" + uncommitted changes");
-        }
-        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-            .map_or("unknown model", |(_, m)| m.trim())
-            .to_owned();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let mem_gib = proc::status_kib(&meminfo, "MemTotal").unwrap_or(0) as f64 / 1048576.0;
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let args: Vec<String> = std::env::args().skip(1).collect();
         Ok(Info {
-            command: format!("cargo xtask {}", args.join(" ")),
-            date: output_of(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
-            commit,
-            machine: format!(
-                "{cpus} CPUs ({model}), {mem_gib:.0} GiB, kernel {}",
-                kernel.trim()
-            ),
-            loadavg: std::fs::read_to_string("/proc/loadavg")
-                .context("reading /proc/loadavg")?
+            command: run_info::command_line(),
+            date: run_info::date_utc(),
+            commit: run_info::commit(),
+            machine: run_info::machine(),
+            loadavg: run_info::loadavg(),
+            nginx: first_line(&["nginx", "-v"]).replace("nginx version: ", ""),
+            wrk: first_line(&["wrk", "-v"])
                 .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
-            nginx: output_of(&["nginx", "-v"]).replace("nginx version: ", ""),
-            wrk: output_of(&["wrk", "-v"])
-                .lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
+                .nth(1)
                 .unwrap_or("?")
                 .to_owned(),
-            tmp_fs: output_of(&[
+            tmp_fs: first_line(&[
                 "findmnt",
                 "--noheadings",
                 "--output",
@@ -213,46 +174,14 @@ pub fn markdown(info: &Info, plan: &Plan, results: &Results) -> String {
         "\
 ## HTTP: pxe-daemon against nginx (sendfile), large downloads and small scripts
 
-Made by `{command}` on {date}, commit {commit}.
-
-- Machine: {machine}; load average at the start {loadavg} (other engineers share it: see the \
-\"rest of machine\" columns). Temporary files on {tmp_fs}.
-- Where: both servers run in the server namespace (pxe-daemon on port {ours_port}, nginx on \
-{nginx_port}, both at once: the idle one costs nothing), the load generators in the client \
-namespace, across the veth pair. Each run loads one server. Every load runs once per server per round, and who goes first alternates by round, \
-so that the other engineers' load falls on both alike; the tables sum the rounds.
-- pxe-daemon: release build, `--dhcp-mode off --xdp-mode off --log-level info` (it logs requests \
-only at debug, so no access log), tokio's default runtime: {workers} worker threads, one per core; \
-artifacts with sendfile(2) under hyper.
-- nginx {nginx} (nginx-light): `worker_processes {workers}`, `sendfile on`, `tcp_nopush on`, \
-`tcp_nodelay on`, `access_log off`, `sendfile_max_chunk` at its default (2m), \
-`keepalive_requests 1000000` (its default of 1000 would make wrk reconnect where pxe-daemon \
-keeps the connection).
-- The same files for both, from one directory: a {big_mib} MiB file of pseudo-random bytes \
-(in the page cache), each server's copy checked byte for byte before the runs (`pxe-bench \
-http-get`).
-- Large: `pxe-bench http-load` (this repository's client): {conns} keep-alive connections, one \
-thread each, downloading the file over and over for {large_secs:.0} s per run, {rounds} \
-round(s); body bytes are dropped in the kernel (`recv(MSG_TRUNC)`, no copy to userspace), so \
-the client costs little and the same for both servers. Every response must be 200 with the \
-file's length. Throughput counts body bytes received (GB = 10^9 bytes), partial downloads at the \
-end of a run included.
-- Small: wrk {wrk} (`-t{wrk_threads} -cN -d{small_secs}s --latency`, keep-alive), N = {levels}, \
-{rounds} round(s): \
-pxe-daemon's `{script_path}` rendered per request from a `[[profile]]` (minijinja) against \
-nginx serving a static file with the same {script_bytes} bytes (`{static_path}`; nginx cannot \
-render, so its row is the cost of a file, ours the cost of a rendered script). Any socket error \
-or non-2xx answer fails the run.
-- CPU: the server's user + system time (`/proc/PID/stat`; nginx: master and workers) during the \
-run; the client's is the reaped load generator's rusage; ksoftirqd is the kernel's softirq \
-threads, where network receive work goes when it cannot run inline; \"rest of machine\" is the \
-busy time of everything else (`/proc/stat`: other engineers' work, other kernel threads). Over \
-veth, the receive path of one side runs in softirq on whatever the CPU was doing: the other \
-side's system call, or ksoftirqd, so server CPU alone can flatter whichever server's traffic \
-lands more often in ksoftirqd; the \"server + ksoftirqd\" and \"whole transfer\" rows do not. \
-\"Busiest others\" names the processes behind \
-\"rest of machine\" (threads that began and ended within a run are not seen). Peak RSS is \
-`VmHWM` (nginx: master and workers summed, which counts their shared pages in each).
+Made by `{command}` on {date}, commit {commit}; {machine}; load average at the start \
+{loadavg}; temporary files on {tmp_fs}. pxe-daemon (release build, port {ours_port}, \
+`--dhcp-mode off --xdp-mode off --log-level info`) and nginx {nginx} (port {nginx_port}, \
+`worker_processes {workers}`) serve the same {big_mib} MiB file and script. Large: \
+`pxe-bench http-load`, {conns} keep-alive connections, {large_secs:.0} s per run. Small: wrk {wrk} \
+(`-t{wrk_threads} -cN -d{small_secs}s --latency`), N = {levels}, on pxe-daemon's rendered \
+`{script_path}` and nginx's static `{static_path}` ({script_bytes} bytes each). {rounds} \
+round(s), who goes first alternating. {method}
 ",
         command = info.command,
         date = info.date,
@@ -271,6 +200,7 @@ lands more often in ksoftirqd; the \"server + ksoftirqd\" and \"whole transfer\"
         script_path = servers::SCRIPT_QUERY_PATH,
         static_path = servers::STATIC_SCRIPT_PATH,
         script_bytes = results.script_bytes,
+        method = method_link(METHOD_ANCHOR),
     );
 
     let ours = LargeTotal::of(&results.large, Kind::Ours);
@@ -444,7 +374,7 @@ lands more often in ksoftirqd; the \"server + ksoftirqd\" and \"whole transfer\"
     let server_gb = |t: &LargeTotal| per_gb(t, |u| u.server_cpu + u.softirq_cpu);
     let _ = writeln!(
         md,
-        "\n### Goals (issue #5, item 7)\n\n| goal | result | met |\n|---|---|---|\n\
+        "\n### Goals: nginx's throughput and CPU per byte, 20,000 scripts/s\n\n| goal | result | met |\n|---|---|---|\n\
 | at least nginx's throughput on large files | {:.2} vs {:.2} GB/s | {} |\n\
 | no more server CPU per byte than nginx (server + ksoftirqd) | {:.3} vs {:.3} s/GB | {} |\n\
 | at least 20,000 rendered scripts per second | {} | {} |",
@@ -511,6 +441,3 @@ fn others(others: &Others, usage: &Usage) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-
-/// Writes section `name` of the results file (one implementation for every benchmark).
-pub use crate::bench::results::write_section;

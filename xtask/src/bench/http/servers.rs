@@ -2,16 +2,16 @@
 //! one temporary directory in the server namespace, and that directory.
 
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context as _};
-use pxe_tests::{NsChild, TestNet, READY_TIMEOUT};
+use anyhow::{ensure, Context as _};
+use pxe_tests::{NsChild, TestNet};
 
-use super::proc;
+use crate::bench::cpu;
+use crate::bench::peers::{daemon, nginx};
 
 /// Port of pxe-daemon.
 pub const OURS_PORT: u16 = 8080;
@@ -29,10 +29,6 @@ pub const BIG_BYTES: u64 = 200 << 20;
 pub const SCRIPT_QUERY_PATH: &str = "/ipxe?mac=52-54-00-12-34-56&buildarch=x86_64&platform=efi";
 /// Where nginx serves a static copy of what pxe-daemon rendered for [`SCRIPT_QUERY_PATH`].
 pub const STATIC_SCRIPT_PATH: &str = "/scripts/52-54-00-12-34-56.ipxe";
-/// Pause between readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(100);
-/// Bound on one readiness probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes the large file is written in.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
@@ -224,100 +220,48 @@ pub struct Server {
 impl Server {
     /// Starts pxe-daemon (`bin`, a release build) with the fixture's config and waits for it.
     pub fn start_ours(net: &TestNet, fixture: &Fixture, bin: &Path) -> anyhow::Result<Server> {
-        let listen = format!("{}:{OURS_PORT}", net.server_ip());
-        let config = fixture.ours_config();
-        let argv = [
-            &*bin.to_string_lossy(),
-            "run",
-            "--config",
-            &config.to_string_lossy(),
-            "--interface",
-            net.server_if(),
-            "--http-listen",
-            &listen,
-            "--dhcp-mode",
-            "off",
-            "--xdp-mode",
-            "off",
-            // Requests are logged only at debug: no access log, like nginx's `access_log off`.
-            "--log-level",
-            "info",
-        ];
-        let server = Server {
+        let http = SocketAddrV4::new(net.server_ip(), OURS_PORT);
+        let daemon = daemon::Daemon::start(
+            net,
+            &daemon::Options {
+                bin,
+                config: &fixture.ours_config(),
+                root: None,
+                http,
+                // Requests are logged only at debug: no access log, like nginx's `access_log off`.
+                log_level: daemon::LOG_LEVEL,
+                args: &["--dhcp-mode", "off", "--xdp-mode", "off"],
+            },
+        )?;
+        Ok(Server {
             kind: Kind::Ours,
-            child: net.spawn_server(&argv),
+            child: daemon.into_child(),
             ip: net.server_ip(),
             port: OURS_PORT,
-        };
-        server.wait_ready(net, "/healthz")?;
-        Ok(server)
+        })
     }
 
     /// Starts nginx with the fixture's config in the foreground and waits for it.
     pub fn start_nginx(net: &TestNet, fixture: &Fixture) -> anyhow::Result<Server> {
-        let prefix = format!("{}/nginx/", fixture.path().display());
-        let config = fixture.nginx_config();
-        let argv = [
-            "nginx",
-            "-p",
-            &prefix,
-            // Before the config is read, nginx would open /var/log/nginx/error.log.
-            "-e",
-            "stderr",
-            "-c",
-            &config.to_string_lossy(),
-            "-g",
-            "daemon off;",
-        ];
+        let ready = format!("http://{}:{NGINX_PORT}/assets/vmlinuz", net.server_ip());
+        let child = nginx::start(
+            net,
+            &fixture.path().join("nginx"),
+            &fixture.nginx_config(),
+            &ready,
+        )?;
         let server = Server {
             kind: Kind::Nginx,
-            child: net.spawn_server(&argv),
+            child,
             ip: net.server_ip(),
             port: NGINX_PORT,
         };
-        server.wait_ready(net, "/assets/vmlinuz")?;
-        let workers = proc::children_of(server.child.id())?.len();
+        let workers = cpu::children_of(server.child.id())?.len();
         ensure!(
             workers == NGINX_WORKERS as usize,
             "nginx runs {workers} workers, not {NGINX_WORKERS}"
         );
         Ok(server)
-    }
-
-    /// Polls `path` from the server namespace until it answers 200, within [`READY_TIMEOUT`].
-    fn wait_ready(&self, net: &TestNet, path: &str) -> anyhow::Result<()> {
-        let url = self.url(path);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            self.check_running()?;
-            let out = net.server_timeout(
-                &[
-                    "curl",
-                    "--silent",
-                    "--noproxy",
-                    "*",
-                    "--max-time",
-                    "1",
-                    "--output",
-                    "/dev/null",
-                    "--write-out",
-                    "%{http_code}",
-                    &url,
-                ],
-                PROBE_TIMEOUT,
-            );
-            if String::from_utf8_lossy(&out.stdout).trim() == "200" {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not answer 200 on {url} within {READY_TIMEOUT:?}; its log:\n{}",
-                    self.kind.name(),
-                    self.child.log()
-                );
-            }
-            thread::sleep(PROBE_INTERVAL);
-        }
     }
 
     /// An error with the server's log if it has exited.
@@ -352,18 +296,14 @@ impl Server {
         let main = self.child.id();
         let mut pids = vec![main];
         if self.kind == Kind::Nginx {
-            pids.extend(proc::children_of(main)?);
+            pids.extend(cpu::children_of(main)?);
         }
         Ok(pids)
     }
 
     /// The thread ids of all the server's processes.
     pub fn thread_ids(&self) -> anyhow::Result<Vec<u32>> {
-        Ok(self
-            .pids()?
-            .into_iter()
-            .flat_map(proc::threads_of)
-            .collect())
+        Ok(self.pids()?.into_iter().flat_map(cpu::threads_of).collect())
     }
 
     /// CPU time (user + system) of all the server's processes so far.
@@ -371,7 +311,7 @@ impl Server {
         self.check_running()?;
         self.pids()?
             .into_iter()
-            .map(proc::process_time)
+            .map(cpu::process_time)
             .sum::<anyhow::Result<Duration>>()
     }
 
@@ -379,7 +319,7 @@ impl Server {
     /// pages with the master, which the sum counts in each), KiB.
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         self.check_running()?;
-        self.pids()?.into_iter().map(proc::peak_rss_kib).sum()
+        self.pids()?.into_iter().map(cpu::peak_rss_kib).sum()
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 10 s); an error unless it exits cleanly.

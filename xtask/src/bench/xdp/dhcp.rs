@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::Datapaths;
 use crate::bench::cpu;
+use crate::bench::dhcp::quiet_machine;
 use crate::bench::dhcp::servers::{Addressing, Mode, Running, Server, Setting};
-use crate::bench::dhcp::wait_for_quiet;
 
 /// Loss at or above which a rate counts as not sustained.
 pub const LOSS_LIMIT: f64 = 0.01;
@@ -189,6 +189,8 @@ pub struct Plan<'a> {
     pub quiet_wait: Duration,
     /// The release pxe-bench.
     pub generator: &'a Path,
+    /// The release pxe-daemon.
+    pub daemon: &'a Path,
     /// What the daemon offers.
     pub datapaths: &'a Datapaths,
 }
@@ -221,6 +223,7 @@ pub fn run(plan: &Plan<'_>) -> anyhow::Result<Outcome> {
             };
             let setting = Setting {
                 net: &net,
+                daemon_bin: plan.daemon,
                 addressing,
                 dir: dir.path(),
                 xdp_mode: "auto",
@@ -315,7 +318,7 @@ fn measure(
     rate: u32,
     attempt: u32,
 ) -> anyhow::Result<Step> {
-    let quiet = wait_for_quiet(plan.quiet_wait)?;
+    let quiet = cpu::wait_quiet(quiet_machine(plan.quiet_wait), None)?;
     let generator = plan.generator.to_string_lossy();
     let rate_arg = rate.to_string();
     let secs = plan.step_secs.to_string();

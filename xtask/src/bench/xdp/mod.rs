@@ -1,4 +1,4 @@
-//! `cargo xtask bench xdp`: what the XDP fast path buys (issue #6, item 5), in one run:
+//! `cargo xtask bench xdp`: what the XDP fast path buys, in one run:
 //!
 //! a. the XDP program's cost per frame by class (`pxe-bench xdp-cost`: BPF_PROG_TEST_RUN with
 //!    repeat), as `--datapath kernel` and `--datapath xdp` set it up;
@@ -19,14 +19,15 @@ use anyhow::{ensure, Context as _};
 use serde_json::Value;
 
 use crate::bench::dhcp::servers::Mode;
-use crate::bench::dhcp::{command_line, commit, first_line, machine};
 use crate::bench::results::{self, table};
+use crate::bench::run_info;
 use crate::bench::tftp::{self, Row as TftpRow, Server as TftpServer};
-use crate::workspace;
 use dhcp::{Contender, Step};
 
 /// Section of bench/RESULTS.md.
 const SECTION: &str = "xdp";
+/// The heading's anchor in bench/README.md.
+const METHOD_ANCHOR: &str = "xdp-report";
 /// BPF_PROG_TEST_RUN repeats per frame: full run and `--quick`.
 const COST_REPEAT: u32 = 1_000_000;
 const COST_REPEAT_QUICK: u32 = 100_000;
@@ -43,7 +44,7 @@ const TFTP_CELLS: &[(u32, u16)] = &[(1000, 1), (1000, 4)];
 const TFTP_CELLS_QUICK: &[(u32, u16)] = &[(100, 4)];
 /// Runs of each of our datapaths per cell (the median is shown).
 const TFTP_REPEATS: usize = 3;
-/// Goals of issue #6: XDP program ns per passed frame, DHCP CPU per answer against dnsmasq's
+/// Goals: XDP program ns per passed frame, DHCP CPU per answer against dnsmasq's
 /// (at most this share), TFTP throughput against the kernel datapath's (at least this many
 /// times).
 const GOAL_PASS_NS: f64 = 100.0;
@@ -129,38 +130,30 @@ pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| vec![Part::Cost, Part::Dhcp, Part::Tftp]);
     let started = Instant::now();
-    let loadavg = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    let date = first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]);
+    let loadavg = run_info::loadavg();
+    let date = run_info::date_utc();
     let bins = tftp::Bins::build()?;
-    // The harness starts `$PXE_DAEMON_BIN`; set before any thread of ours reads the environment.
-    std::env::set_var("PXE_DAEMON_BIN", &bins.daemon);
     let datapaths = Datapaths::probe(&bins.daemon);
     let mut out = String::from("## XDP fast path: program cost, DHCP and TFTP by datapath\n\n");
     writeln!(
         out,
-        "Made by `{}` on {date}, commit {}{}.\n\n\
-         - Machine: {}; load average at the start {loadavg}: other engineers' builds and tests \
-         share the 2 cores, so read the CPU figures before the rates.\n\
-         - Network: a veth pair between two namespaces. AF_XDP on veth runs in copy mode only \
-         (no zero-copy), and the XDP program runs in veth's native mode; on a NIC with \
-         zero-copy AF_XDP the XDP datapath saves more. Generator and server share the 2 cores.\n\
-         - Datapaths: {}.\n",
-        command_line(),
-        commit(),
+        "Made by `{}` on {date}, commit {}{}; {}; load average at the start {loadavg}. \
+         Datapaths: {}. {}\n",
+        run_info::command_line(),
+        run_info::commit(),
         if args.quick {
             " (--quick: short steps; not a measurement to quote)"
         } else {
             ""
         },
-        machine(),
+        run_info::machine(),
         if datapaths.flag {
             "`--datapath kernel` and `--datapath xdp` both offered by this build"
         } else {
             "this build has no `--datapath` flag: the kernel rows run the daemon as it is \
              (kernel sockets), the XDP rows are not available"
         },
+        results::method_link(METHOD_ANCHOR),
     )?;
 
     if parts.contains(&Part::Cost) {
@@ -195,6 +188,7 @@ pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
                 QUIET_WAIT
             },
             generator: &bins.generator,
+            daemon: &bins.daemon,
             datapaths: &datapaths,
         };
         let outcome = dhcp::run(&plan)?;
@@ -212,8 +206,7 @@ pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
     if args.quick {
         println!("(--quick: {} left alone)", results::RESULTS_FILE);
     } else {
-        let path = workspace::root().join(results::RESULTS_FILE);
-        results::write_section(&path, SECTION, &out)?;
+        let path = results::write_section(SECTION, &out)?;
         println!("== wrote the XDP section of {}", path.display());
     }
     Ok(())
@@ -268,14 +261,9 @@ fn cost_section(generator: &Path, repeat: u32) -> anyhow::Result<String> {
     let mut s = String::from("### a. The XDP program's cost per frame\n\n");
     writeln!(
         s,
-        "`pxe-bench xdp-cost --repeat {repeat}`: each frame (built by the program's fixture \
-         builders, `pxe-daemon/src/xdp/frames.rs`) runs {repeat} times in the kernel through \
-         BPF_PROG_TEST_RUN; the kernel reports the mean ns per run; median of {} trials. Columns: \
-         the program as `--datapath kernel` sets it up (classify, count, storm shedding, pass \
-         everything) and as `--datapath xdp` does (steering on; no AF_XDP socket is bound in a \
-         test run, so a steered frame takes the XSKMAP lookup and falls back to `pass`). DHCP \
-         frames go through the per-MAC token bucket at a rate no run reaches; the storm row is \
-         one MAC over its rate. In each cell: ns per frame (verdict counted, XDP action).\n",
+        "`pxe-bench xdp-cost --repeat {repeat}`: mean ns per run reported by \
+         BPF_PROG_TEST_RUN, median of {} trials. In each cell: ns per frame (verdict counted, \
+         XDP action).\n",
         report["trials"]
     )?;
     s.push_str(&table(
@@ -290,10 +278,9 @@ fn cost_section(generator: &Path, repeat: u32) -> anyhow::Result<String> {
     ));
     writeln!(
         s,
-        "\nGoal (issue #6): under {GOAL_PASS_NS:.0} ns per frame for passed traffic (non-DHCP \
-         frames: TCP, ARP, DNS, fragments, malformed): {} (slowest of {passed_rows} cells: \
-         {passed_max:.0} ns). DHCP frames cost more: the token bucket's LRU map, and under \
-         steering a bounded walk of the options for 60/77.\n",
+        "\nGoal (XDP fast path): under {GOAL_PASS_NS:.0} ns per frame for passed traffic (non-DHCP frames: TCP, \
+         ARP, DNS, fragments, malformed): {} (slowest of {passed_rows} cells: \
+         {passed_max:.0} ns).\n",
         if passed_rows > 0 && passed_max < GOAL_PASS_NS {
             "met"
         } else {
@@ -324,15 +311,8 @@ fn dhcp_section(plan: &dhcp::Plan<'_>, o: &dhcp::Outcome) -> String {
     let mut s = String::from("### b. DHCP answers per second and CPU per answer\n\n");
     let _ = writeln!(
         s,
-        "`pxe-bench dhcp-load` in the client namespace sends PXE DISCOVERs (a BIOS ROM's: option \
-         60 `PXEClient:Arch:00000:UNDI:002001`, 93 = 0) as raw broadcast frames (AF_PACKET, \
-         sendmmsg, qdisc bypassed), each exchange from its own MAC ({} clients in turn), and \
-         reads the answers with recvmmsg on a second thread. Proxy mode counts OFFERs; full mode \
-         answers each OFFER with a REQUEST and counts ACKs (the daemon's lease journal and \
-         dnsmasq's lease file on the root filesystem). Each server serves on {}/16; rates \
-         {:?}/s, {} s each, answers awaited 1 s after the last DISCOVER; a rate that loses 1% or \
-         more {} is the server's last. Server CPU is utime + stime of its process \
-         (`/proc/PID/stat`) over the generator's run, divided by the answers counted.\n",
+        "`pxe-bench dhcp-load`, {} clients in turn; each server on {}/16; rates {:?}/s, {} s \
+         each; a rate that loses 1% or more {} is the server's last.\n",
         dhcp::CLIENTS,
         o.addressing
             .map_or_else(|| "?".to_owned(), |a| a.server.to_string()),
@@ -499,7 +479,7 @@ fn dhcp_section(plan: &dhcp::Plan<'_>, o: &dhcp::Outcome) -> String {
             verdict(xdp_rate.map(|r| r > dnsmasq_rate)),
         ]);
     }
-    s.push_str("\nGoals (issue #6):\n\n");
+    s.push_str("\nGoals (XDP fast path):\n\n");
     s.push_str(&table(&["goal", "result", "met"], &goals));
     s.push_str("\nEvery step:\n\n");
     let steps: Vec<Vec<String>> = o
@@ -542,13 +522,7 @@ fn dhcp_section(plan: &dhcp::Plan<'_>, o: &dhcp::Outcome) -> String {
         ],
         &steps,
     ));
-    s.push_str(
-        "\nReading it: on a veth pair the sender's CPU also carries the receiver's side of the \
-         stack, so the generator's CPU includes delivering DISCOVERs into the server's socket \
-         (kernel datapath, dnsmasq) or AF_XDP ring, and the server's includes delivering its \
-         answers; the XDP program runs in that receive path. \"sent /s\" below the rate asked \
-         means the generator, sharing 2 cores with the server, could not send faster.\n\n",
-    );
+    s.push('\n');
     s
 }
 
@@ -659,10 +633,8 @@ fn tftp_section(bins: tftp::Bins, datapaths: &Datapaths, quick: bool) -> anyhow:
     let mut s = String::from("### c. TFTP aggregate throughput by datapath\n\n");
     let _ = writeln!(
         s,
-        "The cells of `cargo xtask bench tftp` (`pxe-bench tftp-load`: N clients at once, each \
-         reading a 1 MiB file with `tsize 0 blksize 1468`, `windowsize W` asked; every length \
-         checked, each client's first transfer byte for byte), one server at a time; our two \
-         datapaths {repeats} times in alternation, the median run shown:\n"
+        "The cells of `cargo xtask bench tftp`, one server at a time; our two datapaths \
+         {repeats} times in alternation, the median run shown:\n"
     );
     for (server, command) in &commands {
         let _ = writeln!(s, "- {}: `{command}`", server.name());
@@ -748,12 +720,7 @@ fn tftp_section(bins: tftp::Bins, datapaths: &Datapaths, quick: bool) -> anyhow:
             verdict(met),
         ]);
     }
-    s.push_str("\nGoal (issue #6):\n\n");
+    s.push_str("\nGoal (XDP fast path):\n\n");
     s.push_str(&table(&["goal", "xdp / kernel MB/s", "met"], &goal));
-    s.push_str(
-        "\nServer CPU comes from a cgroup made for each server; MB/s counts completed \
-         transfers over the run's wall time. See the TFTP section for how to read the CPU \
-         columns on a veth pair.\n",
-    );
     Ok(s)
 }

@@ -1,5 +1,5 @@
 //! `cargo xtask bench http`: pxe-daemon against nginx (sendfile on) on the same files, in the
-//! test harness's namespaces, one server after the other in one run (issue #5, item 7).
+//! test harness's namespaces, one server after the other in one run.
 //!
 //! 1. Large: 100 keep-alive connections download a 200 MiB file over and over for a fixed time
 //!    (`pxe-bench http-load`, which drops body bytes in the kernel so the client stays cheap):
@@ -17,18 +17,18 @@
 //! prints.
 
 mod load;
-mod proc;
 mod report;
 mod servers;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
 use pxe_tests::TestNet;
 
+use super::results;
 use crate::workspace;
 use load::{LargeRun, SmallRun};
 use report::{Info, Results};
@@ -129,19 +129,16 @@ impl Plan {
 }
 
 /// Set by SIGINT or SIGTERM: the run stops after the step under way and cleans up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
 /// Lets SIGINT and SIGTERM end the run through the normal error path, so that the namespaces,
 /// servers and files are removed (the default action would kill xtask without its destructors).
-fn catch_interrupts() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+fn catch_interrupts() -> anyhow::Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&INTERRUPTED))
+            .with_context(|| format!("catching signal {signal}"))?;
     }
+    Ok(())
 }
 
 fn check_interrupted() -> anyhow::Result<()> {
@@ -164,7 +161,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
     for bin in [&daemon_bin, &client_bin] {
         ensure!(bin.is_file(), "no binary at {}", bin.display());
     }
-    catch_interrupts();
+    catch_interrupts()?;
     let info = Info::collect()?;
     let results = measure(&plan, &daemon_bin, &client_bin)?;
     let markdown = report::markdown(&info, &plan, &results);
@@ -172,8 +169,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
     if plan.quick {
         println!("(--quick: bench/RESULTS.md left alone)");
     } else {
-        let path = workspace::root().join(report::RESULTS_FILE);
-        report::write_section(&path, SECTION, &markdown)?;
+        let path = results::write_section(SECTION, &markdown)?;
         println!("written to {}", path.display());
     }
     Ok(())
@@ -336,20 +332,4 @@ fn print_small(round: u32, run: &SmallRun) {
         u.percent_of_core(u.softirq_cpu),
         u.percent_of_core(u.rest_of_machine()),
     );
-}
-
-/// Stdout of `argv`, trimmed; empty when it cannot run.
-fn output_of(argv: &[&str]) -> String {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .map(|o| {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text).trim().to_owned()
-        })
-        .unwrap_or_default()
 }
