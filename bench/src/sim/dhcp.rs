@@ -4,7 +4,10 @@
 
 use std::net::Ipv4Addr;
 
-use pxe_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
+use pxe_common::{
+    firmware::{self, Persona},
+    DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
+};
 
 use super::frame::{self, UdpFrame};
 
@@ -80,59 +83,14 @@ pub enum Asker {
 }
 
 impl Asker {
-    fn vendor_class(self) -> &'static [u8] {
+    /// What this asker puts in its requests: the firmware table the probe and the tests share.
+    fn persona(self) -> &'static Persona {
         match self {
-            Asker::Rom(Firmware::Bios) | Asker::Ipxe(Firmware::Bios) => {
-                b"PXEClient:Arch:00000:UNDI:002001"
-            }
-            Asker::Rom(Firmware::UefiX64) => b"PXEClient:Arch:00007:UNDI:003016",
-            Asker::Rom(Firmware::UefiHttp) => b"HTTPClient:Arch:00016:UNDI:003001",
-            Asker::Ipxe(_) => b"PXEClient:Arch:00007:UNDI:003010",
-        }
-    }
-
-    fn arch(self) -> u16 {
-        match self {
-            Asker::Rom(Firmware::Bios) | Asker::Ipxe(Firmware::Bios) => 0,
-            Asker::Rom(Firmware::UefiX64) | Asker::Ipxe(_) => 7,
-            Asker::Rom(Firmware::UefiHttp) => 16,
-        }
-    }
-
-    fn undi(self) -> [u8; 3] {
-        match self {
-            Asker::Rom(Firmware::Bios) | Asker::Ipxe(Firmware::Bios) => [1, 2, 1],
-            Asker::Rom(Firmware::UefiX64) => [1, 3, 16],
-            Asker::Rom(Firmware::UefiHttp) => [1, 3, 1],
-            Asker::Ipxe(_) => [1, 3, 10],
-        }
-    }
-
-    fn max_message_size(self) -> u16 {
-        match self {
-            Asker::Rom(Firmware::Bios) => 1260,
-            _ => 1472,
-        }
-    }
-
-    fn parameter_request_list(self) -> &'static [u8] {
-        match self {
-            Asker::Rom(Firmware::Bios) => &[
-                1, 2, 3, 5, 6, 11, 12, 13, 15, 16, 17, 18, 43, 54, 60, 66, 67, 128, 129, 130, 131,
-                132, 133, 134, 135,
-            ],
-            Asker::Rom(Firmware::UefiX64) => &[
-                1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51, 54, 58,
-                59, 60, 66, 67, 97, 128, 129, 130, 131, 132, 133, 134, 135,
-            ],
-            Asker::Rom(Firmware::UefiHttp) => &[
-                1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51, 54, 58,
-                59, 60, 67, 97,
-            ],
-            Asker::Ipxe(_) => &[
-                1, 3, 6, 7, 12, 15, 17, 26, 43, 60, 66, 67, 119, 128, 129, 130, 131, 132, 133, 134,
-                135, 175, 203,
-            ],
+            Asker::Rom(Firmware::Bios) => &firmware::BIOS_PXE,
+            Asker::Rom(Firmware::UefiX64) => &firmware::UEFI_X64_PXE,
+            Asker::Rom(Firmware::UefiHttp) => &firmware::UEFI_X64_HTTP,
+            Asker::Ipxe(Firmware::Bios) => &firmware::IPXE_PCBIOS,
+            Asker::Ipxe(_) => &firmware::IPXE_EFI_X64,
         }
     }
 
@@ -141,12 +99,6 @@ impl Asker {
         !matches!(self, Asker::Rom(Firmware::UefiHttp))
     }
 }
-
-/// iPXE's option 175: feature flags, bus id (PCI 8086:100e), version 1.21.1.
-const IPXE_ENCAPSULATED: &[u8] = &[
-    16, 1, 2, 19, 1, 1, 21, 1, 1, 23, 1, 1, 33, 1, 1, 177, 5, 1, 0x80, 0x86, 0x10, 0x0e, 235, 3, 1,
-    21, 1,
-];
 
 /// One request to encode.
 #[derive(Clone, Debug)]
@@ -210,18 +162,21 @@ pub fn encode(req: &Request, out: &mut Vec<u8>) {
     if let Some(ip) = req.server_id {
         opt(54, &ip.octets());
     }
-    opt(57, &req.asker.max_message_size().to_be_bytes());
-    opt(55, req.asker.parameter_request_list());
-    opt(60, req.asker.vendor_class());
-    opt(93, &req.asker.arch().to_be_bytes());
-    opt(94, &req.asker.undi());
+    let persona = req.asker.persona();
+    opt(57, &persona.max_message_bytes.to_be_bytes());
+    opt(55, persona.parameter_request_list);
+    opt(60, persona.vendor_class.as_bytes());
+    opt(93, &persona.arch_bytes());
+    opt(94, &persona.ndi);
     opt(97, &client_guid(req.mac));
-    if let Asker::Ipxe(_) = req.asker {
+    if let Some(user_class) = persona.user_class {
         let mut client_id = [1u8; 7];
         client_id[1..].copy_from_slice(&req.mac);
         opt(61, &client_id);
-        opt(77, b"iPXE");
-        opt(175, IPXE_ENCAPSULATED);
+        opt(77, user_class);
+    }
+    if let Some(encapsulated) = persona.ipxe_encapsulated {
+        opt(firmware::OPTION_IPXE_ENCAP, encapsulated);
     }
     if let Some(item) = req.boot_item {
         let mut vendor = [71, 4, 0, 0, 0, 0, 255];

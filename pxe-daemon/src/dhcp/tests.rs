@@ -12,9 +12,10 @@ const GUID: [u8; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
 const FROM_CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
 const NOW: u64 = 1_800_000_000;
 
-const BIOS_VENDOR: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
-const UEFI_VENDOR: &[u8] = b"PXEClient:Arch:00007:UNDI:003016";
-const HTTP_VENDOR: &[u8] = b"HTTPClient:Arch:00016:UNDI:003001";
+/// Option 60 of each firmware kind, from the table the probe and the simulator ask with.
+const BIOS_VENDOR: &[u8] = pxe_common::firmware::BIOS_PXE.vendor_class.as_bytes();
+const UEFI_VENDOR: &[u8] = pxe_common::firmware::UEFI_X64_PXE.vendor_class.as_bytes();
+const HTTP_VENDOR: &[u8] = pxe_common::firmware::UEFI_X64_HTTP.vendor_class.as_bytes();
 
 /// A BOOTP/DHCP message laid out by hand, independent of the encoder under test.
 struct Raw {

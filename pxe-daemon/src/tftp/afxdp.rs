@@ -100,7 +100,13 @@ impl TransferIo for FrameIo<'_> {
         }
     }
 
-    fn transfer(&mut self, entry: &Entry, token: u64, sends: &mut [Outgoing], metrics: &TftpMetrics) {
+    fn transfer(
+        &mut self,
+        entry: &Entry,
+        token: u64,
+        sends: &mut [Outgoing],
+        metrics: &TftpMetrics,
+    ) {
         let Some(route) = self.route(entry.port, &entry.peer) else {
             return;
         };

@@ -73,7 +73,13 @@ impl TransferIo for KernelIo<'_> {
         }
     }
 
-    fn transfer(&mut self, entry: &Entry, token: u64, sends: &mut [Outgoing], metrics: &TftpMetrics) {
+    fn transfer(
+        &mut self,
+        entry: &Entry,
+        token: u64,
+        sends: &mut [Outgoing],
+        metrics: &TftpMetrics,
+    ) {
         let ring = &mut *self.ring;
         let Some(&fd) = self.fds.get(entry.port) else {
             return;

@@ -23,7 +23,7 @@ use super::files::{CacheStats, FileError, FileStore, PathMapper, Source};
 use super::metrics::{Refusal, TftpMetrics};
 use super::options::{negotiate, Limits};
 use super::packet::{ErrorCode, Opcode, Packet, WireError};
-use super::transfer::{FailReason, Outcome, Output, Retry, Outgoing, Transfer};
+use super::transfer::{FailReason, Outcome, Outgoing, Output, Retry, Transfer};
 use crate::datapath::MacAddr;
 
 /// The boot root's file store, shared by the datapaths: one cache of hot files, whichever
@@ -130,7 +130,13 @@ pub trait TransferIo {
 
     /// Sends, in order, what one step of `entry` produced. `token` names the transfer to
     /// [`Transfers::read_failed`] when a block read fails later.
-    fn transfer(&mut self, entry: &Entry, token: u64, sends: &mut [Outgoing], metrics: &TftpMetrics);
+    fn transfer(
+        &mut self,
+        entry: &Entry,
+        token: u64,
+        sends: &mut [Outgoing],
+        metrics: &TftpMetrics,
+    );
 }
 
 /// What a table is set up with.
