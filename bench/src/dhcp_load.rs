@@ -41,7 +41,7 @@ const MAC_PREFIX: [u8; 2] = [0x02, 0x51];
 /// Which exchange is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// DISCOVER-OFFER (a proxy-DHCP server's answer).
     Proxy,
     /// DISCOVER-OFFER-REQUEST-ACK (a full DHCP server's lease).
@@ -50,7 +50,7 @@ pub enum Mode {
 
 /// Flags of `pxe-bench dhcp-load`.
 #[derive(Debug, clap::Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// Interface the servers answer on.
     #[arg(long, short = 'i')]
     interface: String,
@@ -280,7 +280,7 @@ fn micros_since(start: Instant) -> u32 {
 }
 
 /// Runs the load and prints its report.
-pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<()> {
     ensure!(
         args.secs.is_finite() && args.secs > 0.0 && args.secs <= 600.0,
         "--secs must be in (0, 600]"

@@ -37,7 +37,7 @@ const ERROR_PAUSE: Duration = Duration::from_millis(20);
 
 /// An `http://a.b.c.d:port/path` URL.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     addr: SocketAddr,
     host: String,
     path: String,
@@ -45,7 +45,7 @@ pub struct Target {
 
 impl Target {
     /// Parses `http://<IPv4 or [IPv6]>:<port><path>`; names are not resolved.
-    pub fn parse(url: &str) -> Result<Target, String> {
+    pub(crate) fn parse(url: &str) -> Result<Target, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("{url}: only http:// URLs"))?;
@@ -72,7 +72,7 @@ impl Target {
 
 /// What one `http-load` run asks for.
 #[derive(Clone, Debug)]
-pub struct LoadSpec {
+pub(crate) struct LoadSpec {
     /// The URL every connection downloads.
     pub target: Target,
     /// Concurrent connections.
@@ -87,7 +87,7 @@ pub struct LoadSpec {
 
 /// What one connection (or, summed, the run) did.
 #[derive(Clone, Debug, Default)]
-pub struct LoadStats {
+pub(crate) struct LoadStats {
     /// Body bytes received, partial responses at the deadline included.
     pub bytes: u64,
     /// Whole responses received.
@@ -114,7 +114,7 @@ impl LoadStats {
 
 /// Runs the load: one thread per connection until the deadline. Returns the sum and the time
 /// from start until the last thread ended.
-pub fn load(spec: &LoadSpec) -> (LoadStats, Duration) {
+pub(crate) fn load(spec: &LoadSpec) -> (LoadStats, Duration) {
     let start = Instant::now();
     let deadline = start + spec.duration;
     let request = spec.target.request();
@@ -343,7 +343,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Downloads `target` once, reading every byte, and checks the body equals the file at
 /// `expected`. Returns the body length.
-pub fn get_and_compare(target: &Target, expected: &Path, timeout: Duration) -> Result<u64, String> {
+pub(crate) fn get_and_compare(
+    target: &Target,
+    expected: &Path,
+    timeout: Duration,
+) -> Result<u64, String> {
     let deadline = Instant::now() + timeout;
     let mut file = File::open(expected).map_err(|e| format!("{}: {e}", expected.display()))?;
     let file_len = file

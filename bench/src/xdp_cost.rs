@@ -35,7 +35,7 @@ const TRIALS: usize = 3;
 
 /// Flags of `pxe-bench xdp-cost`.
 #[derive(Debug, clap::Args)]
-pub struct CostArgs {
+pub(crate) struct CostArgs {
     /// Runs of the program per frame and trial (BPF_PROG_TEST_RUN's repeat).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     repeat: u32,
@@ -358,7 +358,7 @@ fn duration_ns(d: Duration) -> f64 {
 }
 
 /// Runs the benchmark; prints a table or JSON.
-pub fn run(args: &CostArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &CostArgs) -> anyhow::Result<()> {
     // The program's log reader is a tokio task.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -22,7 +22,7 @@ use pxe_common::{
 const BROADCAST_BE: u32 = u32::MAX;
 
 #[xdp]
-pub fn pxe_xdp(ctx: XdpContext) -> u32 {
+pub(crate) fn pxe_xdp(ctx: XdpContext) -> u32 {
     let config = maps::config();
     let frame = match parse::classify(&ctx, &config) {
         Ok(frame) => frame,

@@ -27,16 +27,17 @@ static CONFIG: Array<XdpConfig> = Array::with_max_entries(CONFIG_ENTRIES, 0);
 
 /// Receive queue index to the daemon's AF_XDP socket of that queue.
 #[map(name = "XSKS")]
-pub static XSKS: XskMap = XskMap::with_max_entries(XSKS_MAX_QUEUES, 0);
+pub(crate) static XSKS: XskMap = XskMap::with_max_entries(XSKS_MAX_QUEUES, 0);
 
 /// Per-client token buckets (key: the client's MAC in the low 48 bits), least recently seen
 /// forgotten first, so a flood of new MACs cannot grow it.
 #[map(name = "RATE")]
-pub static RATE: LruHashMap<u64, TokenBucket> = LruHashMap::with_max_entries(RATE_MAP_ENTRIES, 0);
+pub(crate) static RATE: LruHashMap<u64, TokenBucket> =
+    LruHashMap::with_max_entries(RATE_MAP_ENTRIES, 0);
 
 /// The daemon's settings, or the defaults when none were written.
 #[inline(always)]
-pub fn config() -> XdpConfig {
+pub(crate) fn config() -> XdpConfig {
     match CONFIG.get(0) {
         // An all-zero entry means the daemon has not written one yet.
         Some(c) if c.tftp_port_max != 0 => *c,
@@ -46,7 +47,7 @@ pub fn config() -> XdpConfig {
 
 /// Adds one to this CPU's counters of `class` and of (`class`, `verdict`).
 #[inline(always)]
-pub fn count(class: PacketClass, verdict: Verdict) {
+pub(crate) fn count(class: PacketClass, verdict: Verdict) {
     if let Some(counter) = CLASS_COUNTERS.get_ptr_mut(class as u32) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU map: no other writer.
         unsafe { *counter += 1 };

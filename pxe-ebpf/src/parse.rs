@@ -20,7 +20,7 @@ const UDP_HDR_LEN: usize = 8;
 
 /// Why a frame could not be parsed.
 #[derive(Clone, Copy)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     /// The frame ends before the Ethernet header (and tag) does.
     TruncatedEthernet,
     /// The frame ends before the IPv4 header does.
@@ -33,7 +33,7 @@ pub enum ParseError {
 
 impl ParseError {
     /// A short text for the debug log.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             ParseError::TruncatedEthernet => "truncated ethernet header",
             ParseError::TruncatedIpv4 => "truncated ipv4 header",
@@ -73,7 +73,7 @@ fn u8_at(ctx: &XdpContext, offset: usize) -> Option<u8> {
 
 /// What the program needs to know of a frame.
 #[derive(Clone, Copy)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Its class.
     pub class: PacketClass,
     /// IPv4 destination, as in the header (network byte order read as-is).
@@ -101,7 +101,7 @@ const PREFIX_IPXE: u32 = u32::from_be_bytes(*b"iPXE");
 
 /// The client hardware address of a BOOTP/DHCP payload at `payload`, as a u64 (low 48 bits).
 #[inline(always)]
-pub fn chaddr(ctx: &XdpContext, payload: usize) -> Option<u64> {
+pub(crate) fn chaddr(ctx: &XdpContext, payload: usize) -> Option<u64> {
     let p = ptr_at::<[u8; 6]>(ctx, payload + BOOTP_CHADDR_OFFSET)?;
     // SAFETY: ptr_at checked that the six bytes are inside the frame.
     let m = unsafe { *p };
@@ -116,7 +116,7 @@ pub fn chaddr(ctx: &XdpContext, payload: usize) -> Option<u64> {
 /// (bpf_xdp_load_bytes), so the scan indexes a fixed buffer with masked indexes instead of
 /// packet pointers at variable offsets.
 #[inline(always)]
-pub fn dhcp_is_pxe(ctx: &XdpContext, payload: usize) -> bool {
+pub(crate) fn dhcp_is_pxe(ctx: &XdpContext, payload: usize) -> bool {
     let start = payload + BOOTP_OPTIONS_OFFSET;
     let avail = ctx.data_end().saturating_sub(ctx.data() + start);
     if avail == 0 {
@@ -165,7 +165,7 @@ pub fn dhcp_is_pxe(ctx: &XdpContext, payload: usize) -> bool {
 
 /// Classifies one frame.
 #[inline(always)]
-pub fn classify(ctx: &XdpContext, config: &XdpConfig) -> Result<Frame, ParseError> {
+pub(crate) fn classify(ctx: &XdpContext, config: &XdpConfig) -> Result<Frame, ParseError> {
     let mut l3 = ETH_HDR_LEN;
     let mut ethertype = be16_at(ctx, 12).ok_or(ParseError::TruncatedEthernet)?;
     let tagged = ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD;

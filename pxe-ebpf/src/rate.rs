@@ -12,7 +12,7 @@ const REFILL_MAX_NS: u64 = 10_000_000_000;
 
 /// Whether `mac` may send one more frame now; takes a token if so.
 #[inline(always)]
-pub fn allow(mac: u64, config: &XdpConfig) -> bool {
+pub(crate) fn allow(mac: u64, config: &XdpConfig) -> bool {
     let rate = u64::from(config.rate_per_sec);
     if rate == 0 {
         return true;

@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{ensure, Context as _};
 
 /// Renders `cmd` as a shell line: environment overrides, program, arguments.
-pub fn display(cmd: &Command) -> String {
+pub(crate) fn display(cmd: &Command) -> String {
     let env = cmd.get_envs().filter_map(|(key, value)| {
         Some(format!(
             "{}={}",
@@ -34,7 +34,7 @@ fn quote(word: &str) -> String {
 /// Echoes and runs `cmd` with the terminal's stdout and stderr; fails unless it exits with 0.
 ///
 /// Stdin is closed so that a command behaves the same locally as in CI, which has none.
-pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let line = display(cmd);
     println!("+ {line}");
     let status = cmd
@@ -46,7 +46,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// Echoes and runs `cmd`, capturing its output; the caller judges the exit status.
-pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+pub(crate) fn output(cmd: &mut Command) -> std::io::Result<Output> {
     println!("+ {}", display(cmd));
     cmd.stdin(Stdio::null()).output()
 }

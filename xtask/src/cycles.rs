@@ -19,11 +19,11 @@ use std::{
 use anyhow::{bail, Context as _};
 
 /// The crates' source trees checked, from the workspace root.
-pub const CHECKED: &[&str] = &["pxe-daemon/src", "pxe-common/src"];
+pub(crate) const CHECKED: &[&str] = &["pxe-daemon/src", "pxe-common/src"];
 
 /// One source file: its path under the crate's `src/` (with `/`) and its text.
 #[derive(Debug)]
-pub struct Source {
+pub(crate) struct Source {
     /// Path under `src/`, e.g. `dhcp/request.rs`.
     pub path: String,
     /// The file's text.
@@ -32,7 +32,7 @@ pub struct Source {
 
 /// An edge between two sibling modules, and where the code makes it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Edge {
+pub(crate) struct Edge {
     /// Importing sibling.
     pub from: String,
     /// Imported sibling.
@@ -43,7 +43,7 @@ pub struct Edge {
 
 /// Siblings that import each other, directly or round a loop.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Cycle {
+pub(crate) struct Cycle {
     /// The common parent module (`crate` for the root).
     pub parent: String,
     /// The edges inside the cycle.
@@ -61,7 +61,7 @@ impl fmt::Display for Cycle {
 }
 
 /// Checks every crate in [`CHECKED`] under `root`; fails naming each cycle.
-pub fn run(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let mut found = Vec::new();
     for dir in CHECKED {
         let sources = read_tree(&root.join(dir))?;
@@ -108,7 +108,7 @@ fn read_tree(src: &Path) -> anyhow::Result<Vec<Source>> {
 }
 
 /// The cycles among siblings in one crate's sources.
-pub fn cycles(sources: &[Source]) -> Vec<Cycle> {
+pub(crate) fn cycles(sources: &[Source]) -> Vec<Cycle> {
     let modules: BTreeSet<Vec<String>> = sources.iter().map(|s| module_of(&s.path)).collect();
     // parent -> (from, to) -> first place
     let mut graphs: BTreeMap<Vec<String>, BTreeMap<(String, String), String>> = BTreeMap::new();

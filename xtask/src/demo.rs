@@ -50,7 +50,7 @@ enum DemoDhcp {
 
 /// Options of `cargo xtask demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// The machine's firmware.
     #[arg(long, value_enum, default_value = "bios")]
     firmware: DemoFirmware,
@@ -63,7 +63,7 @@ pub struct DemoArgs {
 }
 
 /// Runs the demo against the pxe-daemon that `cargo xtask demo` has just built.
-pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     ensure!(
         pxe_tests::is_root(),
         "the demo makes network namespaces, a tap device and runs QEMU on it: run it as root"

@@ -94,7 +94,7 @@ enum Outcome {
 }
 
 /// Runs every setup step in order; each prints one line with its outcome and time.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     step("Debian packages", debian_packages)?;
     step("nightly rust-src", rust_src)?;
     step("bpf-linker", bpf_linker)?;

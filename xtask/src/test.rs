@@ -17,7 +17,7 @@ const EBPF_CLIPPY_TARGET_SUBDIR: &str = "ebpf-clippy";
 
 /// Options of `cargo xtask test`; CI uses none.
 #[derive(Debug, clap::Args)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// Do not run `setup` first (the machine is known to be ready).
     #[arg(long)]
     skip_setup: bool,
@@ -30,7 +30,7 @@ pub struct TestArgs {
 }
 
 /// Runs the steps in order and stops at the first failure, naming the step.
-pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
     let mut steps = Steps::new();
     if args.skip_setup {
         steps.skip("setup");

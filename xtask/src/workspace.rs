@@ -8,21 +8,21 @@ use anyhow::{bail, ensure, Context as _};
 use crate::cmd;
 
 /// The workspace root: the parent of this crate's directory.
-pub fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in a directory of the workspace")
 }
 
 /// `cargo` (the rustup proxy on PATH, so `+nightly` works) run from the workspace root.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cargo = Command::new("cargo");
     cargo.current_dir(root());
     cargo
 }
 
 /// Cargo's target directory, as `cargo metadata` reports it (honours CARGO_TARGET_DIR and config).
-pub fn target_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn target_dir() -> anyhow::Result<PathBuf> {
     let output = cmd::output(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))
         .context("running cargo metadata to find the target directory")?;
     ensure!(
@@ -38,18 +38,18 @@ pub fn target_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The debug build of the daemon, as `cargo build --workspace` leaves it.
-pub fn daemon_bin(target_dir: &Path) -> PathBuf {
+pub(crate) fn daemon_bin(target_dir: &Path) -> PathBuf {
     target_dir.join("debug").join("pxe-daemon")
 }
 
 /// The release build of the daemon (`cargo build --release -p pxe-daemon`): what benchmarks run.
-pub fn release_daemon_bin(target_dir: &Path) -> PathBuf {
+pub(crate) fn release_daemon_bin(target_dir: &Path) -> PathBuf {
     target_dir.join("release").join("pxe-daemon")
 }
 
 /// Builds the release daemon and `pxe-bench`, what the benchmarks run; returns cargo's
 /// `release` directory that holds them.
-pub fn build_release_bins() -> anyhow::Result<PathBuf> {
+pub(crate) fn build_release_bins() -> anyhow::Result<PathBuf> {
     cmd::run(cargo().args(["build", "--release", "-p", "pxe-daemon", "-p", "pxe-bench"]))
         .context("building the release pxe-daemon and pxe-bench for the benchmark")?;
     Ok(target_dir()?.join("release"))

@@ -22,22 +22,22 @@ const SNAME: std::ops::Range<usize> = 44..108;
 const FILE: std::ops::Range<usize> = 108..236;
 
 /// DHCP message types the simulator sends or reads.
-pub mod msg {
+pub(crate) mod msg {
     /// DHCPDISCOVER.
-    pub const DISCOVER: u8 = 1;
+    pub(crate) const DISCOVER: u8 = 1;
     /// DHCPOFFER.
-    pub const OFFER: u8 = 2;
+    pub(crate) const OFFER: u8 = 2;
     /// DHCPREQUEST.
-    pub const REQUEST: u8 = 3;
+    pub(crate) const REQUEST: u8 = 3;
     /// DHCPACK.
-    pub const ACK: u8 = 5;
+    pub(crate) const ACK: u8 = 5;
     /// DHCPNAK.
-    pub const NAK: u8 = 6;
+    pub(crate) const NAK: u8 = 6;
 }
 
 /// The boot firmware of a simulated machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Firmware {
+pub(crate) enum Firmware {
     /// A BIOS PXE ROM (PXE 2.1, arch 0), which then runs undionly.kpxe.
     Bios,
     /// UEFI PXE on x64 (EDK2, arch 7), which then runs ipxe.efi.
@@ -48,10 +48,10 @@ pub enum Firmware {
 
 impl Firmware {
     /// Every kind, in the order of the `--mix` names.
-    pub const ALL: [Firmware; 3] = [Firmware::Bios, Firmware::UefiX64, Firmware::UefiHttp];
+    pub(crate) const ALL: [Firmware; 3] = [Firmware::Bios, Firmware::UefiX64, Firmware::UefiHttp];
 
     /// Name on the command line and in reports.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Firmware::Bios => "bios",
             Firmware::UefiX64 => "uefi",
@@ -60,12 +60,12 @@ impl Firmware {
     }
 
     /// The kind called `name`.
-    pub fn from_name(name: &str) -> Option<Firmware> {
+    pub(crate) fn from_name(name: &str) -> Option<Firmware> {
         Firmware::ALL.into_iter().find(|f| f.name() == name)
     }
 
     /// iPXE's `${buildarch}` and `${platform}` once this machine runs iPXE.
-    pub fn ipxe_build(self) -> (&'static str, &'static str) {
+    pub(crate) fn ipxe_build(self) -> (&'static str, &'static str) {
         match self {
             Firmware::Bios => ("i386", "pcbios"),
             Firmware::UefiX64 | Firmware::UefiHttp => ("x86_64", "efi"),
@@ -75,7 +75,7 @@ impl Firmware {
 
 /// Who sends a DHCP message: the firmware itself, or iPXE once chainloaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Asker {
+pub(crate) enum Asker {
     /// The ROM or UEFI firmware.
     Rom(Firmware),
     /// iPXE (the BIOS or the EFI build, by the firmware that loaded it).
@@ -102,7 +102,7 @@ impl Asker {
 
 /// One request to encode.
 #[derive(Clone, Debug)]
-pub struct Request {
+pub(crate) struct Request {
     /// DISCOVER or REQUEST.
     pub message_type: u8,
     /// Who asks.
@@ -132,7 +132,7 @@ fn client_guid(mac: [u8; 6]) -> [u8; 17] {
 }
 
 /// Encodes `req` into `out` (cleared first).
-pub fn encode(req: &Request, out: &mut Vec<u8>) {
+pub(crate) fn encode(req: &Request, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&[1, 1, 6, 0]);
     out.extend_from_slice(&req.xid.to_be_bytes());
@@ -191,7 +191,7 @@ pub fn encode(req: &Request, out: &mut Vec<u8>) {
 
 /// A client's broadcast of `payload` from `mac`: 0.0.0.0:68 to 255.255.255.255:67, as a
 /// client without an address sends its DISCOVER and REQUEST.
-pub fn broadcast_frame(mac: [u8; 6], payload: &[u8]) -> UdpFrame<'_> {
+pub(crate) fn broadcast_frame(mac: [u8; 6], payload: &[u8]) -> UdpFrame<'_> {
     UdpFrame {
         src_mac: mac,
         dst_mac: frame::BROADCAST_MAC,
@@ -204,14 +204,14 @@ pub fn broadcast_frame(mac: [u8; 6], payload: &[u8]) -> UdpFrame<'_> {
 }
 
 /// The transaction id of a BOOTREPLY, without reading the rest.
-pub fn reply_xid(bytes: &[u8]) -> Option<u32> {
+pub(crate) fn reply_xid(bytes: &[u8]) -> Option<u32> {
     (bytes.len() >= HEADER_LEN && bytes[0] == 2)
         .then(|| u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]))
 }
 
 /// A DHCP reply, read into what a booting client acts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// Option 53 (0 for a BOOTP reply).
     pub message_type: u8,
     /// Transaction id.
@@ -244,7 +244,7 @@ pub struct Reply {
 
 /// Why a datagram is not a reply the client can read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyError {
+pub(crate) enum ReplyError {
     /// Shorter than a DHCP message or not a BOOTREPLY.
     NotReply,
     /// No magic cookie.
@@ -265,7 +265,7 @@ fn ipv4(value: &[u8]) -> Option<Ipv4Addr> {
 }
 
 /// Reads a reply. Never panics on malformed input.
-pub fn parse_reply(bytes: &[u8]) -> Result<Reply, ReplyError> {
+pub(crate) fn parse_reply(bytes: &[u8]) -> Result<Reply, ReplyError> {
     if bytes.len() < HEADER_LEN + MAGIC.len() || bytes[0] != 2 {
         return Err(ReplyError::NotReply);
     }
@@ -375,12 +375,12 @@ fn read_pxe_options(value: &[u8], reply: &mut Reply) {
 
 impl Reply {
     /// The server to answer to: option 54, else `fallback` (the sender).
-    pub fn server(&self, fallback: Ipv4Addr) -> Ipv4Addr {
+    pub(crate) fn server(&self, fallback: Ipv4Addr) -> Ipv4Addr {
         self.server_id.unwrap_or(fallback)
     }
 
     /// Whether this offer carries an address.
-    pub fn has_address(&self) -> bool {
+    pub(crate) fn has_address(&self) -> bool {
         !self.yiaddr.is_unspecified()
     }
 
@@ -398,7 +398,7 @@ impl Reply {
 
 /// What a client does next to get its boot program.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BootTarget {
+pub(crate) enum BootTarget {
     /// Fetch `file` from the TFTP server `server`.
     Tftp {
         /// TFTP server.
@@ -426,7 +426,7 @@ pub enum BootTarget {
 /// discovery control bit 3); a proxy offer with a boot menu, or one without PXE options, sends
 /// it to the boot server on port 4011 (EDK2 and PXE ROMs), except that iPXE takes any proxy
 /// offer that has PXE options. HTTP Boot takes only an `HTTPClient` offer with a URL.
-pub fn boot_target(
+pub(crate) fn boot_target(
     asker: Asker,
     reply: &Reply,
     source: Ipv4Addr,
@@ -480,7 +480,7 @@ pub fn boot_target(
 }
 
 /// Whether a boot file is an http:// URL.
-pub fn is_url(file: &str) -> bool {
+pub(crate) fn is_url(file: &str) -> bool {
     file.starts_with("http://") || file.starts_with("https://")
 }
 

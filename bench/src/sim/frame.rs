@@ -4,9 +4,9 @@
 use std::net::Ipv4Addr;
 
 /// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
 /// Ethernet header length (no VLAN tag: the simulator sends untagged frames).
-pub const ETH_HEADER_LEN: usize = 14;
+pub(crate) const ETH_HEADER_LEN: usize = 14;
 /// IPv4 header length without options.
 const IPV4_HEADER_LEN: usize = 20;
 /// UDP header length.
@@ -16,11 +16,11 @@ const IPPROTO_UDP: u8 = 17;
 /// TTL of the frames sent (as firmware does: 64 or more; the value does not matter on a link).
 const TTL: u8 = 64;
 /// The broadcast MAC address.
-pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+pub(crate) const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
 /// One UDP datagram in an Ethernet frame, as sent or received.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UdpFrame<'a> {
+pub(crate) struct UdpFrame<'a> {
     /// Ethernet source.
     pub src_mac: [u8; 6],
     /// Ethernet destination.
@@ -38,7 +38,7 @@ pub struct UdpFrame<'a> {
 }
 
 /// Writes `frame` as Ethernet + IPv4 + UDP into `out` (cleared first), with both checksums.
-pub fn build(frame: &UdpFrame<'_>, ip_id: u16, out: &mut Vec<u8>) {
+pub(crate) fn build(frame: &UdpFrame<'_>, ip_id: u16, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&frame.dst_mac);
     out.extend_from_slice(&frame.src_mac);
@@ -70,7 +70,7 @@ const UDP_AT: usize = ETH_HEADER_LEN + IPV4_HEADER_LEN;
 
 /// Recomputes the UDP checksum of a frame [`build`] wrote, after its payload was changed in
 /// place (the load generator patches MACs and transaction ids into a template).
-pub fn refresh_udp_checksum(frame: &mut [u8]) {
+pub(crate) fn refresh_udp_checksum(frame: &mut [u8]) {
     if frame.len() < UDP_AT + UDP_HEADER_LEN {
         return;
     }
@@ -91,7 +91,7 @@ pub fn refresh_udp_checksum(frame: &mut [u8]) {
 /// Reads an Ethernet frame carrying IPv4/UDP (not a fragment); `None` for anything else or a
 /// frame cut short. Checksums are not verified: the kernel's filter already chose the frames,
 /// and a veth or NIC with checksum offload may deliver them unfilled.
-pub fn parse(bytes: &[u8]) -> Option<UdpFrame<'_>> {
+pub(crate) fn parse(bytes: &[u8]) -> Option<UdpFrame<'_>> {
     let eth = bytes.get(..ETH_HEADER_LEN)?;
     if u16::from_be_bytes([eth[12], eth[13]]) != ETHERTYPE_IPV4 {
         return None;
@@ -153,7 +153,7 @@ fn checksum(parts: &[&[u8]]) -> u16 {
 /// A classic BPF program for `SO_ATTACH_FILTER` that keeps only untagged IPv4/UDP frames, not
 /// fragments, to UDP port `dst_port` (68: DHCP replies). Every other frame the interface
 /// carries (the TFTP and HTTP traffic of the simulated machines) never reaches the socket.
-pub fn udp_port_filter(dst_port: u16) -> [libc::sock_filter; 11] {
+pub(crate) fn udp_port_filter(dst_port: u16) -> [libc::sock_filter; 11] {
     const LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
     const LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
     const LDX_MSH: u16 = (libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH) as u16;

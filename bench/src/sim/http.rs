@@ -30,7 +30,7 @@ const DISCARD_CHUNK_BYTES: usize = 1 << 20;
 
 /// Why a GET failed; `kind` is a short, bounded reason for the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpError {
+pub(crate) struct HttpError {
     /// Bounded reason (`connect refused`, `timeout`, `http 404`, ...).
     pub kind: String,
 }
@@ -54,7 +54,7 @@ impl HttpError {
 
 /// A parsed `http://a.b.c.d[:port]/path` (addresses only: a boot network needs no DNS here).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
+pub(crate) struct Url {
     /// Server.
     pub addr: SocketAddrV4,
     /// `Host` header value.
@@ -64,7 +64,7 @@ pub struct Url {
 }
 
 /// Reads `text` as an http:// URL with a numeric host.
-pub fn parse_url(text: &str) -> Result<Url, HttpError> {
+pub(crate) fn parse_url(text: &str) -> Result<Url, HttpError> {
     let rest = text
         .strip_prefix("http://")
         .ok_or_else(|| HttpError::new("not an http:// URL"))?;
@@ -91,7 +91,7 @@ pub fn parse_url(text: &str) -> Result<Url, HttpError> {
 
 /// Bounds on the waits of one machine's HTTP.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connecting (the kernel retransmits SYNs meanwhile).
     pub connect: Duration,
     /// Longest time without a byte moving while a response is awaited or read.
@@ -100,7 +100,7 @@ pub struct Limits {
 
 /// One machine's HTTP client: its address and its keep-alive connection.
 #[derive(Debug)]
-pub struct Client {
+pub(crate) struct Client {
     local: Ipv4Addr,
     user_agent: &'static str,
     limits: Limits,
@@ -113,7 +113,7 @@ pub struct Client {
 
 /// A response's body: kept, or only counted.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     /// Bytes of the body.
     pub len: u64,
     /// The body when asked to keep it.
@@ -140,7 +140,7 @@ struct Head {
 
 impl Client {
     /// A client for a machine at `local`.
-    pub fn new(local: Ipv4Addr, user_agent: &'static str, limits: Limits) -> Client {
+    pub(crate) fn new(local: Ipv4Addr, user_agent: &'static str, limits: Limits) -> Client {
         Client {
             local,
             user_agent,
@@ -152,7 +152,7 @@ impl Client {
     }
 
     /// The machine's address changed (a new lease): later connections use it.
-    pub fn set_local(&mut self, local: Ipv4Addr) {
+    pub(crate) fn set_local(&mut self, local: Ipv4Addr) {
         if local != self.local {
             self.local = local;
             self.conn = None;
@@ -160,7 +160,7 @@ impl Client {
     }
 
     /// GETs `url`, following redirects and waiting out `503`s; keeps the body if `keep`.
-    pub async fn get(&mut self, url: &str, keep: bool) -> Result<Response, HttpError> {
+    pub(crate) async fn get(&mut self, url: &str, keep: bool) -> Result<Response, HttpError> {
         let mut url = url.to_owned();
         let mut redirects = 0;
         let mut busy = 0;

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 /// The settings iPXE has when it runs a script (those boot scripts use).
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `${mac}`, `${net0/mac}`.
     pub mac: [u8; 6],
     /// `${ip}`, `${net0/ip}`.
@@ -47,7 +47,7 @@ impl Settings {
     }
 
     /// `text` with every `${name}` replaced.
-    pub fn expand(&self, text: &str) -> String {
+    pub(crate) fn expand(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find("${") {
@@ -70,7 +70,7 @@ impl Settings {
 
 /// What an image line asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ImageKind {
+pub(crate) enum ImageKind {
     /// `kernel` (or `imgselect`).
     Kernel,
     /// `initrd`, `module`, `imgfetch`.
@@ -81,7 +81,7 @@ pub enum ImageKind {
 
 /// One step of a script.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Fetch an image from a URL (already expanded and resolved).
     Fetch(ImageKind, String),
     /// `boot`, or the end of the script after a kernel.
@@ -90,7 +90,7 @@ pub enum Step {
 
 /// Why a script cannot be run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ScriptError {
+pub(crate) enum ScriptError {
     /// It does not start with `#!ipxe`.
     NotIpxe,
 }
@@ -101,7 +101,11 @@ const VALUE_OPTIONS: &[&str] = &["--name", "-n", "--timeout", "-t"];
 /// The steps of `script` (fetched from `base`), with `set` lines applied to `settings`.
 /// Lines it does not simulate (`echo`, `dhcp`, `sleep`, labels, `goto`) are skipped; `exit`
 /// ends the script.
-pub fn steps(script: &str, base: &str, settings: &mut Settings) -> Result<Vec<Step>, ScriptError> {
+pub(crate) fn steps(
+    script: &str,
+    base: &str,
+    settings: &mut Settings,
+) -> Result<Vec<Step>, ScriptError> {
     let mut lines = script.lines();
     let first = lines.next().unwrap_or("").trim_start_matches('\u{feff}');
     if !first.trim_end().starts_with("#!ipxe") {
@@ -157,7 +161,7 @@ pub fn steps(script: &str, base: &str, settings: &mut Settings) -> Result<Vec<St
 }
 
 /// `url` resolved against `base` (absolute, `/path`, or relative to base's directory).
-pub fn resolve(base: &str, url: &str) -> String {
+pub(crate) fn resolve(base: &str, url: &str) -> String {
     if url.contains("://") {
         return url.to_owned();
     }

@@ -34,7 +34,7 @@ const MAX_NAK_RESTARTS: u32 = 16;
 /// The stages of a boot, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub(crate) enum Stage {
     /// Firmware DHCP: DISCOVER to ACK, and the port-4011 request if any.
     Dhcp,
     /// The boot program: TFTP (size probe, then the transfer), or HTTP for HTTP Boot.
@@ -51,7 +51,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 6] = [
+    pub(crate) const ALL: [Stage; 6] = [
         Stage::Dhcp,
         Stage::Nbp,
         Stage::IpxeDhcp,
@@ -61,7 +61,7 @@ impl Stage {
     ];
 
     /// Name in reports.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Stage::Dhcp => "dhcp",
             Stage::Nbp => "nbp",
@@ -79,7 +79,7 @@ impl Stage {
 
 /// How one machine's boot went.
 #[derive(Clone, Debug, Serialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Its index in the rack.
     pub index: usize,
     /// Its MAC.
@@ -110,7 +110,7 @@ pub struct Outcome {
 
 /// Where and why a machine's boot failed.
 #[derive(Clone, Debug, Serialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The stage.
     pub stage: Stage,
     /// A short reason (`no offer`, `tftp timeout`, `http 404`, ...).
@@ -119,7 +119,7 @@ pub struct Failure {
 
 /// A machine to boot.
 #[derive(Clone, Debug)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Index in the rack.
     pub index: usize,
     /// MAC address.
@@ -146,7 +146,7 @@ struct Mailbox {
 }
 
 /// What the machines of one shard (one thread) share.
-pub struct Shard {
+pub(crate) struct Shard {
     /// The frames' socket.
     packets: AsyncFd<PacketSocket>,
     iface: Interface,
@@ -176,7 +176,7 @@ impl std::fmt::Debug for Shard {
 }
 
 /// splitmix64: a small, seedable generator (xids, spreads), identical across platforms.
-pub fn splitmix(state: &mut u64) -> u64 {
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -186,7 +186,7 @@ pub fn splitmix(state: &mut u64) -> u64 {
 
 impl Shard {
     /// A shard on `iface`, inside a tokio runtime.
-    pub fn new(
+    pub(crate) fn new(
         iface: Interface,
         cfg: Rc<Config>,
         progress: std::sync::Arc<Progress>,
@@ -217,7 +217,7 @@ impl Shard {
     }
 
     /// Receives frames for ever, handing each DHCP answer to the machine waiting for its xid.
-    pub async fn receive(self: Rc<Self>) {
+    pub(crate) async fn receive(self: Rc<Self>) {
         let mut buf = vec![0u8; 65_536];
         loop {
             let Ok(mut guard) = self.packets.readable().await else {
@@ -315,12 +315,12 @@ impl Shard {
     }
 
     /// DHCP frames the kernel dropped before this shard read them (its socket buffer full).
-    pub fn packet_drops(&self) -> u64 {
+    pub(crate) fn packet_drops(&self) -> u64 {
         self.packets.get_ref().drops()
     }
 
     /// Removes every address this shard added.
-    pub fn remove_addresses(&self) -> Vec<String> {
+    pub(crate) fn remove_addresses(&self) -> Vec<String> {
         let mut errors = Vec::new();
         let mut nl = self.netlink.borrow_mut();
         for (ip, len) in self.added.borrow_mut().drain(..) {
@@ -360,7 +360,7 @@ struct Boot<'a> {
 }
 
 /// Boots one machine; never panics, always returns its outcome.
-pub async fn boot(shard: Rc<Shard>, spec: Spec) -> Outcome {
+pub(crate) async fn boot(shard: Rc<Shard>, spec: Spec) -> Outcome {
     let power_on = shard.start + spec.power_on;
     tokio::time::sleep_until(power_on).await;
     let mut b = Boot {

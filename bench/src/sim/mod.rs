@@ -9,15 +9,15 @@
 //! on one or a few threads (`--threads`), never a thread each; the simulator's own CPU time
 //! per machine is part of the report.
 
-pub mod dhcp;
-pub mod frame;
-pub mod http;
-pub mod ipxe;
-pub mod machine;
-pub mod plot;
-pub mod report;
-pub mod sys;
-pub mod tftp;
+pub(crate) mod dhcp;
+pub(crate) mod frame;
+pub(crate) mod http;
+pub(crate) mod ipxe;
+pub(crate) mod machine;
+pub(crate) mod plot;
+pub(crate) mod report;
+pub(crate) mod sys;
+pub(crate) mod tftp;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -33,21 +33,21 @@ use machine::{Outcome, Shard, Spec};
 
 /// The firmware DHCP retry schedule: wait 4 s, resend and wait 8, 16, 32 s, then give up (about
 /// a minute, PXE-E51), as PXE ROMs and EDK2 do.
-pub const DHCP_SCHEDULE_SECS: [u64; 4] = [4, 8, 16, 32];
+pub(crate) const DHCP_SCHEDULE_SECS: [u64; 4] = [4, 8, 16, 32];
 /// Block size firmware asks for: 1468 fills a 1500-byte MTU.
-pub const ROM_BLKSIZE: u16 = 1468;
+pub(crate) const ROM_BLKSIZE: u16 = 1468;
 /// Window EDK2's UEFI PXE asks for.
-pub const UEFI_WINDOWSIZE: u16 = 4;
+pub(crate) const UEFI_WINDOWSIZE: u16 = 4;
 /// Block size iPXE asks for.
-pub const IPXE_BLKSIZE: u16 = 1432;
+pub(crate) const IPXE_BLKSIZE: u16 = 1432;
 /// Firmware TFTP timeout before a resend, and the resends before it gives up (PXE-E32).
-pub const TFTP_TIMEOUT: Duration = Duration::from_secs(4);
+pub(crate) const TFTP_TIMEOUT: Duration = Duration::from_secs(4);
 /// See [`TFTP_TIMEOUT`].
-pub const TFTP_RETRIES: u32 = 6;
+pub(crate) const TFTP_RETRIES: u32 = 6;
 /// HTTP connect bound (iPXE gives up on a connection after about this long).
-pub const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP: longest time without progress on a request.
-pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Progress refresh interval on a terminal.
 const PROGRESS_TTY_INTERVAL: Duration = Duration::from_millis(200);
 /// Progress line interval when stderr is not a terminal.
@@ -57,7 +57,7 @@ const MAC_PREFIX: [u8; 2] = [0x02, 0x50];
 
 /// Options of `pxe-bench rack`.
 #[derive(Debug, clap::Args)]
-pub struct RackArgs {
+pub(crate) struct RackArgs {
     /// Interface on the boot network (in a lab: a port on the machines' VLAN).
     #[arg(long, short = 'i', env = "PXE_BENCH_INTERFACE")]
     pub interface: String,
@@ -103,7 +103,7 @@ pub struct RackArgs {
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProgressMode {
+pub(crate) enum ProgressMode {
     /// A bar on a terminal, else lines.
     Auto,
     /// A bar redrawn in place.
@@ -116,7 +116,7 @@ pub enum ProgressMode {
 
 /// What every machine's code reads.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// Waits between DHCP resends.
     pub dhcp_schedule: Vec<Duration>,
     /// Whether ROMs probe the size first.
@@ -127,7 +127,7 @@ pub struct Config {
 
 impl Config {
     /// The TFTP a ROM does: blksize 1468, windowsize 4 on UEFI, the size probe.
-    pub fn rom_tftp(&self, fw: Firmware) -> tftp::Options {
+    pub(crate) fn rom_tftp(&self, fw: Firmware) -> tftp::Options {
         tftp::Options {
             blksize: ROM_BLKSIZE,
             windowsize: if fw == Firmware::Bios {
@@ -142,7 +142,7 @@ impl Config {
     }
 
     /// The TFTP iPXE does (a script or image named without http://): blksize 1432, no probe.
-    pub fn ipxe_tftp(&self) -> tftp::Options {
+    pub(crate) fn ipxe_tftp(&self) -> tftp::Options {
         tftp::Options {
             blksize: IPXE_BLKSIZE,
             windowsize: 1,
@@ -155,7 +155,7 @@ impl Config {
 
 /// Counters every shard updates and the progress display reads.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Machines powered on.
     pub powered_on: AtomicUsize,
     /// Machines in each stage now.
@@ -167,7 +167,7 @@ pub struct Progress {
 }
 
 /// Reads `bios=1,uefi=2` into weights per firmware.
-pub fn parse_mix(text: &str) -> anyhow::Result<Vec<(Firmware, u32)>> {
+pub(crate) fn parse_mix(text: &str) -> anyhow::Result<Vec<(Firmware, u32)>> {
     let mut mix = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
@@ -193,7 +193,7 @@ pub fn parse_mix(text: &str) -> anyhow::Result<Vec<(Firmware, u32)>> {
 
 /// The machines of a rack: MACs from the seed, firmware by smooth weighted round robin (so
 /// any prefix of the rack has the mix), power-on times spread at random within `spread`.
-pub fn rack(n: u32, mix: &[(Firmware, u32)], spread: Duration, seed: u64) -> Vec<Spec> {
+pub(crate) fn rack(n: u32, mix: &[(Firmware, u32)], spread: Duration, seed: u64) -> Vec<Spec> {
     let mut rng = seed ^ 0x5049_5845_5241_434b;
     let seed_octet = (splitmix_once(seed) & 0xff) as u8;
     let total: i64 = mix.iter().map(|(_, w)| i64::from(*w)).sum();
@@ -234,7 +234,7 @@ fn splitmix_once(seed: u64) -> u64 {
 
 /// Runs `pxe-bench rack`; returns the process's exit status (0 every machine booted, 1 some
 /// failed, 3 could not run).
-pub fn run(args: &RackArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(args: &RackArgs) -> anyhow::Result<i32> {
     let mix = parse_mix(&args.mix)?;
     if !(0.0..=3600.0).contains(&args.spread_secs) {
         bail!("--spread-secs must be between 0 and 3600");

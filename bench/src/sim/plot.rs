@@ -30,7 +30,7 @@ const COLOURS: [RGBColor; 6] = [
 
 /// One curve: a label and the sorted completion times.
 #[derive(Debug, Clone)]
-pub struct Curve {
+pub(crate) struct Curve {
     /// Legend.
     pub label: String,
     /// Machines in the rack (the curve's ceiling).
@@ -41,7 +41,7 @@ pub struct Curve {
 
 impl Curve {
     /// The curve of a report.
-    pub fn of(report: &Report) -> Curve {
+    pub(crate) fn of(report: &Report) -> Curve {
         let s = &report.summary;
         let label = match s.all_booted_secs {
             Some(t) => format!("{}: all {} booted in {t:.1} s", s.label, s.machines),
@@ -72,7 +72,7 @@ fn font_ready() -> bool {
 }
 
 /// Draws `curves` into a PNG at `path`.
-pub fn draw(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()> {
+pub(crate) fn draw(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()> {
     draw_inner(path, title, curves, font_ready())
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("drawing {}", path.display()))
@@ -145,7 +145,7 @@ fn draw_inner(
 
 /// Options of `pxe-bench plot`.
 #[derive(Debug, clap::Args)]
-pub struct PlotArgs {
+pub(crate) struct PlotArgs {
     /// The PNG to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -158,7 +158,7 @@ pub struct PlotArgs {
 }
 
 /// Runs `pxe-bench plot`.
-pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let mut curves = Vec::new();
     for path in &args.reports {
         let text =

@@ -14,7 +14,7 @@ use super::{Progress, RackArgs};
 
 /// Percentiles of one stage's durations, in seconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StageStats {
+pub(crate) struct StageStats {
     /// Stage name.
     pub stage: String,
     /// Machines that completed it.
@@ -31,7 +31,7 @@ pub struct StageStats {
 
 /// Failures of one (stage, reason).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FailureCount {
+pub(crate) struct FailureCount {
     /// Stage.
     pub stage: String,
     /// Reason.
@@ -42,7 +42,7 @@ pub struct FailureCount {
 
 /// What the simulator itself cost.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SimulatorCost {
+pub(crate) struct SimulatorCost {
     /// Wall time of the run.
     pub wall_secs: f64,
     /// User CPU.
@@ -62,7 +62,7 @@ pub struct SimulatorCost {
 
 /// The headline numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Name of the servers under test.
     pub label: String,
     /// Machines.
@@ -101,7 +101,7 @@ pub struct Summary {
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Headline numbers.
     pub summary: Summary,
     /// Seconds after the rack's start at which each booted machine finished, sorted: the
@@ -113,7 +113,7 @@ pub struct Report {
 }
 
 /// The `q` quantile (nearest rank) of sorted `v`.
-pub fn quantile(v: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -135,7 +135,7 @@ fn stats(stage: &str, mut v: Vec<f64>) -> StageStats {
 
 impl Report {
     /// Builds the report of a run.
-    pub fn new(
+    pub(crate) fn new(
         args: &RackArgs,
         mix: &[(Firmware, u32)],
         machines: Vec<Outcome>,
@@ -215,7 +215,7 @@ impl Report {
     }
 
     /// The human report.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let s = &self.summary;
         let mut out = String::new();
         let mix: Vec<String> = s.mix.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -286,7 +286,7 @@ impl Report {
 }
 
 /// One progress line: a bar (on a terminal) or plain counts.
-pub fn progress_line(p: &Progress, total: usize, elapsed: Duration, bar: bool) -> String {
+pub(crate) fn progress_line(p: &Progress, total: usize, elapsed: Duration, bar: bool) -> String {
     let booted = p.booted.load(Ordering::Relaxed);
     let failed = p.failed.load(Ordering::Relaxed);
     let on = p.powered_on.load(Ordering::Relaxed);

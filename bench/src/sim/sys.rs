@@ -20,7 +20,7 @@ const PACKET_RCVBUF_BYTES: usize = 32 << 20;
 /// Send buffer of the AF_PACKET socket.
 const PACKET_SNDBUF_BYTES: usize = 8 << 20;
 /// Most frames one [`PacketSocket::send_batch`] or [`PacketSocket::recv_batch`] moves.
-pub const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 
 /// Sets a socket option no crate has a typed setter for (classic BPF filters and the
 /// AF_PACKET options).
@@ -51,7 +51,7 @@ fn setsockopt_raw<T>(
 
 /// The interface the machines boot on.
 #[derive(Clone, Debug)]
-pub struct Interface {
+pub(crate) struct Interface {
     /// Its name.
     pub name: String,
     /// Its index.
@@ -60,7 +60,7 @@ pub struct Interface {
 
 impl Interface {
     /// Looks `name` up.
-    pub fn find(name: &str) -> io::Result<Interface> {
+    pub(crate) fn find(name: &str) -> io::Result<Interface> {
         let index = nix::net::if_::if_nametoindex(name)
             .map_err(|_| io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")))?;
         // AF_PACKET with Ethernet headers needs an Ethernet interface.
@@ -82,7 +82,7 @@ impl Interface {
 }
 
 /// `aa:bb:cc:dd:ee:ff` into bytes.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
     for b in &mut mac {
@@ -94,13 +94,13 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 /// An AF_PACKET socket on one interface that sends Ethernet frames as given (any source MAC)
 /// and receives only IPv4/UDP frames to port 68, non-blocking.
 #[derive(Debug)]
-pub struct PacketSocket {
+pub(crate) struct PacketSocket {
     fd: OwnedFd,
 }
 
 impl PacketSocket {
     /// Opens it on `iface`. Needs CAP_NET_RAW.
-    pub fn open(iface: &Interface) -> io::Result<PacketSocket> {
+    pub(crate) fn open(iface: &Interface) -> io::Result<PacketSocket> {
         // Protocol 0 until the filter is attached, so nothing unfiltered is queued.
         let fd = socket::socket(
             AddressFamily::Packet,
@@ -160,13 +160,13 @@ impl PacketSocket {
     }
 
     /// Sends one frame; `WouldBlock` when the socket's buffer is full.
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, frame: &[u8]) -> io::Result<()> {
         socket::send(self.fd.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT)?;
         Ok(())
     }
 
     /// Receives one frame into `buf`; `WouldBlock` when none is queued.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(socket::recv(
             self.fd.as_raw_fd(),
             buf,
@@ -178,13 +178,13 @@ impl PacketSocket {
 /// The message headers of one thread's batches on a [`PacketSocket`], allocated once: a batch
 /// allocates nothing.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     headers: MultiHeaders<()>,
 }
 
 impl Batch {
     /// Headers for batches of up to [`MAX_BATCH`] frames.
-    pub fn new() -> Batch {
+    pub(crate) fn new() -> Batch {
         Batch {
             headers: MultiHeaders::preallocate(MAX_BATCH, None),
         }
@@ -194,7 +194,7 @@ impl Batch {
 impl PacketSocket {
     /// Hands frames straight to the driver, past the interface's queueing discipline
     /// (PACKET_QDISC_BYPASS): a load generator's frames need no traffic control. Best effort.
-    pub fn bypass_qdisc(&self) {
+    pub(crate) fn bypass_qdisc(&self) {
         let _ = setsockopt_raw(
             self.fd.as_fd(),
             libc::SOL_PACKET,
@@ -205,7 +205,7 @@ impl PacketSocket {
 
     /// Sends up to [`MAX_BATCH`] of `frames` with one sendmmsg(2); returns how many the kernel
     /// took (`WouldBlock` when none: the socket's send buffer is full).
-    pub fn send_batch(&self, batch: &mut Batch, frames: &[&[u8]]) -> io::Result<usize> {
+    pub(crate) fn send_batch(&self, batch: &mut Batch, frames: &[&[u8]]) -> io::Result<usize> {
         const NO_ADDRESS: [Option<()>; MAX_BATCH] = [None; MAX_BATCH];
         let n = frames.len().min(MAX_BATCH);
         let mut iovs = [[IoSlice::new(&[])]; MAX_BATCH];
@@ -226,7 +226,7 @@ impl PacketSocket {
 
     /// Receives up to `bufs.len()` frames (at most [`MAX_BATCH`]) with one recvmmsg(2), each
     /// into its buffer, and writes their lengths into `lens`; `WouldBlock` when none is queued.
-    pub fn recv_batch(
+    pub(crate) fn recv_batch(
         &self,
         batch: &mut Batch,
         bufs: &mut [Vec<u8>],
@@ -255,12 +255,12 @@ impl PacketSocket {
     }
 
     /// Waits until a frame is queued or `timeout` passes; whether one is.
-    pub fn wait_readable(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_readable(&self, timeout: Duration) -> bool {
         self.wait(PollFlags::POLLIN, timeout)
     }
 
     /// Waits until the socket takes frames again or `timeout` passes.
-    pub fn wait_writable(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_writable(&self, timeout: Duration) -> bool {
         self.wait(PollFlags::POLLOUT, timeout)
     }
 
@@ -272,7 +272,7 @@ impl PacketSocket {
 
     /// Frames the kernel dropped because this socket's buffer was full, since the last call
     /// (PACKET_STATISTICS resets on read).
-    pub fn drops(&self) -> u64 {
+    pub(crate) fn drops(&self) -> u64 {
         let mut stats = libc::tpacket_stats {
             tp_packets: 0,
             tp_drops: 0,
@@ -308,7 +308,7 @@ impl AsRawFd for PacketSocket {
 /// nothing): DHCP answers unicast to a machine's address then find a socket, and the kernel
 /// sends no ICMP port-unreachable back to the server. `None` when port 68 is taken by a
 /// program that does not share it.
-pub fn port68_sink(iface: &Interface) -> Option<OwnedFd> {
+pub(crate) fn port68_sink(iface: &Interface) -> Option<OwnedFd> {
     let fd = socket::socket(
         AddressFamily::Inet,
         SockType::Datagram,
@@ -336,7 +336,7 @@ pub fn port68_sink(iface: &Interface) -> Option<OwnedFd> {
 
 /// A NETLINK_ROUTE socket that adds and removes IPv4 addresses on one interface.
 #[derive(Debug)]
-pub struct Netlink {
+pub(crate) struct Netlink {
     fd: OwnedFd,
     ifindex: u32,
     seq: u32,
@@ -348,7 +348,7 @@ const IFA_LOCAL: u16 = 2;
 
 impl Netlink {
     /// Opens it for the interface `ifindex`.
-    pub fn open(ifindex: u32) -> io::Result<Netlink> {
+    pub(crate) fn open(ifindex: u32) -> io::Result<Netlink> {
         let fd = socket::socket(
             AddressFamily::Netlink,
             SockType::Raw,
@@ -368,14 +368,14 @@ impl Netlink {
     }
 
     /// Adds `ip/prefix_len` to the interface (replacing it if present).
-    pub fn add(&mut self, ip: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+    pub(crate) fn add(&mut self, ip: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
         let flags =
             libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
         self.request(libc::RTM_NEWADDR, flags, ip, prefix_len)
     }
 
     /// Removes `ip/prefix_len` from the interface; an address already gone is fine.
-    pub fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+    pub(crate) fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
         match self.request(
             libc::RTM_DELADDR,
             libc::NLM_F_REQUEST | libc::NLM_F_ACK,
@@ -445,7 +445,7 @@ impl Netlink {
 
 /// Raises the open-file limit to its hard limit (each machine holds a socket or two);
 /// returns the limit in effect.
-pub fn raise_nofile_limit() -> u64 {
+pub(crate) fn raise_nofile_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return 0;
@@ -455,7 +455,7 @@ pub fn raise_nofile_limit() -> u64 {
 }
 
 /// CPU time of this process so far (user, system), all threads, and its peak RSS in KiB.
-pub fn cpu_usage() -> (Duration, Duration, u64) {
+pub(crate) fn cpu_usage() -> (Duration, Duration, u64) {
     use nix::sys::resource::{getrusage, UsageWho};
     let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
         return (Duration::ZERO, Duration::ZERO, 0);
@@ -472,7 +472,7 @@ pub fn cpu_usage() -> (Duration, Duration, u64) {
 }
 
 /// The prefix length of a subnet mask (contiguous ones), if it is one.
-pub fn prefix_len(mask: Ipv4Addr) -> Option<u8> {
+pub(crate) fn prefix_len(mask: Ipv4Addr) -> Option<u8> {
     let bits = u32::from(mask);
     let ones = bits.leading_ones();
     (bits.checked_shl(ones).unwrap_or(0) == 0).then(|| u8::try_from(ones).unwrap_or(32))

@@ -19,7 +19,7 @@ const MAX_DATAGRAM_BYTES: usize = 65_468 + 4;
 
 /// What the firmware asks for.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     /// `blksize` asked.
     pub blksize: u16,
     /// `windowsize` asked (1: lock-step, the option is not sent).
@@ -34,7 +34,7 @@ pub struct Options {
 
 /// A finished transfer.
 #[derive(Debug, Default)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     /// File bytes received.
     pub bytes: u64,
     /// The file, when asked to keep it.
@@ -45,7 +45,7 @@ pub struct Transfer {
 
 /// Why a transfer failed (bounded reasons for the report).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TftpError {
+pub(crate) enum TftpError {
     /// No answer to the request after every resend.
     NoAnswer,
     /// The transfer stalled: no DATA after every resend of the ACK.
@@ -60,7 +60,7 @@ pub enum TftpError {
 
 impl TftpError {
     /// Short reason for the report.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             TftpError::NoAnswer => "tftp no answer".into(),
             TftpError::Timeout => "tftp timeout".into(),
@@ -75,7 +75,7 @@ impl TftpError {
 }
 
 /// An RRQ for `file` in octet mode with the options of `opts`.
-pub fn rrq(file: &str, opts: &Options) -> Vec<u8> {
+pub(crate) fn rrq(file: &str, opts: &Options) -> Vec<u8> {
     let mut options = vec![
         ("tsize", "0".to_owned()),
         ("blksize", opts.blksize.to_string()),
@@ -201,7 +201,7 @@ async fn probe(
 }
 
 /// Fetches `file` from `server` (port 69) from the machine's address `local`.
-pub async fn fetch(
+pub(crate) async fn fetch(
     local: Ipv4Addr,
     server: Ipv4Addr,
     file: &str,

@@ -23,7 +23,7 @@ const MIN_BLKSIZE: usize = 8;
 
 /// What a transfer asks for and how patient it is.
 #[derive(Debug, Clone, Copy)]
-pub struct Params {
+pub(crate) struct Params {
     /// `blksize` asked for.
     pub blksize: u16,
     /// `windowsize` asked for (1: the option is not sent).
@@ -36,7 +36,7 @@ pub struct Params {
 
 /// What the file should be.
 #[derive(Debug, Default)]
-pub struct Expected {
+pub(crate) struct Expected {
     /// Its length, if known.
     pub len: Option<u64>,
     /// Its bytes, if known (compared on transfers that ask for it).
@@ -45,7 +45,7 @@ pub struct Expected {
 
 /// Why a transfer failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// No progress through every retransmit.
     Timeout {
         /// What the client was waiting for.
@@ -81,7 +81,7 @@ pub enum Failure {
 
 impl Failure {
     /// A short stable label for counting.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Failure::Timeout { .. } => "timeout",
             Failure::ServerError { .. } => "server_error",
@@ -112,7 +112,7 @@ impl std::fmt::Display for Failure {
 
 /// A datagram the transfer wants sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Send {
+pub(crate) enum Send {
     /// The read request, to the server's port 69.
     Rrq,
     /// An ACK, to the server's transfer ID.
@@ -123,7 +123,7 @@ pub enum Send {
 
 /// What one event did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     /// What to send now.
     pub send: Option<Send>,
     /// The server's transfer ID became known (the socket may be connected to it).
@@ -134,7 +134,7 @@ pub struct Step {
 
 /// Counters of what the transfer saw, for the report.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Datagrams sent again after a timeout.
     pub retransmits: u64,
     /// ACKs sent on a gap in a window.
@@ -156,7 +156,7 @@ enum Phase {
 
 /// One read transfer.
 #[derive(Debug)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     params: Params,
     verify_content: bool,
     phase: Phase,
@@ -178,7 +178,7 @@ pub struct Transfer {
 impl Transfer {
     /// A transfer whose read request is sent now (the caller sends it: [`Send::Rrq`]).
     /// With `verify_content`, every block is compared with [`Expected::content`].
-    pub fn start(params: Params, verify_content: bool, now: Instant) -> Transfer {
+    pub(crate) fn start(params: Params, verify_content: bool, now: Instant) -> Transfer {
         Transfer {
             params,
             verify_content,
@@ -198,7 +198,7 @@ impl Transfer {
     }
 
     /// The options of the read request, in the order UEFI firmware sends them.
-    pub fn request_options(params: &Params) -> Vec<(&'static str, String)> {
+    pub(crate) fn request_options(params: &Params) -> Vec<(&'static str, String)> {
         let mut options = vec![
             ("tsize", "0".to_owned()),
             ("blksize", params.blksize.to_string()),
@@ -210,27 +210,27 @@ impl Transfer {
     }
 
     /// When [`Transfer::on_timeout`] is due.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         self.deadline
     }
 
     /// The server's transfer ID, once known.
-    pub fn tid(&self) -> Option<SocketAddr> {
+    pub(crate) fn tid(&self) -> Option<SocketAddr> {
         self.tid
     }
 
     /// Block size and window in force (the defaults until the server answers).
-    pub fn negotiated(&self) -> (usize, u16) {
+    pub(crate) fn negotiated(&self) -> (usize, u16) {
         (self.blksize, self.windowsize)
     }
 
     /// What the transfer saw.
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         self.counters
     }
 
     /// Ends the transfer with `failure` (a socket error, the run's deadline).
-    pub fn fail(&mut self, failure: Failure) -> Step {
+    pub(crate) fn fail(&mut self, failure: Failure) -> Step {
         self.end(Step::default(), Err(failure))
     }
 
@@ -251,7 +251,7 @@ impl Transfer {
     }
 
     /// The timeout passed without progress: sends the last datagram again, or gives up.
-    pub fn on_timeout(&mut self, now: Instant) -> Step {
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> Step {
         if self.phase == Phase::Done || now < self.deadline {
             return Step::default();
         }
@@ -277,7 +277,7 @@ impl Transfer {
     }
 
     /// A datagram from `from`.
-    pub fn on_datagram(
+    pub(crate) fn on_datagram(
         &mut self,
         from: SocketAddr,
         bytes: &[u8],

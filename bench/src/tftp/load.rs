@@ -32,7 +32,7 @@ const CLIENT_RCVBUF_BYTES: usize = 1 << 20;
 
 /// What the run asks for.
 #[derive(Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The server's request address (port 69).
     pub server: SocketAddr,
     /// Address the client sockets bind (port 0).
@@ -57,7 +57,7 @@ pub struct Plan {
 
 /// What the run measured.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Transfers started.
     pub started: u64,
     /// Transfers completed with the right length (and bytes, where compared).
@@ -84,7 +84,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// Failed transfers, all reasons.
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.failures.values().map(|(n, _)| n).sum()
     }
 
@@ -120,7 +120,7 @@ struct Client {
 
 /// Runs the plan to its end (every client's rounds done, or the time limits), the clients
 /// shared among `plan.threads` threads that start together.
-pub fn run(plan: &Plan) -> io::Result<Outcome> {
+pub(crate) fn run(plan: &Plan) -> io::Result<Outcome> {
     raise_fd_limit();
     let cpu_before = cpu_times();
     let threads = plan.threads.clamp(1, plan.clients.max(1));

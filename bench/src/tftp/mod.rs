@@ -1,10 +1,10 @@
 //! `pxe-bench tftp-load`: N concurrent TFTP clients reading one file, as fast as the server
 //! lets them, from one thread (see [`load`]); each transfer is a sans-IO [`client::Transfer`].
 
-pub mod client;
-pub mod load;
-pub mod report;
-pub mod wire;
+pub(crate) mod client;
+pub(crate) mod load;
+pub(crate) mod report;
+pub(crate) mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -20,11 +20,11 @@ const MAX_BLKSIZE: u16 = 65_464;
 /// Largest window this generator asks for.
 const MAX_WINDOWSIZE: u16 = 1024;
 /// Exit status when the run had failed transfers (1 is an error that stopped the run).
-pub const EXIT_FAILED_TRANSFERS: i32 = 3;
+pub(crate) const EXIT_FAILED_TRANSFERS: i32 = 3;
 
 /// Flags of `pxe-bench tftp-load`.
 #[derive(Debug, clap::Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// The server: IP (port 69) or IP:PORT.
     #[arg(long)]
     server: String,
@@ -78,7 +78,7 @@ pub struct LoadArgs {
 }
 
 /// Runs the load; returns the process's exit status (0, or [`EXIT_FAILED_TRANSFERS`]).
-pub fn run(args: &LoadArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<i32> {
     let server: SocketAddr = match args.server.parse::<SocketAddr>() {
         Ok(addr) => addr,
         Err(_) => SocketAddr::new(

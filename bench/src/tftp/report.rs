@@ -11,7 +11,7 @@ use super::load::Outcome;
 const BYTES_PER_MB: f64 = 1e6;
 
 /// The `q`-quantile (0..=1) of sorted `values`, nearest rank.
-pub fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
     if sorted.is_empty() {
         return None;
     }
@@ -29,7 +29,7 @@ fn round3(x: f64) -> f64 {
 
 /// What the report says about the run besides the outcome.
 #[derive(Debug)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// A name for the server (`--label`), or its address.
     pub label: &'a str,
     /// The server's address.
@@ -47,7 +47,7 @@ pub struct Context<'a> {
 }
 
 /// The report as one JSON object.
-pub fn to_json(ctx: &Context<'_>, out: &Outcome) -> Value {
+pub(crate) fn to_json(ctx: &Context<'_>, out: &Outcome) -> Value {
     let mut sorted = out.durations.clone();
     sorted.sort_unstable();
     let wall = out.wall.as_secs_f64();
@@ -121,7 +121,7 @@ pub fn to_json(ctx: &Context<'_>, out: &Outcome) -> Value {
 }
 
 /// The report as a few lines of text.
-pub fn to_text(ctx: &Context<'_>, out: &Outcome) -> String {
+pub(crate) fn to_text(ctx: &Context<'_>, out: &Outcome) -> String {
     let report = to_json(ctx, out);
     let t = &report["transfer_ms"];
     let cpu = &report["generator_cpu"];

@@ -11,7 +11,7 @@ const OP_OACK: u16 = 6;
 
 /// A datagram from the server.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub(crate) enum Reply<'a> {
     /// DATA: block number and payload.
     Data {
         /// Block number (rolls over).
@@ -32,7 +32,7 @@ pub enum Reply<'a> {
 
 /// Why a datagram is not a reply a reading client expects.
 #[derive(Debug, PartialEq, Eq)]
-pub enum BadReply {
+pub(crate) enum BadReply {
     /// Shorter than its header.
     Truncated,
     /// An opcode a server does not send to a reader (RRQ, WRQ, ACK, unknown).
@@ -42,7 +42,7 @@ pub enum BadReply {
 }
 
 /// Parses a datagram a server sent to a reading client.
-pub fn parse(bytes: &[u8]) -> Result<Reply<'_>, BadReply> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Reply<'_>, BadReply> {
     if bytes.len() < 2 {
         return Err(BadReply::Truncated);
     }
@@ -88,7 +88,7 @@ pub fn parse(bytes: &[u8]) -> Result<Reply<'_>, BadReply> {
 }
 
 /// A read request for `file` in octet mode with `options` (name, value).
-pub fn rrq(file: &str, options: &[(&str, String)]) -> Vec<u8> {
+pub(crate) fn rrq(file: &str, options: &[(&str, String)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&OP_RRQ.to_be_bytes());
     for part in [file, "octet"] {
@@ -105,14 +105,14 @@ pub fn rrq(file: &str, options: &[(&str, String)]) -> Vec<u8> {
 }
 
 /// An ACK of `block`.
-pub fn ack(block: u16) -> [u8; 4] {
+pub(crate) fn ack(block: u16) -> [u8; 4] {
     let [a, b] = OP_ACK.to_be_bytes();
     let [c, d] = block.to_be_bytes();
     [a, b, c, d]
 }
 
 /// An ERROR with `code` and `message` (sent to a stray sender: code 5, unknown transfer ID).
-pub fn error(code: u16, message: &str) -> Vec<u8> {
+pub(crate) fn error(code: u16, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + message.len());
     out.extend_from_slice(&OP_ERROR.to_be_bytes());
     out.extend_from_slice(&code.to_be_bytes());

@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// User plus system time of process `pid` and all its threads so far (utime + stime of
 /// `/proc/PID/stat`, clock-tick resolution: 10 ms on Linux).
-pub fn process_time(pid: u32) -> anyhow::Result<Duration> {
+pub(super) fn process_time(pid: u32) -> anyhow::Result<Duration> {
     stat_ticks(pid, &[14, 15]).map(ticks_to_duration)
 }
 
@@ -70,14 +70,14 @@ fn pids() -> anyhow::Result<impl Iterator<Item = u32>> {
 }
 
 /// The processes whose parent is `pid` (e.g. nginx's workers).
-pub fn children_of(pid: u32) -> anyhow::Result<Vec<u32>> {
+pub(super) fn children_of(pid: u32) -> anyhow::Result<Vec<u32>> {
     let mut children: Vec<u32> = pids()?.filter(|&c| parent_of(c) == Some(pid)).collect();
     children.sort_unstable();
     Ok(children)
 }
 
 /// The thread ids of process `pid`.
-pub fn threads_of(pid: u32) -> Vec<u32> {
+pub(super) fn threads_of(pid: u32) -> Vec<u32> {
     fs::read_dir(format!("/proc/{pid}/task"))
         .map(|tasks| {
             tasks
@@ -89,10 +89,10 @@ pub fn threads_of(pid: u32) -> Vec<u32> {
 
 /// CPU time so far of every thread on the machine, by thread id, with its process's name
 /// (kernel threads: the thread's name up to its first `/`, e.g. `kworker`).
-pub type ThreadTimes = HashMap<u32, (String, Duration)>;
+pub(super) type ThreadTimes = HashMap<u32, (String, Duration)>;
 
 /// Reads [`ThreadTimes`]; threads that vanish while it reads are left out.
-pub fn thread_times() -> anyhow::Result<ThreadTimes> {
+pub(super) fn thread_times() -> anyhow::Result<ThreadTimes> {
     let mut times = ThreadTimes::new();
     for pid in pids()? {
         let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -119,7 +119,7 @@ pub fn thread_times() -> anyhow::Result<ThreadTimes> {
 
 /// CPU time each process name gained from `before` to `after`, largest first, leaving out
 /// the threads of processes in `except` and names in `except_names`.
-pub fn busiest(
+pub(super) fn busiest(
     before: &ThreadTimes,
     after: &ThreadTimes,
     except: &[u32],
@@ -145,7 +145,7 @@ pub fn busiest(
 /// The kernel's softirq threads (`ksoftirqd/N`): softirq work (the network receive path) that
 /// could not run on the way out of a system call or interrupt runs there, charged to no process
 /// of the benchmark.
-pub fn softirq_threads() -> anyhow::Result<Vec<u32>> {
+pub(super) fn softirq_threads() -> anyhow::Result<Vec<u32>> {
     Ok(pids()?
         .filter(|pid| {
             fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -156,7 +156,7 @@ pub fn softirq_threads() -> anyhow::Result<Vec<u32>> {
 
 /// CPU time of the softirq threads so far (see [`softirq_threads`]); threads that vanish
 /// while it reads count nothing.
-pub fn softirq_time() -> anyhow::Result<Duration> {
+pub(super) fn softirq_time() -> anyhow::Result<Duration> {
     Ok(softirq_threads()?
         .into_iter()
         .filter_map(|pid| process_time(pid).ok())
@@ -164,14 +164,14 @@ pub fn softirq_time() -> anyhow::Result<Duration> {
 }
 
 /// Peak resident set size of `pid` so far (`VmHWM` of `/proc/PID/status`), in KiB.
-pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     status_kib(&status, "VmHWM").with_context(|| format!("no VmHWM in {path}"))
 }
 
 /// The value of a `Name:   123 kB` line of `/proc/PID/status` or `/proc/meminfo`.
-pub fn status_kib(status: &str, name: &str) -> Option<u64> {
+pub(super) fn status_kib(status: &str, name: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))?
@@ -184,7 +184,7 @@ pub fn status_kib(status: &str, name: &str) -> Option<u64> {
 /// User plus system time of every child this process has waited for so far (getrusage of
 /// RUSAGE_CHILDREN, microsecond resolution): the difference around a command that is waited for
 /// while no other child ends is that command's CPU time.
-pub fn reaped_children_time() -> Duration {
+pub(super) fn reaped_children_time() -> Duration {
     use nix::sys::resource::{getrusage, UsageWho};
     let micros = |t: nix::sys::time::TimeVal| {
         Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
@@ -198,7 +198,7 @@ pub fn reaped_children_time() -> Duration {
 /// Time of all the machine's CPUs so far, summed over CPUs, from the `cpu` line of
 /// `/proc/stat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MachineTime {
+pub(super) struct MachineTime {
     /// user + nice + system + irq + softirq (guest time is already in user).
     pub busy: Duration,
     /// Time the hypervisor gave to other guests.
@@ -213,7 +213,7 @@ pub struct MachineTime {
 
 impl MachineTime {
     /// The machine's CPU times now.
-    pub fn now() -> anyhow::Result<MachineTime> {
+    pub(super) fn now() -> anyhow::Result<MachineTime> {
         let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
         MachineTime::parse(&stat).with_context(|| format!("parsing /proc/stat: {stat}"))
     }
@@ -242,12 +242,12 @@ impl MachineTime {
     }
 
     /// Busy or stolen: the time the CPUs were not free for this machine's work.
-    pub fn not_idle(&self) -> Duration {
+    pub(super) fn not_idle(&self) -> Duration {
         self.busy + self.steal
     }
 
     /// The time from `earlier` to `self`.
-    pub fn since(self, earlier: MachineTime) -> MachineTime {
+    pub(super) fn since(self, earlier: MachineTime) -> MachineTime {
         MachineTime {
             busy: self.busy.saturating_sub(earlier.busy),
             steal: self.steal.saturating_sub(earlier.steal),
@@ -258,7 +258,7 @@ impl MachineTime {
 }
 
 /// Number of CPUs online.
-pub fn online_cpus() -> usize {
+pub(super) fn online_cpus() -> usize {
     thread::available_parallelism().map_or(1, usize::from)
 }
 
@@ -271,7 +271,7 @@ fn ticks_to_duration(ticks: u64) -> Duration {
 /// How a server's CPU time is read: a cgroup made for it when one can be, so that everything
 /// it forks counts.
 #[derive(Debug)]
-pub enum CpuMeter {
+pub(super) enum CpuMeter {
     /// A cgroup v2 made for it: `cpu.stat` `usage_usec` (every process in it, ever).
     Cgroup2(PathBuf),
     /// A cgroup v1 `cpuacct` group: `cpuacct.usage` (ns).
@@ -284,7 +284,7 @@ pub enum CpuMeter {
 impl CpuMeter {
     /// Moves `pid` (just started, before it serves anything) into a new cgroup named after
     /// `name`.
-    pub fn attach(pid: u32, name: &str) -> CpuMeter {
+    pub(super) fn attach(pid: u32, name: &str) -> CpuMeter {
         let tag: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -324,7 +324,7 @@ impl CpuMeter {
     }
 
     /// How the time is read, for the log.
-    pub fn method(&self) -> String {
+    pub(super) fn method(&self) -> String {
         match self {
             CpuMeter::Cgroup2(dir) => format!("by cgroup v2 {}", dir.display()),
             CpuMeter::Cgroup1(dir) => format!("by cgroup v1 {}", dir.display()),
@@ -333,7 +333,7 @@ impl CpuMeter {
     }
 
     /// CPU time so far.
-    pub fn usage(&self) -> anyhow::Result<Duration> {
+    pub(super) fn usage(&self) -> anyhow::Result<Duration> {
         match self {
             CpuMeter::Cgroup2(dir) => {
                 let path = dir.join("cpu.stat");
@@ -374,7 +374,7 @@ impl CpuMeter {
     }
 
     /// Waits (at most `timeout`) until no forked child is still at work.
-    pub fn wait_idle(&self, timeout: Duration) {
+    pub(super) fn wait_idle(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.procs().len() > 1 && Instant::now() < deadline {
             thread::sleep(POLL);
@@ -382,7 +382,7 @@ impl CpuMeter {
     }
 
     /// Removes empty cgroups a killed earlier run left.
-    pub fn remove_stale() {
+    pub(super) fn remove_stale() {
         let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         for line in mounts.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -428,7 +428,7 @@ impl Drop for CpuMeter {
 }
 
 /// SIGKILLs process `pid` (one of the benchmark's own), if it still exists.
-pub fn kill(pid: i32) {
+pub(super) fn kill(pid: i32) {
     use rustix::process::{kill_process, Pid, Signal};
     if let Some(pid) = Pid::from_raw(pid) {
         let _ = kill_process(pid, Signal::KILL);
@@ -437,7 +437,7 @@ pub fn kill(pid: i32) {
 
 /// When the machine counts as quiet enough to measure on.
 #[derive(Clone, Copy, Debug)]
-pub struct Quiet {
+pub(crate) struct Quiet {
     /// Other work must use less than this many cores.
     pub below_cores: f64,
     /// Over this long a look.
@@ -450,7 +450,7 @@ pub struct Quiet {
 /// given: an idle server under test) uses less than `quiet.below_cores`: the 2 cores are
 /// shared, and a build running beside a benchmark halves what it measures. Returns whether
 /// it got quiet; says so when it gives up.
-pub fn wait_quiet(quiet: Quiet, server: Option<&CpuMeter>) -> anyhow::Result<bool> {
+pub(super) fn wait_quiet(quiet: Quiet, server: Option<&CpuMeter>) -> anyhow::Result<bool> {
     let start = Instant::now();
     let server_time = || server.map_or(Ok(Duration::ZERO), CpuMeter::usage);
     let mut announced = false;

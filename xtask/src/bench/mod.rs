@@ -4,22 +4,22 @@
 //! measured: bench/README.md.
 
 mod cpu;
-pub mod dhcp;
-pub mod http;
+pub(crate) mod dhcp;
+pub(crate) mod http;
 mod peers;
 mod perfdhcp;
 mod rack;
 mod results;
 mod run_info;
 mod snmp;
-pub mod tftp;
+pub(crate) mod tftp;
 mod xdp;
 
 use clap::Subcommand;
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     #[command(subcommand)]
     what: What,
 }
@@ -45,7 +45,7 @@ enum What {
 }
 
 /// Runs setup, then the benchmark asked for.
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     crate::setup::run()?;
     match &args.what {
         What::Dhcp(args) => dhcp::run(args),

@@ -8,16 +8,16 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// Option 60 of a PXE BIOS ROM (what proxy-DHCP servers answer), as perfdhcp's `-o 60,HEX`.
-pub const PXE_VENDOR_CLASS: &str = "PXEClient:Arch:00000:UNDI:002001";
+pub(super) const PXE_VENDOR_CLASS: &str = "PXEClient:Arch:00000:UNDI:002001";
 /// Option 93 (client system architecture) of a BIOS PXE ROM: 0, two bytes.
-pub const PXE_ARCH_BIOS_HEX: &str = "0000";
+pub(super) const PXE_ARCH_BIOS_HEX: &str = "0000";
 /// How long perfdhcp keeps receiving after the test period, so that replies still on their way
 /// are not counted as drops (its `-W`, in microseconds).
-pub const EXIT_WAIT: Duration = Duration::from_millis(500);
+pub(super) const EXIT_WAIT: Duration = Duration::from_millis(500);
 
 /// Which exchange perfdhcp runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exchange {
+pub(crate) enum Exchange {
     /// DISCOVER-OFFER only (`-i`).
     TwoWay,
     /// DISCOVER-OFFER-REQUEST-ACK.
@@ -26,7 +26,7 @@ pub enum Exchange {
 
 /// One perfdhcp run: a constant rate of new exchanges for a period.
 #[derive(Clone, Debug)]
-pub struct Load {
+pub(super) struct Load {
     /// Two- or four-way.
     pub exchange: Exchange,
     /// New exchanges per second (`-r`).
@@ -43,7 +43,7 @@ pub struct Load {
 
 impl Load {
     /// perfdhcp's argv. Every request carries PXE options 60 and 93, as a PXE ROM's do.
-    pub fn argv(&self) -> Vec<String> {
+    pub(super) fn argv(&self) -> Vec<String> {
         let mut argv: Vec<String> = vec!["perfdhcp".into(), "-4".into()];
         if self.exchange == Exchange::TwoWay {
             argv.push("-i".into());
@@ -85,7 +85,7 @@ fn format_secs(d: Duration) -> String {
 
 /// perfdhcp's statistics of one exchange kind (`***Statistics for: DISCOVER-OFFER***`).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ExchangeStats {
+pub(crate) struct ExchangeStats {
     /// `DISCOVER-OFFER` or `REQUEST-ACK`.
     pub name: String,
     /// Requests sent.
@@ -108,7 +108,7 @@ pub struct ExchangeStats {
 
 /// What perfdhcp printed at the end of a run.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     /// The exchange kinds in the order printed: DISCOVER-OFFER, then REQUEST-ACK if four-way.
     pub exchanges: Vec<ExchangeStats>,
 }
@@ -116,7 +116,7 @@ pub struct Report {
 impl Report {
     /// Parses perfdhcp's final report (stdout). Lines it does not know are skipped; a value it
     /// cannot read (`n/a`, `inf`) stays `None` or 0.
-    pub fn parse(stdout: &str) -> Report {
+    pub(crate) fn parse(stdout: &str) -> Report {
         let mut exchanges: Vec<ExchangeStats> = Vec::new();
         for line in stdout.lines() {
             let line = line.trim();
@@ -160,17 +160,17 @@ impl Report {
     }
 
     /// The statistics of exchange kind `name`.
-    pub fn exchange(&self, name: &str) -> Option<&ExchangeStats> {
+    pub(crate) fn exchange(&self, name: &str) -> Option<&ExchangeStats> {
         self.exchanges.iter().find(|e| e.name == name)
     }
 
     /// Exchanges begun: DISCOVERs sent.
-    pub fn started(&self) -> u64 {
+    pub(crate) fn started(&self) -> u64 {
         self.exchanges.first().map_or(0, |e| e.sent)
     }
 
     /// Exchanges completed: replies to the last step (OFFERs two-way, ACKs four-way).
-    pub fn completed(&self) -> u64 {
+    pub(crate) fn completed(&self) -> u64 {
         self.exchanges.last().map_or(0, |e| e.received)
     }
 
@@ -178,7 +178,7 @@ impl Report {
     ///
     /// Per step rather than ACKs over DISCOVERs: an OFFER that arrives during the exit wait gets
     /// no REQUEST (perfdhcp sends nothing new then), which is not the server's loss.
-    pub fn loss(&self) -> f64 {
+    pub(crate) fn loss(&self) -> f64 {
         if self.started() == 0 {
             return 1.0;
         }

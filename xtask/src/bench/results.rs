@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use crate::workspace;
 
 /// The results file, relative to the workspace root.
-pub const RESULTS_FILE: &str = "bench/RESULTS.md";
+pub(super) const RESULTS_FILE: &str = "bench/RESULTS.md";
 
 /// The top of a new results file: the machine and what runs where.
 const HEADER: &str = "\
@@ -29,7 +29,7 @@ saturates first.
 
 /// Replaces section `name` of bench/RESULTS.md with `body` (or appends it); returns the file's
 /// path.
-pub fn write_section(name: &str, body: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn write_section(name: &str, body: &str) -> anyhow::Result<PathBuf> {
     let path = workspace::root().join(RESULTS_FILE);
     write_section_at(&path, name, body)?;
     Ok(path)
@@ -52,7 +52,7 @@ fn write_section_at(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
 
 /// The line under a section's run facts that sends the reader to the method, written once in
 /// bench/README.md (`anchor`: the heading's GitHub anchor there).
-pub fn method_link(anchor: &str) -> String {
+pub(super) fn method_link(anchor: &str) -> String {
     format!("How it is measured and how to read it: [bench/README.md](README.md#{anchor}).")
 }
 
@@ -72,7 +72,7 @@ fn replace_section(doc: &str, name: &str, body: &str) -> String {
 }
 
 /// A Markdown table. Cells must not hold `|`.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = format!("| {} |\n", headers.join(" | "));
     out.push_str(&format!("|{}\n", "---|".repeat(headers.len())));
     for row in rows {

@@ -7,19 +7,19 @@ use super::{cpu, results};
 use crate::workspace;
 
 /// `cargo xtask <the arguments this process got>`.
-pub fn command_line() -> String {
+pub(super) fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("cargo xtask {}", args.join(" "))
 }
 
 /// The date and time now, in UTC (`2026-12-01 12:00 UTC`).
-pub fn date_utc() -> String {
+pub(super) fn date_utc() -> String {
     first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"])
 }
 
 /// `git rev-parse --short HEAD`, with ` + uncommitted changes` when a tracked file differs from
 /// it. The results file does not count: it is what a run rewrites, not the measured code.
-pub fn commit() -> String {
+pub(super) fn commit() -> String {
     let root = workspace::root().to_string_lossy().into_owned();
     let head = first_line(&["git", "-C", &root, "rev-parse", "--short", "HEAD"]);
     let dirty = Command::new("git")
@@ -35,7 +35,7 @@ pub fn commit() -> String {
 }
 
 /// `N CPUs (model), M GiB, kernel K`.
-pub fn machine() -> String {
+pub(super) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -52,14 +52,14 @@ pub fn machine() -> String {
 }
 
 /// The 1, 5 and 15 minute load averages (`/proc/loadavg`), empty when unreadable.
-pub fn loadavg() -> String {
+pub(super) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
 
 /// The first line `argv` prints (stdout, else stderr), trimmed, or `?` when it cannot run.
-pub fn first_line(argv: &[&str]) -> String {
+pub(super) fn first_line(argv: &[&str]) -> String {
     let Some((program, args)) = argv.split_first() else {
         return String::from("?");
     };
@@ -82,7 +82,7 @@ pub fn first_line(argv: &[&str]) -> String {
 }
 
 /// The last word of `line` (`VERSION: 2.2.0` gives `2.2.0`).
-pub fn last_word(line: &str) -> &str {
+pub(super) fn last_word(line: &str) -> &str {
     line.split_whitespace().last().unwrap_or("?")
 }
 

@@ -6,7 +6,7 @@ use pxe_tests::TestNet;
 
 /// The UDP counters the benchmark reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UdpCounters {
+pub(super) struct UdpCounters {
     /// Datagrams dropped because the receiving socket's buffer was full.
     pub rcvbuf_errors: u64,
     /// Datagrams to a port nobody listens on.
@@ -15,7 +15,7 @@ pub struct UdpCounters {
 
 impl UdpCounters {
     /// The counters of the server (`server = true`) or client namespace of `net`.
-    pub fn read(net: &TestNet, server: bool) -> anyhow::Result<UdpCounters> {
+    pub(super) fn read(net: &TestNet, server: bool) -> anyhow::Result<UdpCounters> {
         let argv = ["cat", "/proc/net/snmp"];
         let out = if server {
             net.server(&argv)
@@ -31,7 +31,7 @@ impl UdpCounters {
     }
 
     /// What was counted since `earlier`.
-    pub fn since(&self, earlier: &UdpCounters) -> UdpCounters {
+    pub(super) fn since(&self, earlier: &UdpCounters) -> UdpCounters {
         UdpCounters {
             rcvbuf_errors: self.rcvbuf_errors.saturating_sub(earlier.rcvbuf_errors),
             no_ports: self.no_ports.saturating_sub(earlier.no_ports),

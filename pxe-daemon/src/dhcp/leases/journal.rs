@@ -15,24 +15,24 @@
 use super::record::{DecodeError, LeaseRecord, MAX_RECORD_BYTES};
 
 /// First bytes of every journal file.
-pub const FILE_MAGIC: [u8; 8] = *b"PXELEASE";
+pub(super) const FILE_MAGIC: [u8; 8] = *b"PXELEASE";
 /// Version of the format this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub(super) const FORMAT_VERSION: u32 = 1;
 /// Bytes of the file header.
-pub const FILE_HEADER_BYTES: usize = 16;
+pub(super) const FILE_HEADER_BYTES: usize = 16;
 /// First bytes of every block.
-pub const BLOCK_MAGIC: [u8; 4] = *b"LBLK";
+pub(super) const BLOCK_MAGIC: [u8; 4] = *b"LBLK";
 /// Bytes of a block header.
-pub const BLOCK_HEADER_BYTES: usize = 20;
+pub(super) const BLOCK_HEADER_BYTES: usize = 20;
 /// Largest block body the writer makes; a longer one is refused when read.
-pub const MAX_BLOCK_BODY_BYTES: usize = 1 << 20;
+pub(super) const MAX_BLOCK_BODY_BYTES: usize = 1 << 20;
 
 // Every record fits its u16 length prefix and a block.
 const _: () =
     assert!(MAX_RECORD_BYTES <= u16::MAX as usize && MAX_RECORD_BYTES <= MAX_BLOCK_BODY_BYTES);
 
 /// The file header of this version.
-pub fn file_header() -> [u8; FILE_HEADER_BYTES] {
+pub(super) fn file_header() -> [u8; FILE_HEADER_BYTES] {
     let mut h = [0; FILE_HEADER_BYTES];
     h[..8].copy_from_slice(&FILE_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -41,14 +41,14 @@ pub fn file_header() -> [u8; FILE_HEADER_BYTES] {
 
 /// Reserves a block header at the end of `out`; returns where the block starts. Append encoded
 /// records, then call [`finish_block`].
-pub fn begin_block(out: &mut Vec<u8>) -> usize {
+pub(super) fn begin_block(out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.resize(start + BLOCK_HEADER_BYTES, 0);
     start
 }
 
 /// Fills in the header of the block that starts at `start` and holds `count` records.
-pub fn finish_block(out: &mut [u8], start: usize, count: u32) {
+pub(super) fn finish_block(out: &mut [u8], start: usize, count: u32) {
     let (head, body) = out[start..].split_at_mut(BLOCK_HEADER_BYTES);
     debug_assert!(body.len() <= MAX_BLOCK_BODY_BYTES);
     head[..4].copy_from_slice(&BLOCK_MAGIC);
@@ -61,7 +61,7 @@ pub fn finish_block(out: &mut [u8], start: usize, count: u32) {
 
 /// How a scan of a whole journal ended.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ScanEnd {
+pub(super) struct ScanEnd {
     /// Bytes from the start of the file to the end of the last valid block.
     pub valid_len: u64,
     /// Records replayed.
@@ -72,7 +72,7 @@ pub struct ScanEnd {
 
 /// Why a journal cannot be replayed.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ScanError {
+pub(super) enum ScanError {
     /// The file does not start with this version's header.
     #[error("not a lease journal of format version {FORMAT_VERSION}: {0}")]
     Header(String),
@@ -163,7 +163,7 @@ fn valid_block_after(bytes: &[u8], from: usize) -> Option<usize> {
 ///   region is no longer than one block.
 ///
 /// Anything else is corruption of data that was once durable: an error naming the offset.
-pub fn scan(bytes: &[u8], mut apply: impl FnMut(LeaseRecord)) -> Result<ScanEnd, ScanError> {
+pub(super) fn scan(bytes: &[u8], mut apply: impl FnMut(LeaseRecord)) -> Result<ScanEnd, ScanError> {
     let header = bytes.get(..FILE_HEADER_BYTES).ok_or_else(|| {
         ScanError::Header(format!(
             "{} bytes, shorter than the {FILE_HEADER_BYTES}-byte header",

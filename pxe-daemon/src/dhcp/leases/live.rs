@@ -16,7 +16,7 @@ pub struct Declined {
 /// The leases and declined addresses in force. Invariant: each address is bound to at most one
 /// MAC, and each MAC has at most one lease.
 #[derive(Debug, Default)]
-pub struct LiveSet {
+pub(super) struct LiveSet {
     by_mac: HashMap<[u8; 6], Lease>,
     by_ip: HashMap<Ipv4Addr, [u8; 6]>,
     declined: HashMap<Ipv4Addr, u64>,
@@ -35,7 +35,7 @@ fn declined_len() -> u64 {
 
 impl LiveSet {
     /// Applies one record (the semantics are documented on [`LeaseRecord`]).
-    pub fn apply(&mut self, record: LeaseRecord) {
+    pub(super) fn apply(&mut self, record: LeaseRecord) {
         match record {
             LeaseRecord::Bind(lease) => {
                 if let Some(&holder) = self.by_ip.get(&lease.ip) {
@@ -79,7 +79,7 @@ impl LiveSet {
 
     /// Forgets leases that ended more than `retain_expired_secs` before `now_unix_secs`, and
     /// declines that have run out. Returns how many entries went.
-    pub fn prune(&mut self, now_unix_secs: u64, retain_expired_secs: u64) -> usize {
+    pub(super) fn prune(&mut self, now_unix_secs: u64, retain_expired_secs: u64) -> usize {
         let gone: Vec<[u8; 6]> = self
             .by_mac
             .values()
@@ -97,17 +97,17 @@ impl LiveSet {
     }
 
     /// Bytes of the records that rebuild this set.
-    pub fn encoded_bytes(&self) -> u64 {
+    pub(super) fn encoded_bytes(&self) -> u64 {
         self.encoded_bytes
     }
 
     /// Number of leases.
-    pub fn lease_count(&self) -> usize {
+    pub(super) fn lease_count(&self) -> usize {
         self.by_mac.len()
     }
 
     /// The records that rebuild this set, in no particular order.
-    pub fn records(&self) -> impl Iterator<Item = LeaseRecord> + '_ {
+    pub(super) fn records(&self) -> impl Iterator<Item = LeaseRecord> + '_ {
         self.by_mac
             .values()
             .cloned()
@@ -123,14 +123,14 @@ impl LiveSet {
     }
 
     /// The leases, sorted by MAC.
-    pub fn leases(&self) -> Vec<Lease> {
+    pub(super) fn leases(&self) -> Vec<Lease> {
         let mut v: Vec<Lease> = self.by_mac.values().cloned().collect();
         v.sort_by_key(|l| l.mac);
         v
     }
 
     /// The declined addresses, sorted by address.
-    pub fn declined(&self) -> Vec<Declined> {
+    pub(super) fn declined(&self) -> Vec<Declined> {
         let mut v: Vec<Declined> = self
             .declined
             .iter()

@@ -27,9 +27,9 @@ const RELEASE_BYTES: usize = 1 + 6 + 4;
 const DECLINED_BYTES: usize = 1 + 4 + 8;
 
 /// Bytes of an encoded Declined record, length prefix included.
-pub const DECLINED_RECORD_BYTES: usize = LEN_PREFIX_BYTES + DECLINED_BYTES;
+pub(super) const DECLINED_RECORD_BYTES: usize = LEN_PREFIX_BYTES + DECLINED_BYTES;
 /// Largest encoded record, length prefix included: a Bind with both optional fields full.
-pub const MAX_RECORD_BYTES: usize =
+pub(super) const MAX_RECORD_BYTES: usize =
     LEN_PREFIX_BYTES + BIND_FIXED_BYTES + 1 + MAX_CLIENT_ID_BYTES + 1 + MAX_HOSTNAME_BYTES;
 
 /// A lease: an address bound to a client until a time.

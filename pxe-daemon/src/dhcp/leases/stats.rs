@@ -27,7 +27,7 @@ pub(super) struct Counters {
 
 impl Counters {
     /// Counts one group commit of `records` records.
-    pub fn batch(&self, records: u64) {
+    pub(super) fn batch(&self, records: u64) {
         self.records_written.fetch_add(records, Relaxed);
         self.batches_written.fetch_add(1, Relaxed);
         let bucket = BATCH_SIZE_BUCKET_BOUNDS
@@ -38,12 +38,12 @@ impl Counters {
     }
 
     /// Counts one fsync or fdatasync that took `nanos`.
-    pub fn fsync(&self, nanos: u64) {
+    pub(super) fn fsync(&self, nanos: u64) {
         self.fsyncs.fetch_add(1, Relaxed);
         self.fsync_nanos.fetch_add(nanos, Relaxed);
     }
 
-    pub fn snapshot(&self, queue_len: u64) -> StoreStats {
+    pub(super) fn snapshot(&self, queue_len: u64) -> StoreStats {
         StoreStats {
             records_written: self.records_written.load(Relaxed),
             batches_written: self.batches_written.load(Relaxed),

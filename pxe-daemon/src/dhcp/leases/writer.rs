@@ -78,7 +78,7 @@ fn try_lock(file: File) -> io::Result<Option<Flock<File>>> {
 
 impl Writer {
     /// Locks, recovers and replays the journal at `path` (creating it if missing).
-    pub fn open(
+    pub(super) fn open(
         path: &Path,
         opts: StoreOptions,
         counters: Arc<Counters>,
@@ -209,7 +209,7 @@ impl Writer {
     }
 
     /// Group-commits queued records until every handle is dropped.
-    pub fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
+    pub(super) fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
         let mut batch: Vec<Pending> = Vec::new();
         let mut waiters = Vec::new();
         let mut carry: Option<Pending> = None;

@@ -8,7 +8,7 @@
 //! rate (twice: a failing step is run once more, the machine is shared) is not driven faster.
 
 mod report;
-pub mod servers;
+pub(crate) mod servers;
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use crate::{cmd, workspace};
 use servers::{Addressing, Mode, Running, Server, Setting};
 
 /// Loss at or above which a rate counts as not sustained.
-pub const LOSS_LIMIT: f64 = 0.01;
+pub(crate) const LOSS_LIMIT: f64 = 0.01;
 /// Rates of the full run, new exchanges per second. perfdhcp saturates near 70k answers/s on
 /// the project's 2 cores; dnsmasq's full mode with its lease file on disk loses at 5k/s.
 const RATES: &[u32] = &[
@@ -61,7 +61,7 @@ const SECTION: &str = "dhcp";
 
 /// Options of `cargo xtask bench dhcp`.
 #[derive(Debug, clap::Args)]
-pub struct DhcpArgs {
+pub(crate) struct DhcpArgs {
     /// A short run (one rate per mode, 2 s each, about 20 s in all) that only prints its table
     /// and fails if a server answers nothing; bench/RESULTS.md is left alone.
     #[arg(long)]
@@ -93,7 +93,7 @@ enum ModeArg {
 
 /// One server at one rate.
 #[derive(Clone, Debug)]
-pub struct Step {
+pub(crate) struct Step {
     /// Proxy or full.
     pub mode: Mode,
     /// Which server.
@@ -127,33 +127,33 @@ pub struct Step {
 
 impl Step {
     /// Exchanges that completed per second of the period.
-    pub fn answered_per_sec(&self) -> f64 {
+    pub(crate) fn answered_per_sec(&self) -> f64 {
         self.report.completed() as f64 / self.period.as_secs_f64()
     }
 
     /// Exchanges perfdhcp began per second of the period.
-    pub fn sent_per_sec(&self) -> f64 {
+    pub(crate) fn sent_per_sec(&self) -> f64 {
         self.report.started() as f64 / self.period.as_secs_f64()
     }
 
     /// Whether the loss stayed under [`LOSS_LIMIT`].
-    pub fn sustained(&self) -> bool {
+    pub(crate) fn sustained(&self) -> bool {
         self.report.started() > 0 && self.report.loss() < LOSS_LIMIT
     }
 
     /// Whether perfdhcp could not send at the rate asked (the client, not the server, limited).
-    pub fn client_bound(&self) -> bool {
+    pub(crate) fn client_bound(&self) -> bool {
         self.sent_per_sec() < f64::from(self.rate) * CLIENT_BOUND_SHARE
     }
 
     /// Server CPU time per completed exchange.
-    pub fn server_cpu_per_exchange(&self) -> Option<Duration> {
+    pub(crate) fn server_cpu_per_exchange(&self) -> Option<Duration> {
         per(self.server_cpu, self.report.completed())
     }
 
     /// Busy CPU time of everything but the server and perfdhcp (other engineers' work, kernel
     /// threads, softirq time charged to no process), as a share of one core.
-    pub fn rest_of_machine(&self) -> f64 {
+    pub(crate) fn rest_of_machine(&self) -> f64 {
         let rest = self
             .machine_busy
             .saturating_sub(self.server_cpu + self.perfdhcp_cpu);
@@ -239,7 +239,7 @@ impl Drop for RmemDefault {
 
 /// What the run was, for the report.
 #[derive(Debug)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     /// The command line that made it.
     pub command: String,
     /// Whether it was `--quick`.
@@ -271,7 +271,7 @@ pub struct RunInfo {
 }
 
 /// Runs the benchmark: setup, release build, then every mode, rate and server.
-pub fn run(args: &DhcpArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &DhcpArgs) -> anyhow::Result<()> {
     ensure!(
         pxe_tests::is_root(),
         "the DHCP benchmark makes network namespaces: run it as root"
@@ -526,7 +526,7 @@ fn measure(
 
 /// The quiet machine a step waits for (up to `wait`): other work under [`QUIET_BUSY_SHARE`]
 /// of one core over [`QUIET_SAMPLE`]. The servers of the last step are stopped by then.
-pub fn quiet_machine(wait: Duration) -> cpu::Quiet {
+pub(crate) fn quiet_machine(wait: Duration) -> cpu::Quiet {
     cpu::Quiet {
         below_cores: QUIET_BUSY_SHARE,
         sample: QUIET_SAMPLE,
@@ -535,7 +535,7 @@ pub fn quiet_machine(wait: Duration) -> cpu::Quiet {
 }
 
 /// The filesystem type of `dir`, as `df` names it.
-pub fn lease_fs(dir: &std::path::Path) -> String {
+pub(crate) fn lease_fs(dir: &std::path::Path) -> String {
     let dir = dir.to_string_lossy();
     let out = std::process::Command::new("df")
         .args(["--output=fstype,target", &dir])

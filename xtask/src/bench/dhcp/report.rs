@@ -14,7 +14,7 @@ const METHOD_ANCHOR: &str = "dhcp-report";
 const FULL_RATE_GOAL: u32 = 20_000;
 
 /// One line per step for the console.
-pub fn step_line(s: &Step) -> String {
+pub(super) fn step_line(s: &Step) -> String {
     let latency = s
         .report
         .exchanges
@@ -41,7 +41,7 @@ pub fn step_line(s: &Step) -> String {
 }
 
 /// The section's Markdown.
-pub fn render(info: &RunInfo, steps: &[Step]) -> String {
+pub(super) fn render(info: &RunInfo, steps: &[Step]) -> String {
     let mut out = String::from("## DHCP: pxe-daemon against dnsmasq, driven by perfdhcp\n\n");
     out.push_str(&format!(
         "Made by `{}` on {}, commit {}{}.\n\n",

@@ -25,7 +25,7 @@ const DAEMON_DRAIN_SECS: u32 = 1;
 
 /// A DHCP server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Server {
+pub(crate) enum Server {
     /// Our daemon, release build.
     Ours,
     /// dnsmasq, the peer.
@@ -34,10 +34,10 @@ pub enum Server {
 
 impl Server {
     /// Both, in the order each step runs them.
-    pub const ALL: [Server; 2] = [Server::Ours, Server::Dnsmasq];
+    pub(crate) const ALL: [Server; 2] = [Server::Ours, Server::Dnsmasq];
 
     /// Name in the results.
-    pub const fn label(self) -> &'static str {
+    pub(crate) const fn label(self) -> &'static str {
         match self {
             Server::Ours => "pxe-daemon",
             Server::Dnsmasq => "dnsmasq",
@@ -45,7 +45,7 @@ impl Server {
     }
 
     /// Index into per-server arrays.
-    pub const fn index(self) -> usize {
+    pub(crate) const fn index(self) -> usize {
         match self {
             Server::Ours => 0,
             Server::Dnsmasq => 1,
@@ -55,7 +55,7 @@ impl Server {
 
 /// How the servers answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Proxy-DHCP: DISCOVER-OFFER with boot information, no address.
     Proxy,
     /// Full DHCP: DISCOVER-OFFER-REQUEST-ACK with an address from the pool, leases on disk.
@@ -64,10 +64,10 @@ pub enum Mode {
 
 impl Mode {
     /// Both, in the order the run measures them.
-    pub const ALL: [Mode; 2] = [Mode::Proxy, Mode::Full];
+    pub(crate) const ALL: [Mode; 2] = [Mode::Proxy, Mode::Full];
 
     /// Name in the results.
-    pub const fn label(self) -> &'static str {
+    pub(crate) const fn label(self) -> &'static str {
         match self {
             Mode::Proxy => "proxy",
             Mode::Full => "full",
@@ -75,7 +75,7 @@ impl Mode {
     }
 
     /// The exchange perfdhcp runs in this mode.
-    pub const fn exchange(self) -> Exchange {
+    pub(crate) const fn exchange(self) -> Exchange {
         match self {
             Mode::Proxy => Exchange::TwoWay,
             Mode::Full => Exchange::FourWay,
@@ -86,7 +86,7 @@ impl Mode {
 /// The /16 the benchmark runs on, beside the [`TestNet`]'s own /24: a pool big enough for every
 /// client perfdhcp simulates. perfdhcp is the relay at `.0.2`, the servers answer on `.0.1`.
 #[derive(Clone, Copy, Debug)]
-pub struct Addressing {
+pub(crate) struct Addressing {
     /// The server's address on the /16.
     pub server: Ipv4Addr,
     /// perfdhcp's address (source and giaddr).
@@ -99,10 +99,10 @@ pub struct Addressing {
 
 impl Addressing {
     /// Prefix length of the benchmark network.
-    pub const PREFIX_LEN: u8 = 16;
+    pub(crate) const PREFIX_LEN: u8 = 16;
 
     /// The half of 198.18.0.0/15 that does not hold `net`'s /24, so the two never overlap.
-    pub fn beside(net: &TestNet) -> Addressing {
+    pub(crate) fn beside(net: &TestNet) -> Addressing {
         let b = if net.server_ip().octets()[1] == 18 {
             19
         } else {
@@ -117,18 +117,18 @@ impl Addressing {
     }
 
     /// The network address of the /16.
-    pub fn network(&self) -> Ipv4Addr {
+    pub(crate) fn network(&self) -> Ipv4Addr {
         let [a, b, _, _] = self.server.octets();
         Ipv4Addr::new(a, b, 0, 0)
     }
 
     /// Addresses in the dynamic range.
-    pub fn pool_size(&self) -> u32 {
+    pub(crate) fn pool_size(&self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
     }
 
     /// Adds the /16 addresses to both veth ends (the harness removes them with the namespaces).
-    pub fn add_to(&self, net: &TestNet) -> anyhow::Result<()> {
+    pub(crate) fn add_to(&self, net: &TestNet) -> anyhow::Result<()> {
         for (ns_is_server, addr, dev) in [
             (true, self.server, net.server_if()),
             (false, self.client, net.client_if()),
@@ -153,7 +153,7 @@ impl Addressing {
 
 /// Everything a server needs to start.
 #[derive(Debug)]
-pub struct Setting<'a> {
+pub(crate) struct Setting<'a> {
     /// The namespaces.
     pub net: &'a TestNet,
     /// The release pxe-daemon.
@@ -170,7 +170,7 @@ pub struct Setting<'a> {
 
 /// A server running for one step.
 #[derive(Debug)]
-pub enum Running<'net> {
+pub(crate) enum Running<'net> {
     /// Our daemon.
     Ours(Daemon<'net>),
     /// dnsmasq.
@@ -179,7 +179,11 @@ pub enum Running<'net> {
 
 impl<'net> Running<'net> {
     /// Starts `server` in `mode` with an empty lease store and waits until it serves.
-    pub fn start(server: Server, mode: Mode, s: &Setting<'net>) -> anyhow::Result<Running<'net>> {
+    pub(crate) fn start(
+        server: Server,
+        mode: Mode,
+        s: &Setting<'net>,
+    ) -> anyhow::Result<Running<'net>> {
         let leases = lease_file(server, s.dir);
         match std::fs::remove_file(&leases) {
             Ok(()) => {}
@@ -193,7 +197,7 @@ impl<'net> Running<'net> {
     }
 
     /// The process id (of the server itself: `ip netns exec` execs in place).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         match self {
             Running::Ours(d) => d.id(),
             Running::Dnsmasq(c) => c.id(),
@@ -201,7 +205,7 @@ impl<'net> Running<'net> {
     }
 
     /// Whether the process still runs.
-    pub fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         match self {
             Running::Ours(d) => d.try_wait().is_none(),
             Running::Dnsmasq(c) => c.try_wait().is_none(),
@@ -209,7 +213,7 @@ impl<'net> Running<'net> {
     }
 
     /// Everything it has logged.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         match self {
             Running::Ours(d) => d.log(),
             Running::Dnsmasq(c) => c.log(),
@@ -217,7 +221,7 @@ impl<'net> Running<'net> {
     }
 
     /// Our daemon's XDP attach mode, from its metrics (`None` for dnsmasq).
-    pub fn xdp_attach_mode(&self) -> Option<&'static str> {
+    pub(crate) fn xdp_attach_mode(&self) -> Option<&'static str> {
         let Running::Ours(d) = self else { return None };
         let metrics = d.metrics().unwrap_or_default();
         ["driver", "skb", "none"]
@@ -226,7 +230,7 @@ impl<'net> Running<'net> {
     }
 
     /// Stops it (SIGTERM, then SIGKILL after the harness's bound).
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         match self {
             Running::Ours(d) => {
                 d.stop();
@@ -240,7 +244,7 @@ impl<'net> Running<'net> {
 
 impl Running<'_> {
     /// Our daemon's `/metrics` text (`None` for dnsmasq, or when it does not answer).
-    pub fn metrics(&self) -> Option<String> {
+    pub(crate) fn metrics(&self) -> Option<String> {
         match self {
             Running::Ours(d) => d.metrics(),
             Running::Dnsmasq(_) => None,
@@ -249,7 +253,7 @@ impl Running<'_> {
 }
 
 /// Where `server` keeps its leases in full mode.
-pub fn lease_file(server: Server, dir: &Path) -> PathBuf {
+pub(crate) fn lease_file(server: Server, dir: &Path) -> PathBuf {
     dir.join(format!("{}.leases", server.label()))
 }
 

@@ -13,13 +13,13 @@ use crate::bench::cpu;
 /// Bound on a load run beyond its own duration (start, connection teardown, exit).
 const RUN_SLACK: Duration = Duration::from_secs(30);
 /// wrk threads: one per core of the machine.
-pub const WRK_THREADS: u32 = 2;
+pub(super) const WRK_THREADS: u32 = 2;
 /// wrk's per-request timeout.
 const WRK_TIMEOUT: &str = "5s";
 
 /// CPU and wall time around one load run.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Usage {
+pub(super) struct Usage {
     /// The server's processes' user + system time during the run.
     pub server_cpu: Duration,
     /// The load generator's user + system time.
@@ -34,7 +34,7 @@ pub struct Usage {
 
 impl Usage {
     /// Adds another run's figures (for totals over rounds).
-    pub fn add(&mut self, other: Usage) {
+    pub(super) fn add(&mut self, other: Usage) {
         self.server_cpu += other.server_cpu;
         self.client_cpu += other.client_cpu;
         self.softirq_cpu += other.softirq_cpu;
@@ -44,18 +44,18 @@ impl Usage {
     }
 
     /// `time` as a share of one core over the wall time, in percent.
-    pub fn percent_of_core(&self, time: Duration) -> f64 {
+    pub(super) fn percent_of_core(&self, time: Duration) -> f64 {
         100.0 * time.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
     }
 
     /// Server, client and softirq threads: all the CPU time the transfer itself took.
-    pub fn transfer_cpu(&self) -> Duration {
+    pub(super) fn transfer_cpu(&self) -> Duration {
         self.server_cpu + self.client_cpu + self.softirq_cpu
     }
 
     /// Busy time of everything but the server, the client and the softirq threads (other
     /// engineers' work, other kernel threads).
-    pub fn rest_of_machine(&self) -> Duration {
+    pub(super) fn rest_of_machine(&self) -> Duration {
         self.machine.busy.saturating_sub(self.transfer_cpu())
     }
 }
@@ -65,7 +65,7 @@ const BUSIEST_SHOWN: usize = 3;
 
 /// Processes other than the server, the client and the softirq threads that took CPU time
 /// during a run, busiest first (at most [`BUSIEST_SHOWN`]): what "rest of machine" was.
-pub type Others = Vec<(String, Duration)>;
+pub(super) type Others = Vec<(String, Duration)>;
 
 /// Runs `argv` in the client namespace, bounded by `timeout`, measuring the server and the
 /// client. The client's CPU time is that of the reaped child (no other child ends meanwhile).
@@ -113,7 +113,7 @@ fn measured(
 
 /// Downloads the large file once from the client namespace with `pxe-bench http-get` and
 /// compares it with `file` byte for byte.
-pub fn verify_download(
+pub(super) fn verify_download(
     net: &TestNet,
     client_bin: &Path,
     server: &Server,
@@ -144,7 +144,7 @@ pub fn verify_download(
 
 /// One large-download run against one server.
 #[derive(Clone, Debug)]
-pub struct LargeRun {
+pub(super) struct LargeRun {
     /// Which server.
     pub kind: Kind,
     /// Body bytes received.
@@ -162,7 +162,7 @@ pub struct LargeRun {
 }
 
 /// `pxe-bench http-load` with `connections` connections for `duration` against `server`.
-pub fn large(
+pub(super) fn large(
     net: &TestNet,
     client_bin: &Path,
     server: &Server,
@@ -219,7 +219,7 @@ pub fn large(
 
 /// One wrk run against one server.
 #[derive(Clone, Debug)]
-pub struct SmallRun {
+pub(super) struct SmallRun {
     /// Which server.
     pub kind: Kind,
     /// wrk's connections.
@@ -241,7 +241,7 @@ pub struct SmallRun {
 }
 
 /// wrk with `connections` keep-alive connections on `path` of `server` for `duration`.
-pub fn small(
+pub(super) fn small(
     net: &TestNet,
     server: &Server,
     path: &str,

@@ -52,7 +52,7 @@ const SECTION: &str = "http";
 
 /// Options of `cargo xtask bench http`.
 #[derive(Debug, clap::Args)]
-pub struct HttpArgs {
+pub(crate) struct HttpArgs {
     /// A short run (about 15 s of load) that checks both servers serve the right bytes and
     /// fails if one serves nothing; prints its table, leaves bench/RESULTS.md alone.
     #[arg(long)]
@@ -74,7 +74,7 @@ pub struct HttpArgs {
 
 /// The run's parameters, defaults filled in.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// `--quick`.
     pub quick: bool,
     /// Length of each large run.
@@ -149,7 +149,7 @@ fn check_interrupted() -> anyhow::Result<()> {
 }
 
 /// Runs setup's packages, builds the release daemon and pxe-bench, then the benchmark.
-pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &HttpArgs) -> anyhow::Result<()> {
     ensure!(
         pxe_tests::is_root(),
         "the HTTP benchmark makes network namespaces: run it as root"

@@ -14,7 +14,7 @@ const METHOD_ANCHOR: &str = "http-report";
 
 /// What the run was, for the report.
 #[derive(Debug)]
-pub struct Info {
+pub(super) struct Info {
     command: String,
     date: String,
     commit: String,
@@ -27,7 +27,7 @@ pub struct Info {
 
 impl Info {
     /// Reads the date, commit, machine and peers' versions.
-    pub fn collect() -> anyhow::Result<Info> {
+    pub(super) fn collect() -> anyhow::Result<Info> {
         Ok(Info {
             command: run_info::command_line(),
             date: run_info::date_utc(),
@@ -54,7 +54,7 @@ impl Info {
 
 /// What the run measured.
 #[derive(Debug)]
-pub struct Results {
+pub(super) struct Results {
     /// Size of the rendered script (and of nginx's static copy).
     pub script_bytes: usize,
     /// Every large-download run.
@@ -158,7 +158,7 @@ fn yes_no(met: bool) -> &'static str {
 }
 
 /// The section's markdown.
-pub fn markdown(info: &Info, plan: &Plan, results: &Results) -> String {
+pub(super) fn markdown(info: &Info, plan: &Plan, results: &Results) -> String {
     let mut md = String::new();
     let big_mib = servers::BIG_BYTES >> 20;
     let large_secs = plan.large.as_secs_f64();

@@ -14,34 +14,35 @@ use crate::bench::cpu;
 use crate::bench::peers::{daemon, nginx};
 
 /// Port of pxe-daemon.
-pub const OURS_PORT: u16 = 8080;
+pub(super) const OURS_PORT: u16 = 8080;
 /// Port of nginx.
-pub const NGINX_PORT: u16 = 8081;
+pub(super) const NGINX_PORT: u16 = 8081;
 /// Worker processes of nginx: one per core, as pxe-daemon's tokio runtime has one worker
 /// thread per core (its default).
-pub const NGINX_WORKERS: u32 = 2;
+pub(super) const NGINX_WORKERS: u32 = 2;
 /// Path of the large file under both servers' roots.
-pub const BIG_PATH: &str = "/assets/big.img";
+pub(super) const BIG_PATH: &str = "/assets/big.img";
 /// Size of the large file.
-pub const BIG_BYTES: u64 = 200 << 20;
+pub(super) const BIG_BYTES: u64 = 200 << 20;
 /// The script pxe-daemon renders per request: a machine of the benchmark's group, as iPXE asks
 /// for it after expanding `/boot.ipxe`'s chain URL.
-pub const SCRIPT_QUERY_PATH: &str = "/ipxe?mac=52-54-00-12-34-56&buildarch=x86_64&platform=efi";
+pub(super) const SCRIPT_QUERY_PATH: &str =
+    "/ipxe?mac=52-54-00-12-34-56&buildarch=x86_64&platform=efi";
 /// Where nginx serves a static copy of what pxe-daemon rendered for [`SCRIPT_QUERY_PATH`].
-pub const STATIC_SCRIPT_PATH: &str = "/scripts/52-54-00-12-34-56.ipxe";
+pub(super) const STATIC_SCRIPT_PATH: &str = "/scripts/52-54-00-12-34-56.ipxe";
 /// Bytes the large file is written in.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 /// The temporary directory both servers serve from, with their configs. Removed on drop.
 #[derive(Debug)]
-pub struct Fixture {
+pub(super) struct Fixture {
     dir: tempfile::TempDir,
 }
 
 impl Fixture {
     /// Writes the boot root (a kernel and initrd for the profile, the large file of
     /// pseudo-random bytes), pxe-daemon's config and nginx's config for a server at `ip`.
-    pub fn new(ip: Ipv4Addr) -> anyhow::Result<Fixture> {
+    pub(super) fn new(ip: Ipv4Addr) -> anyhow::Result<Fixture> {
         let dir = tempfile::Builder::new()
             .prefix("pxe-httpbench-")
             .tempdir()
@@ -74,22 +75,22 @@ impl Fixture {
     }
 
     /// The temporary directory.
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// The directory both servers serve.
-    pub fn root(&self) -> PathBuf {
+    pub(super) fn root(&self) -> PathBuf {
         self.path().join("root")
     }
 
     /// The large file.
-    pub fn big_file(&self) -> PathBuf {
+    pub(super) fn big_file(&self) -> PathBuf {
         self.root().join(BIG_PATH.trim_start_matches('/'))
     }
 
     /// nginx's static copy of the rendered script.
-    pub fn static_script(&self) -> PathBuf {
+    pub(super) fn static_script(&self) -> PathBuf {
         self.root().join(STATIC_SCRIPT_PATH.trim_start_matches('/'))
     }
 
@@ -191,7 +192,7 @@ fn write_pseudo_random(path: &Path, len: u64) -> anyhow::Result<()> {
 
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     /// pxe-daemon.
     Ours,
     /// nginx.
@@ -200,7 +201,7 @@ pub enum Kind {
 
 impl Kind {
     /// Name in tables.
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Kind::Ours => "pxe-daemon",
             Kind::Nginx => "nginx",
@@ -210,7 +211,7 @@ impl Kind {
 
 /// A running server in the server namespace.
 #[derive(Debug)]
-pub struct Server {
+pub(super) struct Server {
     kind: Kind,
     child: NsChild,
     ip: Ipv4Addr,
@@ -219,7 +220,11 @@ pub struct Server {
 
 impl Server {
     /// Starts pxe-daemon (`bin`, a release build) with the fixture's config and waits for it.
-    pub fn start_ours(net: &TestNet, fixture: &Fixture, bin: &Path) -> anyhow::Result<Server> {
+    pub(super) fn start_ours(
+        net: &TestNet,
+        fixture: &Fixture,
+        bin: &Path,
+    ) -> anyhow::Result<Server> {
         let http = SocketAddrV4::new(net.server_ip(), OURS_PORT);
         let daemon = daemon::Daemon::start(
             net,
@@ -242,7 +247,7 @@ impl Server {
     }
 
     /// Starts nginx with the fixture's config in the foreground and waits for it.
-    pub fn start_nginx(net: &TestNet, fixture: &Fixture) -> anyhow::Result<Server> {
+    pub(super) fn start_nginx(net: &TestNet, fixture: &Fixture) -> anyhow::Result<Server> {
         let ready = format!("http://{}:{NGINX_PORT}/assets/vmlinuz", net.server_ip());
         let child = nginx::start(
             net,
@@ -265,7 +270,7 @@ impl Server {
     }
 
     /// An error with the server's log if it has exited.
-    pub fn check_running(&self) -> anyhow::Result<()> {
+    pub(super) fn check_running(&self) -> anyhow::Result<()> {
         // NsChild::try_wait needs `&mut`; a zero-timeout probe through /proc does not.
         let pid = self.child.id();
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -282,12 +287,12 @@ impl Server {
     }
 
     /// Which server this is.
-    pub fn kind(&self) -> Kind {
+    pub(super) fn kind(&self) -> Kind {
         self.kind
     }
 
     /// `http://<server ip>:<port><path>`.
-    pub fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("http://{}:{}{path}", self.ip, self.port)
     }
 
@@ -302,12 +307,12 @@ impl Server {
     }
 
     /// The thread ids of all the server's processes.
-    pub fn thread_ids(&self) -> anyhow::Result<Vec<u32>> {
+    pub(super) fn thread_ids(&self) -> anyhow::Result<Vec<u32>> {
         Ok(self.pids()?.into_iter().flat_map(cpu::threads_of).collect())
     }
 
     /// CPU time (user + system) of all the server's processes so far.
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+    pub(super) fn cpu_time(&self) -> anyhow::Result<Duration> {
         self.check_running()?;
         self.pids()?
             .into_iter()
@@ -317,13 +322,13 @@ impl Server {
 
     /// Peak resident memory so far, summed over the server's processes (nginx's workers share
     /// pages with the master, which the sum counts in each), KiB.
-    pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+    pub(super) fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         self.check_running()?;
         self.pids()?.into_iter().map(cpu::peak_rss_kib).sum()
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 10 s); an error unless it exits cleanly.
-    pub fn stop(self) -> anyhow::Result<()> {
+    pub(super) fn stop(self) -> anyhow::Result<()> {
         let name = self.kind.name();
         let log = self.child.log();
         let status = self.child.stop();

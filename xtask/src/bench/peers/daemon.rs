@@ -14,11 +14,11 @@ use super::Host;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The log level benchmarks run it at: production's (a line per TFTP transfer, none per HTTP
 /// request or DHCP exchange).
-pub const LOG_LEVEL: &str = "info";
+pub(crate) const LOG_LEVEL: &str = "info";
 
 /// How to run it.
 #[derive(Debug)]
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     /// The (release) binary.
     pub bin: &'a Path,
     /// `--config`.
@@ -35,7 +35,7 @@ pub struct Options<'a> {
 
 impl Options<'_> {
     /// The command line.
-    pub fn argv(&self, net: &TestNet) -> Vec<String> {
+    pub(crate) fn argv(&self, net: &TestNet) -> Vec<String> {
         let mut argv = vec![
             self.bin.to_string_lossy().into_owned(),
             "run".to_owned(),
@@ -60,7 +60,7 @@ impl Options<'_> {
 
 /// A running pxe-daemon in the server namespace of a [`TestNet`]; dropping it kills it.
 #[derive(Debug)]
-pub struct Daemon<'net> {
+pub(crate) struct Daemon<'net> {
     net: &'net TestNet,
     child: NsChild,
     http: SocketAddrV4,
@@ -71,7 +71,7 @@ impl<'net> Daemon<'net> {
     /// Starts it with `options` and waits until `/healthz` answers 200. Its sockets are bound
     /// before it serves (with `--datapath xdp`, before its AF_XDP sockets and steering are up):
     /// load sent at the first bound socket would land in sockets nobody reads yet.
-    pub fn start(net: &'net TestNet, options: &Options<'_>) -> anyhow::Result<Daemon<'net>> {
+    pub(crate) fn start(net: &'net TestNet, options: &Options<'_>) -> anyhow::Result<Daemon<'net>> {
         let argv = options.argv(net);
         let command = argv.join(" ");
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -93,49 +93,49 @@ impl<'net> Daemon<'net> {
     }
 
     /// Its command line.
-    pub fn command(&self) -> &str {
+    pub(crate) fn command(&self) -> &str {
         &self.command
     }
 
     /// Its process id (`ip netns exec` execs in place).
-    pub fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.child.id()
     }
 
     /// The process, e.g. to wait for more sockets.
-    pub fn child_mut(&mut self) -> &mut NsChild {
+    pub(crate) fn child_mut(&mut self) -> &mut NsChild {
         &mut self.child
     }
 
     /// Everything it has logged.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.child.log()
     }
 
     /// Its exit status, if it has exited.
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait()
     }
 
     /// Its `/metrics` text; `None` without an answer.
-    pub fn metrics(&self) -> Option<String> {
+    pub(crate) fn metrics(&self) -> Option<String> {
         metrics(self.net, self.http)
     }
 
     /// Stops it (SIGTERM, then SIGKILL after the harness's bound).
-    pub fn stop(self) -> ExitStatus {
+    pub(crate) fn stop(self) -> ExitStatus {
         self.child.stop()
     }
 
     /// The process, for a caller that keeps it with other servers' processes.
-    pub fn into_child(self) -> NsChild {
+    pub(crate) fn into_child(self) -> NsChild {
         self.child
     }
 }
 
 /// The `/metrics` text of the daemon whose HTTP is at `http` in the server namespace of `net`
 /// (fetched there); `None` without an answer.
-pub fn metrics(net: &TestNet, http: SocketAddrV4) -> Option<String> {
+pub(crate) fn metrics(net: &TestNet, http: SocketAddrV4) -> Option<String> {
     let url = format!("http://{http}/metrics");
     let out = net.server(&[
         "curl",

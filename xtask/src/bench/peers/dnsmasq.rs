@@ -15,7 +15,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running dnsmasq; dropping it kills it.
 #[derive(Debug)]
-pub struct Dnsmasq {
+pub(crate) struct Dnsmasq {
     child: NsChild,
     command: String,
 }
@@ -25,7 +25,7 @@ impl Dnsmasq {
     /// pid file in `dir`, made if missing, its log to its process log) and `options`
     /// (`name=value`, as in its config file but without quotes: no shell is in between), and
     /// waits until it has bound UDP port `ready_port` (67 for DHCP, 69 for TFTP).
-    pub fn start(
+    pub(crate) fn start(
         host: Host<'_>,
         dir: &Path,
         options: &[String],
@@ -52,22 +52,22 @@ impl Dnsmasq {
     }
 
     /// Its command line.
-    pub fn command(&self) -> &str {
+    pub(crate) fn command(&self) -> &str {
         &self.command
     }
 
     /// Its process id.
-    pub fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.child.id()
     }
 
     /// Stops it (SIGTERM, then SIGKILL after the harness's bound).
-    pub fn stop(self) -> std::process::ExitStatus {
+    pub(crate) fn stop(self) -> std::process::ExitStatus {
         self.child.stop()
     }
 
     /// The process, for a caller that keeps it with other servers' processes.
-    pub fn into_child(self) -> NsChild {
+    pub(crate) fn into_child(self) -> NsChild {
         self.child
     }
 }

@@ -2,10 +2,10 @@
 //! ([`daemon`]), dnsmasq ([`dnsmasq`]), nginx ([`nginx`]) and tftpd-hpa ([`tftpd`]); and the
 //! waits until a started server serves.
 
-pub mod daemon;
-pub mod dnsmasq;
-pub mod nginx;
-pub mod tftpd;
+pub(super) mod daemon;
+pub(super) mod dnsmasq;
+pub(super) mod nginx;
+pub(super) mod tftpd;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -22,7 +22,7 @@ const PROBE_MAX_TIME_SECS: &str = "2";
 
 /// Where a server runs.
 #[derive(Clone, Copy, Debug)]
-pub enum Host<'a> {
+pub(super) enum Host<'a> {
     /// The server namespace of a [`TestNet`]: the servers under test.
     Server(&'a TestNet),
     /// The site host of a rack (its own namespace on the machines' segment): the site DHCP
@@ -32,7 +32,7 @@ pub enum Host<'a> {
 
 impl Host<'_> {
     /// Its interface (on the site host, named as its namespace).
-    pub fn interface(&self) -> &str {
+    pub(super) fn interface(&self) -> &str {
         match self {
             Host::Server(net) => net.server_if(),
             Host::Site(site) => site.ns(),
@@ -40,7 +40,7 @@ impl Host<'_> {
     }
 
     /// Runs `argv` there, bounded.
-    pub fn run(&self, argv: &[&str]) -> Output {
+    pub(super) fn run(&self, argv: &[&str]) -> Output {
         match self {
             Host::Server(net) => net.server(argv),
             Host::Site(site) => site.run(argv),
@@ -48,7 +48,7 @@ impl Host<'_> {
     }
 
     /// Starts `argv` there; the guard kills it when dropped.
-    pub fn spawn(&self, argv: &[&str]) -> NsChild {
+    pub(super) fn spawn(&self, argv: &[&str]) -> NsChild {
         match self {
             Host::Server(net) => net.spawn_server(argv),
             Host::Site(site) => site.spawn(argv),
@@ -58,7 +58,7 @@ impl Host<'_> {
 
 /// Polls `ready` until it holds, for at most `timeout`; fails with the log of `child` (`what`)
 /// when it exits first or the time is up (`waiting_for` says what was awaited).
-pub fn wait_ready(
+pub(super) fn wait_ready(
     child: &mut NsChild,
     what: &str,
     waiting_for: &str,
@@ -89,14 +89,14 @@ pub fn wait_ready(
 
 /// The `ss` lines of the UDP sockets bound to local `port` at `host`; empty when there is
 /// none.
-pub fn udp_sockets_on(host: Host<'_>, port: u16) -> String {
+pub(super) fn udp_sockets_on(host: Host<'_>, port: u16) -> String {
     let filter = format!("sport = :{port}");
     let out = host.run(&["ss", "-H", "-l", "-n", "-u", &filter]);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Waits until `child` (`what`, at `host`) has bound UDP port `port`.
-pub fn wait_udp_bound(
+pub(super) fn wait_udp_bound(
     host: Host<'_>,
     child: &mut NsChild,
     what: &str,
@@ -113,7 +113,7 @@ pub fn wait_udp_bound(
 }
 
 /// The HTTP status of GET `url` from `host`, or `None` without an answer.
-pub fn http_status(host: Host<'_>, url: &str) -> Option<u16> {
+pub(super) fn http_status(host: Host<'_>, url: &str) -> Option<u16> {
     let out = host.run(&[
         "curl",
         "--silent",
@@ -135,7 +135,7 @@ pub fn http_status(host: Host<'_>, url: &str) -> Option<u16> {
 }
 
 /// Waits until GET `url` from `host` answers 200 from `child` (`what`).
-pub fn wait_http_ok(
+pub(super) fn wait_http_ok(
     host: Host<'_>,
     child: &mut NsChild,
     what: &str,
@@ -152,7 +152,7 @@ pub fn wait_http_ok(
 }
 
 /// `name` from /usr/sbin, /sbin or /usr/local/sbin (sbin may not be on PATH), else PATH.
-pub fn find_sbin(name: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn find_sbin(name: &str) -> anyhow::Result<PathBuf> {
     for dir in ["/usr/sbin", "/sbin", "/usr/local/sbin"] {
         let path = Path::new(dir).join(name);
         if path.is_file() {

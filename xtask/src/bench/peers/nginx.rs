@@ -13,7 +13,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Starts `nginx -p <prefix> -e stderr -c <config> -g 'daemon off;'` in the server namespace
 /// and waits until GET `ready_url` answers 200.
-pub fn start(
+pub(crate) fn start(
     net: &TestNet,
     prefix: &Path,
     config: &Path,

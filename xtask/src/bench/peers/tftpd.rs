@@ -14,7 +14,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Starts `in.tftpd --foreground --secure --address <ip>:69 <root>` in the server namespace and
 /// waits until it has bound port 69; returns it with its command line. It forks a process per
 /// transfer, as user `tftp`: `root` must be readable by that user.
-pub fn start(net: &TestNet, ip: Ipv4Addr, root: &Path) -> anyhow::Result<(NsChild, String)> {
+pub(crate) fn start(net: &TestNet, ip: Ipv4Addr, root: &Path) -> anyhow::Result<(NsChild, String)> {
     let bin = super::find_sbin("in.tftpd")?;
     let argv = [
         bin.to_string_lossy().into_owned(),

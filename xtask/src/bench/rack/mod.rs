@@ -40,7 +40,7 @@ const SITE_RCVBUF_BYTES: usize = 8 << 20;
 
 /// Options of `cargo xtask bench rack`.
 #[derive(Debug, clap::Args)]
-pub struct RackArgs {
+pub(super) struct RackArgs {
     /// Rack sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [500u32, 2000, 5000])]
     machines: Vec<u32>,
@@ -194,7 +194,7 @@ struct RunResult {
 }
 
 /// Runs the benchmark.
-pub fn run(args: &RackArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &RackArgs) -> anyhow::Result<()> {
     ensure!(
         pxe_tests::is_root(),
         "cargo xtask bench rack needs root (namespaces, raw sockets)"

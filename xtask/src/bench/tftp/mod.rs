@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::{peers, results};
 use crate::{setup, workspace};
-pub use run::Fixture;
+pub(crate) use run::Fixture;
 
 /// Name of the file every client reads.
 const FILE_NAME: &str = "bench-1m.bin";
@@ -57,7 +57,7 @@ const GOAL_RATIO: f64 = 3.0;
 
 /// Options of `cargo xtask bench tftp`.
 #[derive(Debug, clap::Args)]
-pub struct TftpArgs {
+pub(crate) struct TftpArgs {
     /// The ~15 s check: 100 clients, windowsize 4, our daemon and tftpd-hpa; fails if any
     /// transfer fails or returns wrong bytes. Leaves bench/RESULTS.md alone.
     #[arg(long)]
@@ -66,7 +66,7 @@ pub struct TftpArgs {
 
 /// A server under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Server {
+pub(crate) enum Server {
     /// pxe-daemon with the XDP program off (this benchmark's own rows).
     Ours,
     /// pxe-daemon `--datapath kernel` (XDP program attached as by default: counts, passes).
@@ -81,7 +81,7 @@ pub enum Server {
 
 impl Server {
     /// Name in the tables.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Server::Ours => "pxe-daemon",
             Server::OursKernel => "pxe-daemon --datapath kernel",
@@ -98,7 +98,7 @@ impl Server {
 
 /// One measurement: a server under one load.
 #[derive(Debug)]
-pub struct Cell {
+pub(crate) struct Cell {
     /// The server.
     pub server: Server,
     /// Concurrent clients.
@@ -120,7 +120,7 @@ fn rounds_for(clients: u32) -> u32 {
 
 /// What one cell measured.
 #[derive(Debug)]
-pub struct Row {
+pub(crate) struct Row {
     /// What was measured.
     pub cell: Cell,
     /// The generator's JSON report.
@@ -151,17 +151,17 @@ impl Row {
     }
 
     /// Aggregate MB/s of completed transfers.
-    pub fn mb_per_sec(&self) -> f64 {
+    pub(crate) fn mb_per_sec(&self) -> f64 {
         self.num(&["aggregate_mb_per_sec"])
     }
 
     /// Failed transfers.
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.report["failed"].as_u64().unwrap_or(u64::MAX)
     }
 
     /// Server CPU seconds per 10^9 bytes delivered.
-    pub fn server_cpu_per_gb(&self) -> f64 {
+    pub(crate) fn server_cpu_per_gb(&self) -> f64 {
         let gb = self.report["bytes"].as_f64().unwrap_or(0.0) / 1e9;
         if gb > 0.0 {
             self.server_cpu.as_secs_f64() / gb
@@ -171,12 +171,12 @@ impl Row {
     }
 
     /// The generator's CPU time over the run's wall time, in cores.
-    pub fn generator_cores(&self) -> f64 {
+    pub(crate) fn generator_cores(&self) -> f64 {
         self.num(&["generator_cpu", "total_secs"]) / self.num(&["wall_secs"])
     }
 
     /// The window most transfers used.
-    pub fn windowsize_used(&self) -> Option<u64> {
+    pub(crate) fn windowsize_used(&self) -> Option<u64> {
         self.report["negotiated"]
             .as_array()?
             .iter()
@@ -185,7 +185,7 @@ impl Row {
     }
 
     /// Failed transfers with their reasons.
-    pub fn failures_text(&self) -> String {
+    pub(crate) fn failures_text(&self) -> String {
         let Some(map) = self.report["failures"].as_object() else {
             return "?".into();
         };
@@ -202,7 +202,7 @@ impl Row {
 }
 
 /// Runs the benchmark: setup, release build, the cells, the report.
-pub fn run(args: &TftpArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &TftpArgs) -> anyhow::Result<()> {
     ensure!(
         pxe_tests::is_root(),
         "the TFTP benchmark makes network namespaces and cgroups and binds port 69: run it as root"
@@ -247,11 +247,11 @@ pub fn run(args: &TftpArgs) -> anyhow::Result<()> {
 }
 
 /// Each server's command line, as shown in the results.
-pub type Commands = Vec<(Server, String)>;
+pub(crate) type Commands = Vec<(Server, String)>;
 
 /// The binaries run.
 #[derive(Debug)]
-pub struct Bins {
+pub(crate) struct Bins {
     /// The release pxe-daemon.
     pub daemon: PathBuf,
     /// The release pxe-bench.
@@ -260,7 +260,7 @@ pub struct Bins {
 
 impl Bins {
     /// Builds the release daemon and generator and checks the peers are installed.
-    pub fn build() -> anyhow::Result<Bins> {
+    pub(crate) fn build() -> anyhow::Result<Bins> {
         let release = workspace::build_release_bins()?;
         for peer in ["in.tftpd", "dnsmasq"] {
             peers::find_sbin(peer)?;

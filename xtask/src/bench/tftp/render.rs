@@ -17,7 +17,7 @@ use crate::bench::{results, run_info};
 const METHOD_ANCHOR: &str = "tftp-report";
 
 /// The rows as a Markdown section: what ran, the table, the ratio to tftpd-hpa, the goal.
-pub fn section(
+pub(super) fn section(
     rows: &[Row],
     commands: &[(Server, String)],
     quick: bool,
@@ -187,7 +187,7 @@ fn ratios(rows: &[Row]) -> Vec<(u32, u16, f64)> {
 }
 
 /// One line per cell for the console.
-pub fn summary_line(row: &Row) -> String {
+pub(super) fn summary_line(row: &Row) -> String {
     format!(
         "{:<10} N={:<5} W={}: {:>7.1} MB/s, p50 {:.0} ms, p99 {:.0} ms, failed {}, server CPU {:.2} s, generator CPU {:.2} s",
         row.cell.server.name(),
@@ -203,7 +203,7 @@ pub fn summary_line(row: &Row) -> String {
 }
 
 /// The quick run's verdict: every transfer completed with the right bytes.
-pub fn check_quick(rows: &[Row]) -> anyhow::Result<()> {
+pub(super) fn check_quick(rows: &[Row]) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     for row in rows {
         let expected = u64::from(row.cell.clients) * u64::from(row.cell.rounds);

@@ -45,7 +45,7 @@ const NOFILE_LIMIT: u64 = 16_384;
 
 /// The file, the boot root and the namespaces a run serves from.
 #[derive(Debug)]
-pub struct Fixture {
+pub(crate) struct Fixture {
     boot: BootRoot,
     /// The namespaces.
     pub net: TestNet,
@@ -54,7 +54,7 @@ pub struct Fixture {
 
 impl Fixture {
     /// Writes the file into a fresh boot root and makes the namespaces.
-    pub fn new(bins: Bins) -> anyhow::Result<Fixture> {
+    pub(crate) fn new(bins: Bins) -> anyhow::Result<Fixture> {
         raise_nofile_limit();
         CpuMeter::remove_stale();
         let content = pattern(FILE_BYTES, FILE_SEED);
@@ -72,7 +72,7 @@ impl Fixture {
     }
 
     /// The cells' runner, waiting up to `quiet_wait` for a quiet machine before each.
-    pub fn bench(&self, quiet_wait: Duration) -> Bench<'_> {
+    pub(crate) fn bench(&self, quiet_wait: Duration) -> Bench<'_> {
         Bench {
             net: &self.net,
             boot: &self.boot,
@@ -88,7 +88,7 @@ impl Fixture {
 
 /// What every cell shares.
 #[derive(Debug)]
-pub struct Bench<'a> {
+pub(crate) struct Bench<'a> {
     net: &'a TestNet,
     boot: &'a BootRoot,
     bins: &'a Bins,
@@ -126,7 +126,7 @@ impl Running {
 impl Bench<'_> {
     /// Runs every `(clients, windowsize)` cell against each server in turn (one server
     /// running at a time); returns the rows and each server's command line as shown.
-    pub fn run_servers(
+    pub(crate) fn run_servers(
         &self,
         servers: &[Server],
         cells: &[(u32, u16)],

@@ -15,16 +15,16 @@ use crate::bench::dhcp::quiet_machine;
 use crate::bench::dhcp::servers::{Addressing, Mode, Running, Server, Setting};
 
 /// Loss at or above which a rate counts as not sustained.
-pub const LOSS_LIMIT: f64 = 0.01;
+pub(super) const LOSS_LIMIT: f64 = 0.01;
 /// Rates of the full run, new exchanges per second.
-pub const RATES: &[u32] = &[
+pub(super) const RATES: &[u32] = &[
     1_000, 5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 130_000, 160_000, 200_000,
     250_000, 300_000,
 ];
 /// Rates of `--quick`.
-pub const QUICK_RATES: &[u32] = &[2_000, 20_000];
+pub(super) const QUICK_RATES: &[u32] = &[2_000, 20_000];
 /// Distinct clients the generator cycles through: within the pool of the /16.
-pub const CLIENTS: u32 = 60_000;
+pub(super) const CLIENTS: u32 = 60_000;
 /// How long the generator waits for answers after its last DISCOVER.
 const WAIT_MS: u64 = 1000;
 /// Bound on a generator run beyond its sending and waiting.
@@ -36,7 +36,7 @@ const NET_TAG: &str = "xdpbd";
 
 /// A DHCP server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Contender {
+pub(super) enum Contender {
     /// pxe-daemon on kernel sockets.
     Kernel,
     /// pxe-daemon on AF_XDP.
@@ -47,10 +47,10 @@ pub enum Contender {
 
 impl Contender {
     /// In the order each mode runs them.
-    pub const ALL: [Contender; 3] = [Contender::Kernel, Contender::Xdp, Contender::Dnsmasq];
+    pub(super) const ALL: [Contender; 3] = [Contender::Kernel, Contender::Xdp, Contender::Dnsmasq];
 
     /// Name in the tables.
-    pub const fn label(self) -> &'static str {
+    pub(super) const fn label(self) -> &'static str {
         match self {
             Contender::Kernel => "pxe-daemon --datapath kernel",
             Contender::Xdp => "pxe-daemon --datapath xdp",
@@ -61,7 +61,7 @@ impl Contender {
 
 /// One generator run against one server.
 #[derive(Debug)]
-pub struct Step {
+pub(super) struct Step {
     /// Proxy or full.
     pub mode: Mode,
     /// Which server.
@@ -86,37 +86,37 @@ impl Step {
     }
 
     /// Answers counted (OFFERs in proxy mode, ACKs in full mode).
-    pub fn answered(&self) -> u64 {
+    pub(super) fn answered(&self) -> u64 {
         self.report["answered"].as_u64().unwrap_or(0)
     }
 
     /// Answers per second of sending.
-    pub fn answered_per_sec(&self) -> f64 {
+    pub(super) fn answered_per_sec(&self) -> f64 {
         self.num("answered_per_sec")
     }
 
     /// Exchanges begun per second.
-    pub fn sent_per_sec(&self) -> f64 {
+    pub(super) fn sent_per_sec(&self) -> f64 {
         self.num("sent_per_sec")
     }
 
     /// 1 - answered / sent.
-    pub fn loss(&self) -> f64 {
+    pub(super) fn loss(&self) -> f64 {
         self.num("loss")
     }
 
     /// Whether the loss stayed under [`LOSS_LIMIT`].
-    pub fn sustained(&self) -> bool {
+    pub(super) fn sustained(&self) -> bool {
         self.answered() > 0 && self.loss() < LOSS_LIMIT
     }
 
     /// Whether the generator could not send at the rate asked.
-    pub fn client_bound(&self) -> bool {
+    pub(super) fn client_bound(&self) -> bool {
         self.sent_per_sec() < f64::from(self.rate) * CLIENT_BOUND_SHARE
     }
 
     /// Server CPU µs per answer.
-    pub fn cpu_us_per_answer(&self) -> f64 {
+    pub(super) fn cpu_us_per_answer(&self) -> f64 {
         let n = self.answered();
         if n == 0 {
             f64::NAN
@@ -126,12 +126,12 @@ impl Step {
     }
 
     /// Latency quantile `q` ("p50", "p99") in ms.
-    pub fn latency_ms(&self, q: &str) -> f64 {
+    pub(super) fn latency_ms(&self, q: &str) -> f64 {
         self.report["latency_ms"][q].as_f64().unwrap_or(f64::NAN)
     }
 
     /// The generator's CPU, in cores.
-    pub fn generator_cores(&self) -> f64 {
+    pub(super) fn generator_cores(&self) -> f64 {
         self.report["generator_cpu"]["cores"]
             .as_f64()
             .unwrap_or(f64::NAN)
@@ -140,7 +140,7 @@ impl Step {
 
 /// A server that could not be measured, and why.
 #[derive(Debug)]
-pub struct Unavailable {
+pub(super) struct Unavailable {
     /// Proxy or full.
     pub mode: Mode,
     /// Which server.
@@ -151,7 +151,7 @@ pub struct Unavailable {
 
 /// What part b measured.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(super) struct Outcome {
     /// Every step.
     pub steps: Vec<Step>,
     /// Servers not measured.
@@ -178,7 +178,7 @@ impl Outcome {
 
 /// How part b runs.
 #[derive(Debug)]
-pub struct Plan<'a> {
+pub(super) struct Plan<'a> {
     /// Rates to step through.
     pub rates: &'a [u32],
     /// Seconds of sending per step.
@@ -196,7 +196,7 @@ pub struct Plan<'a> {
 }
 
 /// Runs part b.
-pub fn run(plan: &Plan<'_>) -> anyhow::Result<Outcome> {
+pub(super) fn run(plan: &Plan<'_>) -> anyhow::Result<Outcome> {
     let dir = tempfile::Builder::new()
         .prefix("pxe-bench-xdp-dhcp-")
         .tempdir()
@@ -387,7 +387,7 @@ fn measure(
 }
 
 /// One console line per step.
-pub fn step_line(s: &Step) -> String {
+pub(super) fn step_line(s: &Step) -> String {
     format!(
         "{:<5} {:<28} {:>7}/s{}: sent {:.0}/s, answered {:.0}/s, loss {:.2}%, p50 {:.2} ms, p99 \
          {:.2} ms; server {:.1} µs/answer; generator {:.2} cores{}",

@@ -53,7 +53,7 @@ const GOAL_TFTP_RATIO: f64 = 2.0;
 
 /// Options of `cargo xtask bench xdp`.
 #[derive(Debug, clap::Args)]
-pub struct XdpArgs {
+pub(super) struct XdpArgs {
     /// A short run (100,000 repeats, two DHCP rates of 1 s, TFTP at 100 clients) that prints
     /// its section and leaves bench/RESULTS.md alone.
     #[arg(long)]
@@ -79,7 +79,7 @@ enum Part {
 
 /// What the built daemon offers: whether it has `--datapath`.
 #[derive(Debug)]
-pub struct Datapaths {
+pub(super) struct Datapaths {
     /// `pxe-daemon run --help` lists `--datapath`.
     flag: bool,
 }
@@ -97,7 +97,7 @@ impl Datapaths {
     }
 
     /// Flags that select the kernel datapath (none on a daemon that has only that one).
-    pub fn kernel_args(&self) -> Vec<&'static str> {
+    pub(super) fn kernel_args(&self) -> Vec<&'static str> {
         if self.flag {
             vec!["--datapath", "kernel"]
         } else {
@@ -106,7 +106,7 @@ impl Datapaths {
     }
 
     /// Flags that select AF_XDP, or why it is not available.
-    pub fn xdp_args(&self) -> Result<Vec<&'static str>, String> {
+    pub(super) fn xdp_args(&self) -> Result<Vec<&'static str>, String> {
         if self.flag {
             Ok(vec!["--datapath", "xdp"])
         } else {
@@ -120,7 +120,7 @@ impl Datapaths {
 }
 
 /// Runs the benchmark.
-pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &XdpArgs) -> anyhow::Result<()> {
     ensure!(
         pxe_tests::is_root(),
         "cargo xtask bench xdp needs root (BPF_PROG_TEST_RUN, namespaces, raw sockets)"
