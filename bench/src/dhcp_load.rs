@@ -12,17 +12,23 @@
 //! Latency is from the send batch of the DISCOVER to the receive batch of the answer counted.
 //! Bounded: at most [`MAX_EXCHANGES`] per run, one `u32` per exchange and table.
 
-use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Context as _};
 use serde::Serialize;
 
-use crate::sim::dhcp::{self, msg, Asker, Firmware, Request};
-use crate::sim::frame;
-use crate::sim::sys::{self, Batch, Interface, PacketSocket};
-use crate::tftp::report::quantile;
+use crate::{
+    sim::{
+        dhcp::{self, msg, Asker, Firmware, Request},
+        frame,
+        sys::{self, Batch, Interface, PacketSocket},
+    },
+    tftp::report::quantile,
+};
 
 /// Most exchanges one run may start (the transaction id keeps 24 bits for the exchange).
 const MAX_EXCHANGES: u64 = 1 << 24;

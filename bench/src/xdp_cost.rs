@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use pxe_common::{PacketClass, Verdict, XdpConfig, XDP_FLAG_STEER_DHCP, XDP_FLAG_STEER_TFTP};
-use pxe_daemon::xdp::frames::{Frame, CLIENT_MAC, PXE_BIOS};
-use pxe_daemon::xdp::XdpAttachment;
+use pxe_daemon::xdp::{
+    frames::{Frame, CLIENT_MAC, PXE_BIOS},
+    XdpAttachment,
+};
 use serde::Serialize;
 
 /// XDP_DROP.

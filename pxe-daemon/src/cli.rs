@@ -4,9 +4,14 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{builder::BoolishValueParser, Args, Parser, Subcommand};
 
-use crate::config::{LogFormat, Overrides};
-use crate::probe::{FirmwareKind, ProbeOptions, PROBE_TIMEOUT_MS_DEFAULT, PROBE_TIMEOUT_MS_MAX};
-use crate::{datapath, dhcp::DhcpMode, ra::RouterAdvertisement, xdp::AttachPolicy};
+use crate::{
+    config::{LogFormat, Overrides},
+    datapath,
+    dhcp::DhcpMode,
+    probe::{FirmwareKind, ProbeOptions, PROBE_TIMEOUT_MS_DEFAULT, PROBE_TIMEOUT_MS_MAX},
+    ra::RouterAdvertisement,
+    xdp::AttachPolicy,
+};
 
 /// XDP-accelerated network boot server: PXE DHCP, TFTP and HTTP.
 #[derive(Debug, Parser)]

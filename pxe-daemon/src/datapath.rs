@@ -11,10 +11,6 @@
 //! The protocol cores stay sans-IO: a service is the thin layer that feeds a core (the same core
 //! the kernel-socket datapath feeds) and turns its output into [`UdpTx::send`] calls.
 
-use nix::sys::{
-    eventfd::{EfdFlags, EventFd},
-    socket::{setsockopt, SetSockOpt},
-};
 use std::{
     io,
     net::SocketAddrV4,
@@ -23,6 +19,10 @@ use std::{
     time::Instant,
 };
 
+use nix::sys::{
+    eventfd::{EfdFlags, EventFd},
+    socket::{setsockopt, SetSockOpt},
+};
 pub use pxe_common::MacAddr;
 
 /// The Ethernet broadcast address.

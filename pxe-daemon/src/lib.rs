@@ -23,10 +23,9 @@ pub mod xdp;
 
 use std::net::UdpSocket;
 
-use tokio::net::TcpListener;
-
 pub use config::Config;
 pub use daemon::run;
+use tokio::net::TcpListener;
 
 /// Sockets bound by the caller.
 #[derive(Debug)]

@@ -2,16 +2,17 @@
 
 use std::{io, net::Ipv4Addr, time::Duration};
 
-use pxe_common::MacAddr;
-
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::{
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage},
     AddressFamily, RouteNetlinkMessage,
 };
-use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
-use nix::sys::time::{TimeVal, TimeValLike as _};
+use nix::sys::{
+    socket::{setsockopt, sockopt::ReceiveTimeout},
+    time::{TimeVal, TimeValLike as _},
+};
+use pxe_common::MacAddr;
 
 /// The first IPv4 address of `interface`, if it has one.
 pub fn ipv4_of(interface: &str) -> Option<Ipv4Addr> {

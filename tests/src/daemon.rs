@@ -1,13 +1,17 @@
 //! The pxe-daemon binary running in a [`TestNet`]'s server namespace.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Output},
+    thread,
+    time::{Duration, Instant},
+};
 
-use crate::netns::TestNet;
-use crate::process::{run_bounded, NsChild};
+use crate::{
+    netns::TestNet,
+    process::{run_bounded, NsChild},
+};
 
 /// Port of the daemon's HTTP listener (`--http-listen <server_ip>:8080`).
 pub const DAEMON_HTTP_PORT: u16 = 8080;

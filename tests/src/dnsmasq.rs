@@ -1,12 +1,16 @@
 //! dnsmasq as a real DHCP or proxy-DHCP peer in a [`TestNet`]'s server namespace.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
 
-use crate::netns::{SiteHost, TestNet};
-use crate::process::NsChild;
+use crate::{
+    netns::{SiteHost, TestNet},
+    process::NsChild,
+};
 
 /// How long [`Dnsmasq::start`] waits for dnsmasq to listen on UDP port 67.
 pub const DNSMASQ_READY_TIMEOUT: Duration = Duration::from_secs(10);

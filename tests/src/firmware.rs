@@ -8,20 +8,24 @@
 //! unpacks into [`boot_cache_dir`]; iPXE (`ipxe`, `ipxe-qemu`), OVMF (`ovmf`) and QEMU
 //! (`qemu-system-x86`) are installed Debian packages.
 
-use std::fmt;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::thread;
-use std::time::Duration;
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread,
+    time::Duration,
+};
 
-use crate::daemon::Daemon;
-use crate::dnsmasq::Dnsmasq;
-use crate::initramfs;
-use crate::metrics::metric_sum;
-use crate::netns::TestNet;
-use crate::qemu::{
-    ClientTap, Firmware, Qemu, IPXE_VIRTIO_ROM, NO_BOOT_DEVICE, OVMF_CODE, OVMF_VARS, QEMU_BIN,
+use crate::{
+    daemon::Daemon,
+    dnsmasq::Dnsmasq,
+    initramfs,
+    metrics::metric_sum,
+    netns::TestNet,
+    qemu::{
+        ClientTap, Firmware, Qemu, IPXE_VIRTIO_ROM, NO_BOOT_DEVICE, OVMF_CODE, OVMF_VARS, QEMU_BIN,
+    },
 };
 
 /// Environment variable naming the boot cache directory (default `<workspace>/target/boot-cache`).

@@ -2,9 +2,7 @@
 //! see its network card, and an `/init` that prints [`MARKER`] with the machine's MAC on the
 //! serial console and powers off. Written as a newc cpio archive, gzipped.
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
+use std::{collections::BTreeMap, io::Write, path::Path};
 
 use flate2::write::GzEncoder;
 

@@ -35,8 +35,7 @@ mod process;
 pub mod qemu;
 pub mod tftp;
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::{io::Write, path::PathBuf};
 
 pub use clients::send_pxe_probes;
 pub use configs::full_dhcp_config;

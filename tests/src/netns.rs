@@ -1,8 +1,10 @@
 //! A server and a client network namespace joined by a veth pair, on 198.18.0.0/15.
 
-use std::net::Ipv4Addr;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::{
+    net::Ipv4Addr,
+    process::{Command, Output},
+    time::Duration,
+};
 
 use crate::process::{run_bounded, try_run_bounded, NsChild};
 

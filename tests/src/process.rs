@@ -1,17 +1,23 @@
 //! Child processes bounded in time: every command the harness runs either ends or is killed.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fs::File,
+    io::{self, Read},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
-use nix::sys::prctl::set_pdeathsig;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+use nix::{
+    sys::{
+        prctl::set_pdeathsig,
+        signal::{kill, killpg, Signal},
+    },
+    unistd::Pid,
+};
 
 /// How long [`NsChild::stop`] waits after SIGTERM before it sends SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,12 +2,13 @@
 //! bridged with the client's veth end, and QEMU (software emulation: KVM stops with "emulation
 //! failure" on this kind of machine) booting from the network, its serial console in a file.
 
-use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitStatus,
+    time::{Duration, Instant},
+};
 
-use crate::netns::TestNet;
-use crate::process::NsChild;
+use crate::{netns::TestNet, process::NsChild};
 
 /// The emulator.
 pub const QEMU_BIN: &str = "qemu-system-x86_64";

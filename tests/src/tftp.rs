@@ -2,12 +2,13 @@
 //! (`tests/scripts/tftp.py`), and a lossy path between the namespaces (tc netem, or a relay
 //! without it).
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    process::Output,
+    time::Duration,
+};
 
-use crate::process::NsChild;
-use crate::TestNet;
+use crate::{process::NsChild, TestNet};
 
 /// The client scenarios (see the header of `tftp.py`).
 pub const TFTP_PY: &str = include_str!("../scripts/tftp.py");

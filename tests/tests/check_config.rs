@@ -1,9 +1,7 @@
 //! `pxe-daemon check-config FILE`: exit 0 for a valid file, 2 and `FILE:LINE:` for a bad one.
 //! Needs no root and no namespace.
 
-use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
+use std::{path::Path, process::Output, time::Duration};
 
 use pxe_tests::{run_daemon_cli, workspace_root};
 

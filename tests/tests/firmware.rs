@@ -10,9 +10,12 @@
 
 use std::io::Write;
 
-use pxe_tests::firmware::{boot_machine, BootCase, BootReport, DhcpSetup, Stage};
-use pxe_tests::qemu::Firmware;
-use pxe_tests::{metric_sum, metric_value, root_or_skip};
+use pxe_tests::{
+    firmware::{boot_machine, BootCase, BootReport, DhcpSetup, Stage},
+    metric_sum, metric_value,
+    qemu::Firmware,
+    root_or_skip,
+};
 
 /// Boots `firmware` with `dhcp` on a fresh test net `tag`, the daemon answering IPv6 router
 /// solicitations (`ipv6_ra`), and checks the whole chain.

@@ -1,7 +1,9 @@
 //! The harness itself: namespaces come and go, traffic flows, commands stay bounded.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use pxe_tests::{name_prefix, netns_exists, root_or_skip, run_bounded, TestNet};
 

@@ -2,11 +2,13 @@
 //! and as a proxy-DHCP server, the probe in the client namespace; then with nobody answering, and
 //! with port 68 taken. Root only.
 
-use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::Output;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    process::Output,
+    thread,
+    time::{Duration, Instant},
+};
 
 use pxe_tests::{existing_daemon_bin, root_or_skip, Dnsmasq, TestNet};
 

@@ -5,8 +5,10 @@
 //! server, on kernel sockets and on the AF_XDP datapath. Every machine must boot, every stage
 //! must be timed, every byte must arrive. Root only.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use pxe_tests::{
     full_dhcp_config, metric_value, root_or_skip, workspace_root, Daemon, Dnsmasq, SiteHost,

@@ -10,8 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use pxe_tests::tftp::{assert_same_bytes, expect_ok, pattern, tftp_py, BootRoot};
-use pxe_tests::{metric_value, root_or_skip, Daemon, TestNet};
+use pxe_tests::{
+    metric_value, root_or_skip,
+    tftp::{assert_same_bytes, expect_ok, pattern, tftp_py, BootRoot},
+    Daemon, TestNet,
+};
 
 /// Bound on one client run.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);

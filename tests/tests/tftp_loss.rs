@@ -6,10 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use pxe_tests::tftp::{
-    assert_same_bytes, expect_ok, lossy_path, pattern, tftp_py, BootRoot, LossyPath,
+use pxe_tests::{
+    metric_value, root_or_skip,
+    tftp::{assert_same_bytes, expect_ok, lossy_path, pattern, tftp_py, BootRoot, LossyPath},
+    Daemon, TestNet,
 };
-use pxe_tests::{metric_value, root_or_skip, Daemon, TestNet};
 
 /// Loss on the path, each way.
 const LOSS_PERCENT: u32 = 5;

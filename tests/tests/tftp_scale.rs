@@ -7,8 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use pxe_tests::tftp::{pattern, spawn_tftp_py, BootRoot};
-use pxe_tests::{metric_value, root_or_skip, Daemon, TestNet};
+use pxe_tests::{
+    metric_value, root_or_skip,
+    tftp::{pattern, spawn_tftp_py, BootRoot},
+    Daemon, TestNet,
+};
 
 /// Transfers opened: the default `tftp.max_transfers`.
 const TRANSFERS: u32 = 10_000;

@@ -1,9 +1,11 @@
 //! The XDP program classifies DHCP, PXE boot-server discovery (4011) and TFTP requests and
 //! counts them in `pxe_xdp_frames_total{class=...}`. Root only.
 
-use std::collections::BTreeMap;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    thread,
+    time::{Duration, Instant},
+};
 
 use pxe_tests::{metric_value, root_or_skip, send_pxe_probes, Daemon, TestNet};
 

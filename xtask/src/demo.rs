@@ -6,13 +6,15 @@
 //! busybox initramfs, whose /init prints the marker line on the serial console. The demo prints
 //! the boot timeline as the daemon's metrics show it, live, then the marker line and a summary.
 
-use std::io::Write as _;
-use std::time::Duration;
+use std::{io::Write as _, time::Duration};
 
 use anyhow::ensure;
-use pxe_tests::firmware::{boot_machine, BootCase, DhcpSetup, Stage};
-use pxe_tests::qemu::Firmware;
-use pxe_tests::{metric_sum, metric_value, NAME_PREFIX};
+use pxe_tests::{
+    firmware::{boot_machine, BootCase, DhcpSetup, Stage},
+    metric_sum, metric_value,
+    qemu::Firmware,
+    NAME_PREFIX,
+};
 
 /// Tag of the demo's test network: namespaces `pxet-demo-s` and `pxet-demo-c`.
 const TAG: &str = "demo";

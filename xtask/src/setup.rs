@@ -1,9 +1,11 @@
 //! `cargo xtask setup`: installs what the project needs on Debian 12, skipping what is there.
 
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::{
+    io::ErrorKind,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
 
 use anyhow::{ensure, Context as _};
 
@@ -96,7 +98,7 @@ enum Outcome {
 /// Runs every setup step in order; each prints one line with its outcome and time.
 pub(crate) fn run() -> anyhow::Result<()> {
     step("Debian packages", debian_packages)?;
-    step("nightly rust-src", rust_src)?;
+    step("nightly rust-src and rustfmt", nightly_components)?;
     step("bpf-linker", bpf_linker)?;
     step("Python modules", python_modules)?;
     step("boot cache (kernel, busybox-static)", boot_cache)?;
@@ -371,7 +373,11 @@ fn missing_debian_packages() -> anyhow::Result<Vec<&'static str>> {
         .collect())
 }
 
-fn rust_src() -> anyhow::Result<Outcome> {
+/// Components of the nightly toolchain: rust-src (the eBPF build's `-Z build-std=core`) and
+/// rustfmt (rustfmt.toml's import grouping is a nightly option).
+const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "rustfmt"];
+
+fn nightly_components() -> anyhow::Result<Outcome> {
     let output = cmd::output(Command::new("rustup").args([
         "component",
         "list",
@@ -386,14 +392,27 @@ fn rust_src() -> anyhow::Result<Outcome> {
         output.status,
         String::from_utf8_lossy(&output.stderr).trim()
     );
-    let present = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .any(|line| line.split_whitespace().next() == Some("rust-src"));
-    if present {
+    let installed = String::from_utf8_lossy(&output.stdout).into_owned();
+    // rustup lists a component with its target (`rustfmt-x86_64-unknown-linux-gnu`), or
+    // without one for rust-src.
+    let missing: Vec<&str> = NIGHTLY_COMPONENTS
+        .into_iter()
+        .filter(|c| {
+            !installed
+                .lines()
+                .filter_map(|line| line.split_whitespace().next())
+                .any(|name| name == *c || name.starts_with(&format!("{c}-")))
+        })
+        .collect();
+    if missing.is_empty() {
         return Ok(Outcome::AlreadyPresent);
     }
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
-        .context("adding rust-src to the nightly toolchain")?;
+    cmd::run(
+        Command::new("rustup")
+            .args(["component", "add", "--toolchain", NIGHTLY])
+            .args(&missing),
+    )
+    .with_context(|| format!("adding {} to the nightly toolchain", missing.join(", ")))?;
     Ok(Outcome::Installed)
 }
 

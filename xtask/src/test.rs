@@ -39,7 +39,8 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
     }
     steps.run("import cycles", || cycles::run(workspace::root()))?;
     steps.run("fmt", || {
-        cmd::run(workspace::cargo().args(["fmt", "--all", "--", "--check"]))
+        // rustfmt.toml's import grouping is a nightly option (as aya formats).
+        cmd::run(workspace::cargo().args(["+nightly", "fmt", "--all", "--", "--check"]))
     })?;
     if args.no_clippy {
         steps.skip("clippy (host)");

@@ -1,7 +1,9 @@
 //! Where things are in the workspace: its root, cargo's target directory, built binaries.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, ensure, Context as _};
 

@@ -3,15 +3,19 @@
 //! retried as iPXE does, bodies either kept (scripts) or dropped in the kernel (images:
 //! `recv(MSG_TRUNC)`, no copy), every wait bounded.
 
-use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::{
+    io,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsRawFd,
+    time::Duration,
+};
 
 use nix::sys::socket::{recv, MsgFlags};
-use tokio::io::{AsyncWriteExt as _, Interest};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::timeout;
+use tokio::{
+    io::{AsyncWriteExt as _, Interest},
+    net::{TcpSocket, TcpStream},
+    time::timeout,
+};
 
 /// Longest response head read.
 const MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -1,8 +1,7 @@
 //! What the simulated iPXE does with a script: expand `${...}` settings, resolve URLs against
 //! the script's own, and list the images to fetch. Pure functions.
 
-use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::{collections::HashMap, net::Ipv4Addr};
 
 /// The settings iPXE has when it runs a script (those boot scripts use).
 #[derive(Clone, Debug)]

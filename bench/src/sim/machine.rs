@@ -2,25 +2,26 @@
 //! firmware DHCP (and the port-4011 step when the offer calls for it), the boot program
 //! (TFTP, or HTTP for UEFI HTTP Boot), iPXE's DHCP, the script chain, the kernel and initrds.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
-use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    net::Ipv4Addr,
+    rc::Rc,
+    sync::atomic::Ordering,
+    time::Duration,
+};
 
 use serde::Serialize;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::{io::unix::AsyncFd, sync::Notify, time::Instant};
 
-use super::dhcp::{self, msg, Asker, BootTarget, Firmware, Reply};
-use super::frame::{self, UdpFrame};
-use super::http;
-use super::ipxe::{self, ImageKind, Step};
-use super::sys::{self, Interface, Netlink, PacketSocket};
-use super::tftp;
-use super::{Config, Progress};
+use super::{
+    dhcp::{self, msg, Asker, BootTarget, Firmware, Reply},
+    frame::{self, UdpFrame},
+    http,
+    ipxe::{self, ImageKind, Step},
+    sys::{self, Interface, Netlink, PacketSocket},
+    tftp, Config, Progress,
+};
 
 /// Scripts chained at most (a chain loop is a failure, not a hang).
 const MAX_SCRIPT_DEPTH: usize = 8;

@@ -19,15 +19,18 @@ pub(crate) mod report;
 pub(crate) mod sys;
 pub(crate) mod tftp;
 
-use std::io::IsTerminal as _;
-use std::path::PathBuf;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::{
+    io::IsTerminal as _,
+    path::PathBuf,
+    rc::Rc,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _};
-
 use dhcp::Firmware;
 use machine::{Outcome, Shard, Spec};
 

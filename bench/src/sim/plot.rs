@@ -2,8 +2,10 @@
 //! (plotters' bitmap backend; text drawn with ab_glyph from a TrueType font found at run time,
 //! DejaVu Sans from Debian's fonts-dejavu-core; without one the plot has no text).
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use anyhow::Context as _;
 use plotters::prelude::*;

@@ -1,16 +1,15 @@
 //! The rack's report: per-stage percentiles, time until every machine booted, failures by stage
 //! and reason, the simulator's own cost; as text and as JSON.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::{collections::BTreeMap, fmt::Write as _, sync::atomic::Ordering, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::dhcp::Firmware;
-use super::machine::{Outcome, Stage};
-use super::{Progress, RackArgs};
+use super::{
+    dhcp::Firmware,
+    machine::{Outcome, Stage},
+    Progress, RackArgs,
+};
 
 /// Percentiles of one stage's durations, in seconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,15 +2,19 @@
 //! DHCP, the port-68 sink, the netlink socket that puts each machine's address on the
 //! interface, and the process's limits and CPU time.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::{
+    io::{self, IoSlice, IoSliceMut},
+    net::Ipv4Addr,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
+    time::Duration,
+};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    self, recvmmsg, sendmmsg, setsockopt, sockopt, AddressFamily, ControlMessage, MsgFlags,
-    MultiHeaders, SockFlag, SockProtocol, SockType, SockaddrIn,
+use nix::{
+    poll::{poll, PollFd, PollFlags, PollTimeout},
+    sys::socket::{
+        self, recvmmsg, sendmmsg, setsockopt, sockopt, AddressFamily, ControlMessage, MsgFlags,
+        MultiHeaders, SockFlag, SockProtocol, SockType, SockaddrIn,
+    },
 };
 
 use super::frame;

@@ -4,13 +4,14 @@
 //! a timeout resends the last ACK, a bounded number of times. The packets are the load
 //! generator's codec ([`wire`]).
 
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::Duration;
+use std::{
+    io,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::Duration,
+};
 
 use pxe_common::TFTP_PORT;
-use tokio::net::UdpSocket;
-use tokio::time::timeout;
+use tokio::{net::UdpSocket, time::timeout};
 
 use crate::tftp::wire::{self, ack, error, Reply};
 

@@ -11,8 +11,10 @@
 //! roll over from 65535 to 0. Every block is checked against the size the server announced and,
 //! when the caller knows the file, against its bytes.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use super::wire::{self, Reply};
 

@@ -4,18 +4,26 @@
 //! firmware does), read with `recvmmsg` so that a window costs one call. Timeouts are found
 //! by a scan every [`TIMER_TICK`]; every loop is bounded by the run's time limit.
 
-use std::collections::BTreeMap;
-use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd as _, RawFd};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    io::{self, IoSliceMut},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
+    os::fd::{AsRawFd as _, RawFd},
+    time::{Duration, Instant},
+};
 
-use nix::errno::Errno;
-use nix::sys::epoll::{self, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{recvmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::{
+    errno::Errno,
+    sys::{
+        epoll::{self, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout},
+        socket::{recvmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders, SockaddrStorage},
+    },
+};
 
-use super::client::{Counters, Expected, Failure, Params, Send, Step, Transfer};
-use super::wire;
+use super::{
+    client::{Counters, Expected, Failure, Params, Send, Step, Transfer},
+    wire,
+};
 
 /// How often deadlines are checked: the granularity of the clients' timeouts.
 const TIMER_TICK: Duration = Duration::from_millis(10);

@@ -6,14 +6,15 @@ pub(crate) mod load;
 pub(crate) mod report;
 pub(crate) mod wire;
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{ensure, Context as _};
-use pxe_common::TFTP_PORT;
-
 use client::{Expected, Params, Transfer};
+use pxe_common::TFTP_PORT;
 
 /// Largest block size (RFC 2348).
 const MAX_BLKSIZE: u16 = 65_464;

@@ -15,15 +15,16 @@ pub mod worker;
 
 use std::{io, net::Ipv4Addr, os::fd::AsRawFd, thread::JoinHandle, time::Duration};
 
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-
 pub use metrics::AfXdpMetrics;
 pub use socket::{XskError, XskSocket};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 pub use worker::BoxedService;
 
-use crate::datapath::Waker;
-use crate::xdp::{XdpAttachment, XdpLoadError};
+use crate::{
+    datapath::Waker,
+    xdp::{XdpAttachment, XdpLoadError},
+};
 
 /// Why the AF_XDP datapath could not start.
 #[derive(Debug, thiserror::Error)]

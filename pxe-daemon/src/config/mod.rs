@@ -29,7 +29,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use error::ConfigError;
+pub use log::{LogFormat, LogSettings, LOG_LEVEL_DEFAULT};
+pub use server::{ServerSettings, DRAIN_TIMEOUT_SECS_DEFAULT};
+pub use tftp::{
+    TFTP_CACHE_BYTES_LIMIT, TFTP_MAX_TRANSFERS_LIMIT, TFTP_MAX_WINDOWSIZE_LIMIT,
+    TFTP_RETRIES_RANGE, TFTP_TIMEOUT_MS_RANGE,
+};
 use wire::WireConfig;
+pub use xdp::{XdpSettings, XDP_RATE_BURST_DEFAULT, XDP_RATE_LIMIT_PPS_DEFAULT};
 
 use self::{
     boot::{build_boot, build_profiles, check_profile_refs},
@@ -44,15 +52,6 @@ use self::{
     xdp::build_xdp,
 };
 use crate::{dhcp::DhcpMode, ra::RouterAdvertisement};
-
-pub use error::ConfigError;
-pub use log::{LogFormat, LogSettings, LOG_LEVEL_DEFAULT};
-pub use server::{ServerSettings, DRAIN_TIMEOUT_SECS_DEFAULT};
-pub use tftp::{
-    TFTP_CACHE_BYTES_LIMIT, TFTP_MAX_TRANSFERS_LIMIT, TFTP_MAX_WINDOWSIZE_LIMIT,
-    TFTP_RETRIES_RANGE, TFTP_TIMEOUT_MS_RANGE,
-};
-pub use xdp::{XdpSettings, XDP_RATE_BURST_DEFAULT, XDP_RATE_LIMIT_PPS_DEFAULT};
 
 /// The validated configuration the daemon runs with: one field per table of the file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,13 +14,12 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::datapath::force_buffer;
-
 use super::{
     handler::{record_send, reply_address, Action, RequestHandler, POOL_GAUGE_INTERVAL},
     metrics::DhcpMetrics,
     Reply,
 };
+use crate::datapath::force_buffer;
 
 /// Largest datagram read; longer ones are cut and then dropped as oversized.
 const RECV_BUFFER_BYTES: usize = 2048;

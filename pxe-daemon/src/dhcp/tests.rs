@@ -1,6 +1,10 @@
 //! Byte-level fixtures: what each firmware sends, and the exact reply it must get.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, net::SocketAddrV4, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::Arc,
+};
 
 use super::*;
 use crate::boot::{BootPolicy, Group, Selectors};
@@ -964,11 +968,13 @@ mod full {
     /// through the service's channel on a later tick.
     #[tokio::test]
     async fn frame_service_sends_the_ack_only_after_its_commit() {
-        use crate::datapath::{Datagram, FrameService as _, BROADCAST_MAC};
-        use crate::dhcp::{
-            afxdp::DhcpFrameService,
-            handler::{CommitError, CommitFuture, LeaseCommit, RequestHandler, ServeOptions},
-            metrics::DhcpMetrics,
+        use crate::{
+            datapath::{Datagram, FrameService as _, BROADCAST_MAC},
+            dhcp::{
+                afxdp::DhcpFrameService,
+                handler::{CommitError, CommitFuture, LeaseCommit, RequestHandler, ServeOptions},
+                metrics::DhcpMetrics,
+            },
         };
 
         /// A commit that completes once the test lets it through.

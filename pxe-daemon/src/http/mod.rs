@@ -25,6 +25,7 @@ use hyper::{
     Method, Request, Response, StatusCode,
 };
 use hyper_util::{rt::TokioTimer, server::graceful::GracefulShutdown};
+pub use settings::{HttpLimits, Settings};
 use tokio::{io::AsyncWriteExt as _, net::TcpListener};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -36,8 +37,6 @@ use self::{
     scripts::{MachineQuery, ScriptError, ScriptKind, Scripts},
 };
 use crate::metrics::Metrics;
-
-pub use settings::{HttpLimits, Settings};
 
 /// The 503 written to a connection over the cap (hyper is not started for it).
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\

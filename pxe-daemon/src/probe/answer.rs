@@ -8,8 +8,10 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{DhcpOption, DhcpOptions, Message, MessageType, OptionCode, MAGIC};
-use dhcproto::{Decodable as _, Decoder};
+use dhcproto::{
+    v4::{DhcpOption, DhcpOptions, Message, MessageType, OptionCode, MAGIC},
+    Decodable as _, Decoder,
+};
 use serde::Serialize;
 
 use super::request::BootItem;

@@ -16,21 +16,21 @@ pub mod report;
 pub mod request;
 pub mod session;
 
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::time::{Duration, Instant};
+use std::{
+    io,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    time::{Duration, Instant},
+};
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tracing::debug;
-
+/// The DHCP client port the probe listens on.
+pub use pxe_common::DHCP_CLIENT_PORT;
 pub use report::{
     Report, EXIT_ALL_ANSWERED, EXIT_NO_ANSWER, EXIT_PROBE_FAILED, EXIT_SOME_UNANSWERED,
 };
 pub use request::FirmwareKind;
 pub use session::Session;
-
-/// The DHCP client port the probe listens on.
-pub use pxe_common::DHCP_CLIENT_PORT;
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::debug;
 /// Default time the probe listens for answers.
 pub const PROBE_TIMEOUT_MS_DEFAULT: u64 = 3000;
 /// Longest time the probe may be told to listen.

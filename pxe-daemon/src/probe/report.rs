@@ -4,8 +4,7 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 
 use serde::Serialize;
 
-use super::answer::PxeOptions;
-use super::request::FirmwareKind;
+use super::{answer::PxeOptions, request::FirmwareKind};
 
 /// Exit status: every kind asked got at least one answer.
 pub const EXIT_ALL_ANSWERED: u8 = 0;

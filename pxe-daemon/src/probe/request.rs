@@ -5,10 +5,10 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{
-    Architecture, DhcpOption, Flags, Message, MessageType, OptionCode, UnknownOption,
+use dhcproto::{
+    v4::{Architecture, DhcpOption, Flags, Message, MessageType, OptionCode, UnknownOption},
+    Encodable as _, Encoder,
 };
-use dhcproto::{Encodable as _, Encoder};
 use pxe_common::firmware::{self, Persona};
 use serde::Serialize;
 

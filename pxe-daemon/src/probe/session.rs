@@ -5,12 +5,14 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use super::answer::{self, Answer};
-use super::report::{Report, Row};
-use super::request::{self, FirmwareKind};
 use dhcproto::v4::MessageType;
-
 pub use pxe_common::{DHCP_SERVER_PORT, PXE_BOOT_SERVER_PORT};
+
+use super::{
+    answer::{self, Answer},
+    report::{Report, Row},
+    request::{self, FirmwareKind},
+};
 
 /// A datagram the probe must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,8 +257,10 @@ fn message_type_name(message_type: Option<MessageType>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::answer::tests::{full_offer, proxy_offer, reply, CLIENT_MAC, SERVER};
-    use super::*;
+    use super::{
+        super::answer::tests::{full_offer, proxy_offer, reply, CLIENT_MAC, SERVER},
+        *,
+    };
 
     const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 2);
     const FROM: SocketAddrV4 = SocketAddrV4::new(SERVER, 67);

@@ -8,18 +8,22 @@
 //! transmit ring is full the rest of a step's datagrams are dropped: the transfer's timer
 //! resends them, as it would after a loss on the wire.
 
-use std::net::{SocketAddr, SocketAddrV4};
-use std::ops::RangeInclusive;
-use std::os::unix::fs::FileExt as _;
-use std::time::Instant;
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    ops::RangeInclusive,
+    os::unix::fs::FileExt as _,
+    time::Instant,
+};
 
 use tracing::debug;
 
-use super::files::Source;
-use super::metrics::TftpMetrics;
-use super::packet::{write_data_header, DATA_HEADER_BYTES};
-use super::table::{Entry, Peer, TableSettings, TransferIo, Transfers};
-use super::transfer::Outgoing;
+use super::{
+    files::Source,
+    metrics::TftpMetrics,
+    packet::{write_data_header, DATA_HEADER_BYTES},
+    table::{Entry, Peer, TableSettings, TransferIo, Transfers},
+    transfer::Outgoing,
+};
 use crate::datapath::{Datagram, FrameService, Route, TxError, UdpTx};
 
 /// The TFTP service of the AF_XDP datapath (port 69 and the transfer range).
@@ -239,13 +243,16 @@ impl FrameService for TftpFrameService {
 mod tests {
     //! The service driven as the datapath drives it, with a recording [`UdpTx`].
 
-    use std::sync::Arc;
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::metrics::Metrics;
-    use crate::tftp::packet::{ack, request, Opcode, Packet};
-    use crate::tftp::{AsRequested, SharedFiles};
+    use crate::{
+        metrics::Metrics,
+        tftp::{
+            packet::{ack, request, Opcode, Packet},
+            AsRequested, SharedFiles,
+        },
+    };
 
     #[derive(Default)]
     struct Recorder {

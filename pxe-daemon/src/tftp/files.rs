@@ -7,20 +7,25 @@
 //! replaced or rewritten boot file is read again at its next request. Files larger than a
 //! quarter of the cache are never cached; they are read block by block through io_uring.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io;
-use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    net::SocketAddr,
+    os::{fd::OwnedFd, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::{
+    errno::Errno,
+    fcntl::{openat2, OFlag, OpenHow, ResolveFlag},
+};
 
-use super::packet::{ErrorCode, WireError};
-use super::uring::BlockingReader;
+use super::{
+    packet::{ErrorCode, WireError},
+    uring::BlockingReader,
+};
 
 /// Longest file name accepted, in bytes (PATH_MAX less the root).
 pub const MAX_FILENAME_BYTES: usize = 1024;
@@ -504,8 +509,9 @@ impl FileStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::os::unix::fs::symlink;
+
+    use super::*;
 
     fn store(cache: u64) -> (tempfile::TempDir, FileStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -6,25 +6,29 @@
 //! different clients share ports (round robin over the range): the range does not cap the
 //! number of transfers, `tftp.max_transfers` does.
 
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd as _, RawFd};
-use std::time::{Duration, Instant};
+use std::{
+    io,
+    net::{SocketAddr, UdpSocket},
+    os::fd::{AsRawFd as _, RawFd},
+    time::{Duration, Instant},
+};
 
-use crate::datapath::force_buffer;
 use nix::sys::socket::sockopt::{RcvBuf, RcvBufForce, SndBuf, SndBufForce};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::files::Source;
-use super::metrics::TftpMetrics;
-use super::options::Limits;
-use super::packet::{write_data_header, DATA_HEADER_BYTES};
-use super::recv::{RecvBatch, SLOT_BYTES as RECV_SLOT_BYTES};
-use super::setup::{ServerError, ServerSettings};
-use super::table::{Entry, Peer, TransferIo, Transfers};
-use super::transfer::Outgoing;
-use super::uring::{FileBlock, SendRing, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
+use super::{
+    files::Source,
+    metrics::TftpMetrics,
+    options::Limits,
+    packet::{write_data_header, DATA_HEADER_BYTES},
+    recv::{RecvBatch, SLOT_BYTES as RECV_SLOT_BYTES},
+    setup::{ServerError, ServerSettings},
+    table::{Entry, Peer, TransferIo, Transfers},
+    transfer::Outgoing,
+    uring::{FileBlock, SendRing, MAX_GSO_BYTES, MAX_GSO_SEGMENTS},
+};
+use crate::datapath::force_buffer;
 
 /// Datagrams in flight at once (each holds a buffer of up to 4 + blksize bytes).
 pub const MAX_SENDS_IN_FLIGHT: usize = 1024;
@@ -471,9 +475,14 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::metrics::Metrics;
-    use crate::tftp::packet::{ack, request, Opcode, Packet};
-    use crate::tftp::{open_files, AsRequested, Settings};
+    use crate::{
+        metrics::Metrics,
+        tftp::{
+            open_files,
+            packet::{ack, request, Opcode, Packet},
+            AsRequested, Settings,
+        },
+    };
 
     /// Bound on every receive of the test client.
     const RECV_TIMEOUT: Duration = Duration::from_secs(3);

@@ -4,9 +4,7 @@
 //! socket usually holds several ACKs per loop turn; and a batch shorter than [`BATCH`] already
 //! says the socket is drained (the kernel stops at the first `EAGAIN`).
 
-use std::io;
-use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::{io, net::SocketAddr, os::fd::RawFd};
 
 /// Datagrams taken by one call.
 pub const BATCH: usize = 64;
@@ -147,9 +145,9 @@ impl RecvBatch {
 
 #[cfg(test)]
 mod tests {
+    use std::{net::UdpSocket, os::fd::AsRawFd as _};
+
     use super::*;
-    use std::net::UdpSocket;
-    use std::os::fd::AsRawFd as _;
 
     #[test]
     fn takes_what_waits_and_says_when_the_socket_is_empty() {

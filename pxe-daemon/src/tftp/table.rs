@@ -9,21 +9,25 @@
 //! transfer: the same request again is a retransmit, a different one replaces the transfer.
 //! Transfers of different clients share server ports (round robin over the range).
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash as _, Hasher as _};
-use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::{Hash as _, Hasher as _},
+    io,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use tracing::{debug, info};
 
-use super::files::{CacheStats, FileError, FileStore, PathMapper, Source};
-use super::metrics::{Refusal, TftpMetrics};
-use super::options::{negotiate, Limits};
-use super::packet::{ErrorCode, Opcode, Packet, WireError};
-use super::transfer::{FailReason, Outcome, Outgoing, Output, Retry, Transfer};
+use super::{
+    files::{CacheStats, FileError, FileStore, PathMapper, Source},
+    metrics::{Refusal, TftpMetrics},
+    options::{negotiate, Limits},
+    packet::{ErrorCode, Opcode, Packet, WireError},
+    transfer::{FailReason, Outcome, Outgoing, Output, Retry, Transfer},
+};
 use crate::datapath::MacAddr;
 
 /// The boot root's file store, shared by the datapaths: one cache of hot files, whichever

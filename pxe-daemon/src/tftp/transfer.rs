@@ -9,8 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::options::Negotiated;
-use super::packet::{write_oack, ErrorCode, Packet, ParseError, WireError};
+use super::{
+    options::Negotiated,
+    packet::{write_oack, ErrorCode, Packet, ParseError, WireError},
+};
 
 /// One datagram the transfer wants sent to its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,8 +364,10 @@ impl Transfer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::options::{negotiate, Limits};
-    use crate::tftp::packet::ack;
+    use crate::tftp::{
+        options::{negotiate, Limits},
+        packet::ack,
+    };
 
     const LIMITS: Limits = Limits {
         max_blksize: 1468,

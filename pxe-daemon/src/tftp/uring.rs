@@ -8,12 +8,14 @@
 //! of an uncached file is a Read into the slot's buffer linked (`IOSQE_IO_LINK`) to the Send of
 //! that buffer: one submission, no return to userspace between the two.
 
-use std::fs::File;
-use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd as _, RawFd};
-use std::sync::Arc;
-use std::time::Duration;
+use std::{
+    fs::File,
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd as _, RawFd},
+    sync::Arc,
+    time::Duration,
+};
 
 use io_uring::{opcode, squeue, types, IoUring};
 use socket2::SockAddr;
@@ -477,9 +479,9 @@ impl BlockingReader {
 
 #[cfg(test)]
 mod tests {
+    use std::{net::UdpSocket, time::Instant};
+
     use super::*;
-    use std::net::UdpSocket;
-    use std::time::Instant;
 
     #[test]
     fn reads_whole_files() {

@@ -17,9 +17,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use serde::Serialize;
-
 pub use metrics::{CensusCollector, TimelineMetrics};
+use serde::Serialize;
 pub use settings::{Settings, MAX_MACHINES_DEFAULT, STUCK_AFTER_SECS_DEFAULT};
 
 use crate::boot::{Arch, BootPolicy, Firmware, MacAddr, Machine};

@@ -8,22 +8,18 @@ mod counters;
 pub mod frames;
 pub mod metrics;
 
-use std::ops::RangeInclusive;
-use std::time::Duration;
-
-use std::os::fd::AsRawFd;
+use std::{ops::RangeInclusive, os::fd::AsRawFd, time::Duration};
 
 use aya::{
     maps::{Array, XskMap},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
+pub use counters::XdpCounters;
+pub use metrics::AttachModeGauge;
 use pxe_common::{XdpConfig, CONFIG_MAP, XDP_PROGRAM, XSKS_MAP};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
-
-pub use counters::XdpCounters;
-pub use metrics::AttachModeGauge;
 
 /// The eBPF object built by build.rs, embedded in the binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pxe-ebpf"));

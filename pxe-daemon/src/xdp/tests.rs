@@ -5,8 +5,10 @@ use pxe_common::{
     PacketClass, Verdict, XdpConfig, XDP_FLAG_FULL_DHCP, XDP_FLAG_STEER_DHCP, XDP_FLAG_STEER_TFTP,
 };
 
-use super::frames::{Frame, HTTP_BOOT, HTTP_BOOT_ARCH, PXE_BIOS, PXE_BIOS_ARCH};
-use super::XdpAttachment;
+use super::{
+    frames::{Frame, HTTP_BOOT, HTTP_BOOT_ARCH, PXE_BIOS, PXE_BIOS_ARCH},
+    XdpAttachment,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

@@ -9,11 +9,13 @@
 //! `/proc/PID/stat`. A cgroup counts every process in it, forked children included, while
 //! they run and after they exit.
 
-use std::collections::HashMap;
-use std::fs;
-use std::path::PathBuf;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    fs,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _};
 

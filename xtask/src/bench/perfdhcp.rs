@@ -4,8 +4,7 @@
 //! address, and the server answers the relay. `-i` stops after DISCOVER-OFFER (two-way); without
 //! it every exchange is the full DISCOVER-OFFER-REQUEST-ACK (four-way).
 
-use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::{net::Ipv4Addr, time::Duration};
 
 /// Option 60 of a PXE BIOS ROM (what proxy-DHCP servers answer), as perfdhcp's `-o 60,HEX`.
 pub(super) const PXE_VENDOR_CLASS: &str = "PXEClient:Arch:00000:UNDI:002001";

@@ -25,11 +25,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{mpsc, oneshot, watch};
-
 pub use live::Declined;
 pub use record::{InvalidRecord, Lease, LeaseRecord, MAX_CLIENT_ID_BYTES, MAX_HOSTNAME_BYTES};
 pub use stats::{StoreStats, BATCH_SIZE_BUCKET_BOUNDS};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Records that may wait for the writer before commits wait or fail.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;

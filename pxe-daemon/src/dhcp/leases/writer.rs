@@ -9,8 +9,10 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::{
+    errno::Errno,
+    fcntl::{Flock, FlockArg},
+};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 

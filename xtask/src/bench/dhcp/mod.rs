@@ -14,14 +14,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use pxe_tests::TestNet;
-
-use crate::bench::cpu::{self, MachineTime};
-use crate::bench::perfdhcp::{self, Load};
-use crate::bench::results;
-use crate::bench::run_info::{self, first_line, last_word};
-use crate::bench::snmp::UdpCounters;
-use crate::{cmd, workspace};
 use servers::{Addressing, Mode, Running, Server, Setting};
+
+use crate::{
+    bench::{
+        cpu::{self, MachineTime},
+        perfdhcp::{self, Load},
+        results,
+        run_info::{self, first_line, last_word},
+        snmp::UdpCounters,
+    },
+    cmd, workspace,
+};
 
 /// Loss at or above which a rate counts as not sustained.
 pub(crate) const LOSS_LIMIT: f64 = 0.01;

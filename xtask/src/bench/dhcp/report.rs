@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use super::servers::{Mode, Server};
-use super::{RunInfo, Step, LOSS_LIMIT};
+use super::{
+    servers::{Mode, Server},
+    RunInfo, Step, LOSS_LIMIT,
+};
 use crate::bench::results::{method_link, table};
 
 /// The heading's anchor in bench/README.md.
@@ -422,8 +424,7 @@ fn yes_no(met: bool) -> String {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use super::super::servers::Addressing;
-    use super::*;
+    use super::{super::servers::Addressing, *};
     use crate::bench::perfdhcp::{ExchangeStats, Report};
 
     fn step(mode: Mode, server: Server, rate: u32, received_share: f64, cpu_ms: u64) -> Step {

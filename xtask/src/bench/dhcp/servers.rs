@@ -1,16 +1,22 @@
 //! The servers under test, started fresh for every step in the server namespace, on the same
 //! veth, with the same addresses and the same pool.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{ensure, Context as _};
 use pxe_tests::{metric_value, NsChild, TestNet};
 
-use crate::bench::peers::daemon::{self, Daemon};
-use crate::bench::peers::dnsmasq::Dnsmasq;
-use crate::bench::peers::Host;
-use crate::bench::perfdhcp::Exchange;
+use crate::bench::{
+    peers::{
+        daemon::{self, Daemon},
+        dnsmasq::Dnsmasq,
+        Host,
+    },
+    perfdhcp::Exchange,
+};
 
 /// Port of our daemon's HTTP (its health and metrics).
 const DAEMON_HTTP_PORT: u16 = 8080;

@@ -1,8 +1,10 @@
 //! The two loads, run from the client namespace against one server at a time, and what is
 //! measured around each: `pxe-bench http-load` (large downloads) and wrk (small requests).
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, ensure, Context as _};
 use pxe_tests::TestNet;

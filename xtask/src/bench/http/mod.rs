@@ -20,19 +20,23 @@ mod load;
 mod report;
 mod servers;
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, LazyLock,
+    },
+    time::Duration,
+};
 
 use anyhow::{bail, ensure, Context as _};
+use load::{LargeRun, SmallRun};
 use pxe_tests::TestNet;
+use report::{Info, Results};
+use servers::{Fixture, Server};
 
 use super::results;
 use crate::workspace;
-use load::{LargeRun, SmallRun};
-use report::{Info, Results};
-use servers::{Fixture, Server};
 
 /// Concurrent connections of the large-download runs (the figure).
 const LARGE_CONNECTIONS: u32 = 100;

@@ -1,13 +1,16 @@
 //! The HTTP benchmark's section of bench/RESULTS.md.
 
-use std::fmt::Write as _;
-use std::time::Duration;
+use std::{fmt::Write as _, time::Duration};
 
-use super::load::{LargeRun, Others, SmallRun, Usage, WRK_THREADS};
-use super::servers::{self, Kind, NGINX_WORKERS};
-use super::{Plan, LARGE_CONNECTIONS};
-use crate::bench::results::method_link;
-use crate::bench::run_info::{self, first_line};
+use super::{
+    load::{LargeRun, Others, SmallRun, Usage, WRK_THREADS},
+    servers::{self, Kind, NGINX_WORKERS},
+    Plan, LARGE_CONNECTIONS,
+};
+use crate::bench::{
+    results::method_link,
+    run_info::{self, first_line},
+};
 
 /// The heading's anchor in bench/README.md.
 const METHOD_ANCHOR: &str = "http-report";

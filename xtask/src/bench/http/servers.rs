@@ -1,17 +1,21 @@
 //! The two servers of the HTTP benchmark, pxe-daemon and nginx, serving the same files from
 //! one temporary directory in the server namespace, and that directory.
 
-use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::{
+    io::Write as _,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{ensure, Context as _};
 use pxe_tests::{NsChild, TestNet};
 
-use crate::bench::cpu;
-use crate::bench::peers::{daemon, nginx};
+use crate::bench::{
+    cpu,
+    peers::{daemon, nginx},
+};
 
 /// Port of pxe-daemon.
 pub(super) const OURS_PORT: u16 = 8080;

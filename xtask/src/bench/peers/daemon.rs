@@ -1,10 +1,7 @@
 //! pxe-daemon, the server under test: `pxe-daemon run` in the server namespace, ready once
 //! `/healthz` answers.
 
-use std::net::SocketAddrV4;
-use std::path::Path;
-use std::process::ExitStatus;
-use std::time::Duration;
+use std::{net::SocketAddrV4, path::Path, process::ExitStatus, time::Duration};
 
 use pxe_tests::{NsChild, TestNet};
 

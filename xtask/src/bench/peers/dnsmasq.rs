@@ -2,8 +2,7 @@
 //! line (so that a report can show them), bound to its host's interface, DNS off, logging to
 //! its process log.
 
-use std::path::Path;
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use pxe_tests::NsChild;

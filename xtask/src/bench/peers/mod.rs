@@ -7,10 +7,12 @@ pub(super) mod dnsmasq;
 pub(super) mod nginx;
 pub(super) mod tftpd;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    path::{Path, PathBuf},
+    process::Output,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, ensure, Context as _};
 use pxe_tests::{NsChild, SiteHost, TestNet};

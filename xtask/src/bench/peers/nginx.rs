@@ -1,8 +1,7 @@
 //! nginx, the HTTP peer: in the foreground, with a config the benchmark writes (which must
 //! not say `daemon off;`: the command line does).
 
-use std::path::Path;
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use pxe_tests::{NsChild, TestNet};
 

@@ -1,8 +1,6 @@
 //! tftpd-hpa, the TFTP peer: `in.tftpd` in the foreground, serving a root read-only.
 
-use std::net::Ipv4Addr;
-use std::path::Path;
-use std::time::Duration;
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use pxe_tests::{NsChild, TestNet};
 

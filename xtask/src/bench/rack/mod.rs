@@ -6,10 +6,12 @@
 mod render;
 mod run;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{bail, ensure, Context as _};
 use pxe_tests::{run_bounded, SiteHost, TestNet, SITE_BRIDGE};

@@ -1,8 +1,7 @@
 //! The rack section of bench/RESULTS.md: the run's facts, the table, the verdicts and the
 //! plots. How it is made fair and how to read it is bench/README.md's.
 
-use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::Context as _;
 

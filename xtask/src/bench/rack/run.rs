@@ -1,11 +1,13 @@
 //! One rack run: the servers of a target (and the site DHCP server in proxy mode), the
 //! simulator against them, the CPU times and drops around it.
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Context as _};
 use pxe_tests::{run_bounded, NsChild};
@@ -13,10 +15,14 @@ use pxe_tests::{run_bounded, NsChild};
 use super::{
     mode_name, Env, RackArgs, RunResult, Target, GC_THRESH, HTTP_PORT, RUN_GRACE, SITE_RCVBUF_BYTES,
 };
-use crate::bench::cpu::{self, MachineTime};
-use crate::bench::peers::{self, daemon, dnsmasq::Dnsmasq, nginx, Host};
-use crate::bench::snmp::UdpCounters;
-use crate::cmd;
+use crate::{
+    bench::{
+        cpu::{self, MachineTime},
+        peers::{self, daemon, dnsmasq::Dnsmasq, nginx, Host},
+        snmp::UdpCounters,
+    },
+    cmd,
+};
 
 /// How long the daemon gets to bind its TFTP port once it answers `/healthz`.
 const TFTP_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -239,9 +245,13 @@ fn socket_drops(host: Host<'_>) -> u64 {
 /// duplicate taken with `pidfd_getfd`: the duplicate is the process's own socket); returns how
 /// many sockets it changed. For a program that has no option for it.
 fn raise_rcvbuf(pid: u32, bytes: usize) -> anyhow::Result<usize> {
-    use rustix::net::sockopt::{set_socket_recv_buffer_size_force, socket_type};
-    use rustix::net::SocketType;
-    use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+    use rustix::{
+        net::{
+            sockopt::{set_socket_recv_buffer_size_force, socket_type},
+            SocketType,
+        },
+        process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags},
+    };
     let process = i32::try_from(pid)
         .ok()
         .and_then(Pid::from_raw)

@@ -10,15 +10,17 @@
 mod render;
 mod run;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::ensure;
+pub(crate) use run::Fixture;
 use serde_json::Value;
 
 use super::{peers, results};
 use crate::{setup, workspace};
-pub(crate) use run::Fixture;
 
 /// Name of the file every client reads.
 const FILE_NAME: &str = "bench-1m.bin";

@@ -1,15 +1,19 @@
 //! Running the cells: the fixture (file, boot root, namespaces), each server started in turn
 //! with its CPU meter, the generator run against it with the CPU times around it.
 
-use std::fs;
-use std::net::SocketAddrV4;
-use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fs,
+    net::SocketAddrV4,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, ensure, Context as _};
-use pxe_tests::tftp::{pattern, BootRoot};
-use pxe_tests::{NsChild, TestNet};
+use pxe_tests::{
+    tftp::{pattern, BootRoot},
+    NsChild, TestNet,
+};
 use serde_json::Value;
 
 use super::{
@@ -17,10 +21,14 @@ use super::{
     CLIENT_TIMEOUT_MS, FILE_BYTES, FILE_NAME, GENERATOR_THREADS, OUR_MAX_TRANSFERS, OUR_PORT_RANGE,
     QUIET_CORES, QUIET_SAMPLE,
 };
-use crate::bench::cpu::{self, CpuMeter, MachineTime, Quiet};
-use crate::bench::peers::{self, daemon, dnsmasq::Dnsmasq, tftpd, Host};
-use crate::bench::snmp::UdpCounters;
-use crate::workspace;
+use crate::{
+    bench::{
+        cpu::{self, CpuMeter, MachineTime, Quiet},
+        peers::{self, daemon, dnsmasq::Dnsmasq, tftpd, Host},
+        snmp::UdpCounters,
+    },
+    workspace,
+};
 
 /// Seed of the file's bytes (pxe-tests' pattern, so a misplaced block shows).
 const FILE_SEED: u32 = 7;

@@ -2,17 +2,23 @@
 //! `--datapath kernel`, `--datapath xdp` and dnsmasq, proxy and full mode, driven by
 //! `pxe-bench dhcp-load` at rates stepped up until loss reaches 1%.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _};
 use pxe_tests::{metric_value, TestNet};
 use serde_json::Value;
 
 use super::Datapaths;
-use crate::bench::cpu;
-use crate::bench::dhcp::quiet_machine;
-use crate::bench::dhcp::servers::{Addressing, Mode, Running, Server, Setting};
+use crate::bench::{
+    cpu,
+    dhcp::{
+        quiet_machine,
+        servers::{Addressing, Mode, Running, Server, Setting},
+    },
+};
 
 /// Loss at or above which a rate counts as not sustained.
 pub(super) const LOSS_LIMIT: f64 = 0.01;

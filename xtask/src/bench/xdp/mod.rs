@@ -11,18 +11,22 @@
 
 mod dhcp;
 
-use std::fmt::Write as _;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Context as _};
+use dhcp::{Contender, Step};
 use serde_json::Value;
 
-use crate::bench::dhcp::servers::Mode;
-use crate::bench::results::{self, table};
-use crate::bench::run_info;
-use crate::bench::tftp::{self, Row as TftpRow, Server as TftpServer};
-use dhcp::{Contender, Step};
+use crate::bench::{
+    dhcp::servers::Mode,
+    results::{self, table},
+    run_info,
+    tftp::{self, Row as TftpRow, Server as TftpServer},
+};
 
 /// Section of bench/RESULTS.md.
 const SECTION: &str = "xdp";
