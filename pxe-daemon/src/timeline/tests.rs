@@ -7,6 +7,15 @@ use crate::{
 };
 
 fn timeline(max: usize, stuck_after: Duration) -> (Timeline, Metrics) {
+    with_neighbours(Arc::new(|_| None), max, stuck_after)
+}
+
+/// A timeline whose clients not seen in DHCP are looked up in `neighbours`.
+fn with_neighbours(
+    neighbours: Arc<dyn Neighbours>,
+    max: usize,
+    stuck_after: Duration,
+) -> (Timeline, Metrics) {
     let group = Group {
         name: "rack1".into(),
         selectors: Selectors {
@@ -18,7 +27,7 @@ fn timeline(max: usize, stuck_after: Duration) -> (Timeline, Metrics) {
     let policy = Arc::new(BootPolicy::new(BTreeMap::new(), vec![group], None, 80));
     let metrics = Metrics::new().unwrap();
     let tm = TimelineMetrics::new(metrics.registry()).unwrap();
-    let t = Timeline::new(policy, Arc::new(|_| None), tm, max, stuck_after);
+    let t = Timeline::new(policy, neighbours, tm, max, stuck_after);
     metrics
         .register(Box::new(metrics::CensusCollector::new(t.clone()).unwrap()))
         .unwrap();
@@ -233,17 +242,6 @@ fn unknown_addresses_are_not_guessed() {
 /// timeline's lock held.
 #[test]
 fn a_tftp_client_is_looked_up_in_the_neighbours_outside_the_lock() {
-    let group = Group {
-        name: "rack1".into(),
-        selectors: Selectors {
-            mac_prefixes: vec![vec![0x52, 0x54, 0x00]],
-            ..Selectors::default()
-        },
-        ..Group::default()
-    };
-    let policy = Arc::new(BootPolicy::new(BTreeMap::new(), vec![group], None, 80));
-    let metrics = Metrics::new().unwrap();
-    let tm = TimelineMetrics::new(metrics.registry()).unwrap();
     let this: Arc<std::sync::OnceLock<Timeline>> = Arc::default();
     let seen = this.clone();
     let neighbours = Arc::new(move |ip: Ipv4Addr| {
@@ -254,7 +252,7 @@ fn a_tftp_client_is_looked_up_in_the_neighbours_outside_the_lock() {
         );
         (ip == IP).then_some(MacAddr(MAC))
     });
-    let t = Timeline::new(policy, neighbours, tm, 16, Duration::from_secs(60));
+    let (t, _metrics) = with_neighbours(neighbours, 16, Duration::from_secs(60));
     this.set(t.clone()).unwrap();
     t.record(Event::Tftp {
         ip: IP,
