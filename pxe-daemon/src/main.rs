@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use pxe_daemon::{
-    cli::{Cli, Command, ProbeArgs, RunArgs},
+    cli::{Cli, Command, ProbeArgs},
     config::{Config, LogFormat},
     dhcp::{self, DhcpMode},
     probe,
@@ -52,10 +52,10 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config);
-            match serve(args, config) {
+            match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
+                    tracing::error!(error = %format_args!("{e:#}"), "pxe-daemon stopped");
                     eprintln!("pxe-daemon: {e:#}");
                     ExitCode::FAILURE
                 }
@@ -122,51 +122,58 @@ fn bind_http(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListe
     socket.listen(HTTP_LISTEN_BACKLOG)
 }
 
-fn serve(_args: RunArgs, config: Config) -> anyhow::Result<()> {
+fn serve(config: Config) -> anyhow::Result<()> {
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let http = bind_http(config.http.listen)
-            .with_context(|| format!("binding the HTTP listener to {}", config.http.listen))?;
-        let dhcp = match (config.dhcp.mode, &config.server.interface) {
-            (DhcpMode::Off, _) | (_, None) => None,
-            (_, Some(interface)) => {
-                let bind = |port| {
-                    dhcp::kernel::bind(interface, port).with_context(|| {
-                        format!("binding DHCP port {port} on {interface} (is another DHCP server running?)")
-                    })
-                };
-                Some(dhcp::kernel::DhcpSockets {
-                    dhcp: bind(pxe_common::DHCP_SERVER_PORT)?,
-                    pxe: bind(pxe_common::PXE_BOOT_SERVER_PORT)?,
-                })
-            }
-        };
-        let tftp = std::net::UdpSocket::bind(config.tftp.listen)
-            .with_context(|| format!("binding the TFTP listener to {}", config.tftp.listen))?;
-        let ra = match (config.ipv6.router_advertisement, &config.server.interface) {
-            (RouterAdvertisement::NoRouter, Some(interface)) => {
-                Some(ra::server::bind(interface).with_context(|| {
-                    format!(
-                        "opening the ICMPv6 socket for router advertisements on {interface} \
-                         (--ipv6-ra no-router needs IPv6 on it: \
-                         net.ipv6.conf.{interface}.disable_ipv6=0)"
-                    )
-                })?)
-            }
-            _ => None,
-        };
-        let listeners = Listeners {
-            http,
-            dhcp,
-            tftp,
-            ra,
-        };
+        let listeners = bind_listeners(&config)?;
         pxe_daemon::run(config, listeners, shutdown_signal()).await?;
         Ok(())
+    })
+}
+
+/// Binds every socket `config` asks for (within the runtime: the HTTP listener is tokio's).
+fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
+    let http = bind_http(config.http.listen)
+        .with_context(|| format!("binding the HTTP listener to {}", config.http.listen))?;
+    let dhcp = match (config.dhcp.mode, &config.server.interface) {
+        (DhcpMode::Off, _) | (_, None) => None,
+        (_, Some(interface)) => {
+            let bind = |port| {
+                dhcp::kernel::bind(interface, port).with_context(|| {
+                    format!(
+                        "binding DHCP port {port} on {interface} (is another DHCP server running?)"
+                    )
+                })
+            };
+            Some(dhcp::kernel::DhcpSockets {
+                dhcp: bind(pxe_common::DHCP_SERVER_PORT)?,
+                pxe: bind(pxe_common::PXE_BOOT_SERVER_PORT)?,
+            })
+        }
+    };
+    let tftp = std::net::UdpSocket::bind(config.tftp.listen)
+        .with_context(|| format!("binding the TFTP listener to {}", config.tftp.listen))?;
+    let ra = match (config.ipv6.router_advertisement, &config.server.interface) {
+        (RouterAdvertisement::NoRouter, Some(interface)) => {
+            Some(ra::server::bind(interface).with_context(|| {
+                format!(
+                    "opening the ICMPv6 socket for router advertisements on {interface} \
+                     (--ipv6-ra no-router needs IPv6 on it: \
+                     net.ipv6.conf.{interface}.disable_ipv6=0)"
+                )
+            })?)
+        }
+        _ => None,
+    };
+    Ok(Listeners {
+        http,
+        dhcp,
+        tftp,
+        ra,
     })
 }
 
