@@ -5,11 +5,13 @@
 //! b. DHCP answers per second under 1% loss and server CPU per answer: pxe-daemon `--datapath
 //!    kernel`, `--datapath xdp` and dnsmasq, proxy and full mode (`pxe-bench dhcp-load`);
 //! c. TFTP aggregate throughput at 1,000 clients: `--datapath xdp`, `--datapath kernel` and
-//!    tftpd-hpa (`cargo xtask bench tftp`'s cells).
+//!    tftpd-hpa (`cargo xtask bench tftp`'s cells);
+//! d. on demand (`--parts xsk`): our AF_XDP binding against xdpilone ([`xsk`], its own section).
 //!
 //! A datapath the daemon does not offer yet is a "not available: <reason>" row, not a failure.
 
 mod dhcp;
+mod xsk;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -57,7 +59,7 @@ pub struct XdpArgs {
     /// its section and leaves bench/RESULTS.md alone.
     #[arg(long)]
     quick: bool,
-    /// Parts to run [default: cost,dhcp,tftp].
+    /// Parts to run [default: cost,dhcp,tftp; xsk only when named].
     #[arg(long, value_delimiter = ',', value_enum, value_name = "PART,...")]
     parts: Option<Vec<Part>>,
     /// DHCP rates to step through, new exchanges per second, comma-separated.
@@ -74,6 +76,8 @@ enum Part {
     Dhcp,
     /// c: TFTP throughput at 1,000 clients.
     Tftp,
+    /// d: our AF_XDP binding against xdpilone (its own section of bench/RESULTS.md).
+    Xsk,
 }
 
 /// What the built daemon offers: whether it has `--datapath`.
@@ -136,6 +140,12 @@ pub fn run(args: &XdpArgs) -> anyhow::Result<()> {
     let bins = tftp::Bins::build()?;
     // The harness starts `$PXE_DAEMON_BIN`; set before any thread of ours reads the environment.
     std::env::set_var("PXE_DAEMON_BIN", &bins.daemon);
+    if parts.contains(&Part::Xsk) {
+        xsk::run(&bins.generator, args.quick)?;
+        if parts.iter().all(|&p| p == Part::Xsk) {
+            return Ok(());
+        }
+    }
     let datapaths = Datapaths::probe(&bins.daemon);
     let mut out = String::from("## XDP fast path: program cost, DHCP and TFTP by datapath\n\n");
     writeln!(

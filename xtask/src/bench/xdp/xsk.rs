@@ -1,0 +1,72 @@
+//! `cargo xtask bench xdp --parts xsk`: our AF_XDP binding (`pxe_daemon::afxdp`) against the
+//! xdpilone crate, same run, same workload (`pxe-bench xsk-compare`: UDP echo over a veth pair
+//! through the daemon's XDP program, both bindings in alternation). Written to its own section
+//! of bench/RESULTS.md ("xsk"), so that running this part alone leaves the XDP section as it
+//! is. The decision it informs is in docs/afxdp.md ("xdpilone").
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{ensure, Context as _};
+
+use crate::bench::dhcp::{command_line, commit, first_line, machine};
+use crate::bench::results;
+use crate::workspace;
+
+/// Section of bench/RESULTS.md.
+const SECTION: &str = "xsk";
+/// `pxe-bench xsk-compare` flags of a `--quick` run (a full run takes its defaults: rates
+/// 20,000 to 200,000/s, 3 s each, 3 rounds).
+const QUICK_ARGS: &[&str] = &["--rates", "20000,100000", "--secs", "1", "--rounds", "1"];
+
+/// Runs `pxe-bench xsk-compare` and writes (or, `quick`, prints) its section.
+pub fn run(generator: &Path, quick: bool) -> anyhow::Result<()> {
+    println!("== d. AF_XDP bindings: ours against xdpilone (pxe-bench xsk-compare)");
+    let args: &[&str] = if quick { QUICK_ARGS } else { &[] };
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let date = first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]);
+    let output = std::process::Command::new(generator)
+        .arg("xsk-compare")
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running pxe-bench xsk-compare")?;
+    let body = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "pxe-bench xsk-compare failed ({}): {body}",
+        output.status
+    );
+    let mut s = String::from("## AF_XDP bindings: ours against xdpilone\n\n");
+    writeln!(
+        s,
+        "Made by `{}` on {date}, commit {}{}: `pxe-bench xsk-compare{}{}`.\n\n\
+         - Machine: {}; load average at the start {loadavg}: other engineers' builds and tests \
+         share the 2 cores. Server and load generator share them too.\n\
+         - AF_XDP on veth runs in copy mode only: both bindings' zero-copy binds are refused \
+         there, so this compares the ring work and the copy-mode kernel path, not zero-copy.\n\
+         - The decision it informs: [docs/afxdp.md](../docs/afxdp.md), \"xdpilone\".\n",
+        command_line(),
+        commit(),
+        if quick {
+            " (--quick: short steps; not a measurement to quote)"
+        } else {
+            ""
+        },
+        if args.is_empty() { "" } else { " " },
+        args.join(" "),
+        machine(),
+    )?;
+    s.push_str(&body);
+    println!("\n{s}");
+    if quick {
+        println!("(--quick: {} left alone)", results::RESULTS_FILE);
+    } else {
+        let path = workspace::root().join(results::RESULTS_FILE);
+        results::write_section(&path, SECTION, &s)?;
+        println!("== wrote the xsk section of {}", path.display());
+    }
+    Ok(())
+}
