@@ -459,14 +459,14 @@ fn statistics(fd: RawFd) -> [u64; 6] {
     stats
 }
 
-/// CPU seconds (user + system) of this process so far, to the microsecond.
-fn process_cpu() -> f64 {
+/// CPU seconds of this process so far, (user, system), to the microsecond.
+fn process_cpu() -> (f64, f64) {
     // SAFETY: all-zero is a valid rusage; getrusage fills it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a live rusage for the kernel to write.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 /// Runs a server until its standard input closes (or [`MAX_SERVE`]).
@@ -535,7 +535,8 @@ pub fn serve(
                 break;
             }
             for _ in buf[..n as usize].iter().filter(|&&b| b == b'\n') {
-                writeln!(stdout, "cpu {:.6}", process_cpu())?;
+                let (user, system) = process_cpu();
+                writeln!(stdout, "cpu {user:.6} {system:.6}")?;
             }
             stdout.flush()?;
         }

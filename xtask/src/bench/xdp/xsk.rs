@@ -16,7 +16,7 @@ use crate::workspace;
 /// Section of bench/RESULTS.md.
 const SECTION: &str = "xsk";
 /// `pxe-bench xsk-compare` flags of a `--quick` run (a full run takes its defaults: rates
-/// 20,000 to 200,000/s, 3 s each, 3 rounds).
+/// 20,000 to 200,000/s, 3 s each, 5 rounds).
 const QUICK_ARGS: &[&str] = &["--rates", "20000,100000", "--secs", "1", "--rounds", "1"];
 
 /// Runs `pxe-bench xsk-compare` and writes (or, `quick`, prints) its section.
