@@ -82,6 +82,10 @@ pub struct CompareArgs {
     /// 0: none).
     #[arg(long, default_value_t = 500)]
     coalesce_us: u64,
+    /// Our binding leaves UDP checksums to the device through TX metadata, as the daemon's
+    /// TFTP frames do (xdpilone cannot register TX metadata: it computes them in full).
+    #[arg(long)]
+    device_checksum: bool,
     /// Print one JSON object instead of Markdown.
     #[arg(long)]
     json: bool,
@@ -161,6 +165,7 @@ struct Report {
     rounds: u32,
     payload: u16,
     coalesce_us: u64,
+    device_checksum: bool,
     steps: Vec<Step>,
     servers: Vec<ServerRun>,
 }
@@ -176,6 +181,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
             netns,
             interface,
             Duration::from_micros(args.coalesce_us),
+            args.device_checksum,
         );
     }
     // SAFETY: geteuid has no preconditions.
@@ -216,6 +222,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         rounds: args.rounds,
         payload: args.payload,
         coalesce_us: args.coalesce_us,
+        device_checksum: args.device_checksum,
         steps,
         servers,
     };
@@ -234,7 +241,7 @@ fn run_server(
     round: u32,
     args: &CompareArgs,
 ) -> anyhow::Result<(ServerRun, Vec<Step>)> {
-    let mut server = ServerProcess::start(net, binding, args.coalesce_us)?;
+    let mut server = ServerProcess::start(net, binding, args)?;
     let from = SocketAddrV4::new(CLIENT_IP, 0);
     let to = SocketAddrV4::new(SERVER_IP, PORT);
     let payload = usize::from(args.payload);
@@ -291,20 +298,24 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(net: &Net, binding: Binding, coalesce_us: u64) -> anyhow::Result<ServerProcess> {
+    fn start(net: &Net, binding: Binding, args: &CompareArgs) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args([
-                "xsk-compare",
-                "--serve",
-                binding.label(),
-                "--netns",
-                &net.server_ns,
-                "--interface",
-                &net.server_if,
-                "--coalesce-us",
-                &coalesce_us.to_string(),
-            ])
+        let mut command = Command::new(exe);
+        command.args([
+            "xsk-compare",
+            "--serve",
+            binding.label(),
+            "--netns",
+            &net.server_ns,
+            "--interface",
+            &net.server_if,
+            "--coalesce-us",
+            &args.coalesce_us.to_string(),
+        ]);
+        if args.device_checksum {
+            command.arg("--device-checksum");
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -527,10 +538,10 @@ fn markdown(r: &Report) -> String {
         "Workload: UDP datagrams of {} payload bytes offered at fixed rates for {} s each from a \
          client namespace (sendmmsg on a connected socket; answers counted with recvmmsg, {} ms \
          after the last) over a veth pair; the daemon's XDP program (driver mode) steers them to \
-         one AF_XDP socket on queue 0, whose server echoes each payload in an answer frame (full \
-         UDP checksum). Same loop for both bindings: poll, up to 64 frames per batch, {} µs \
-         coalescing, one kick per batch, UMEM of 8192 frames of 2048 bytes, rings of 4096. \
-         {} servers of each binding, in alternation. Server CPU: user + system time of the \
+         one AF_XDP socket on queue 0, whose server echoes each payload in an answer frame \
+         ({}). Same loop for both bindings: poll, up to 64 frames per batch, {} µs coalescing, \
+         one kick per batch, UMEM of 8192 frames of 2048 bytes, rings of 4096. {} servers of \
+         each binding, in alternation. Server CPU: user + system time of the \
          server process over the step (its own getrusage, asked at the step's start and end), \
          per answer; user time alone is the binding's ring work plus parsing and building the \
          answers, system time the kernel's (poll, transmit kicks, the copy-mode path). Each \
@@ -539,6 +550,12 @@ fn markdown(r: &Report) -> String {
         r.payload,
         r.secs,
         DRAIN.as_millis(),
+        if r.device_checksum {
+            "UDP checksum: ours leaves it to the device through TX metadata, as the daemon's \
+             TFTP frames do; xdpilone, which cannot register TX metadata, computes it in full"
+        } else {
+            "full UDP checksum, computed by both"
+        },
         r.coalesce_us,
         r.rounds
     );

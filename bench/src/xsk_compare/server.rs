@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use pxe_daemon::afxdp::{
     frame::{self, Sender, UdpChecksum, REPLY_HEADER_BYTES},
-    socket::{self, TxMetadata, XskSocket, RX_BATCH},
+    socket::{self, ChecksumRequest, TxMetadata, XskSocket, RX_BATCH},
     umem::Mmap,
 };
 use pxe_daemon::config::{XdpModeSetting, XskBindSetting};
@@ -87,7 +87,7 @@ trait Xsk {
 
 /// Writes the answer to `d` (received on `own_mac`) into `buf`: its payload echoed, from the
 /// port it was sent to, back to where it came from. Returns the frame's length.
-fn echo(own_mac: [u8; 6], d: &Datagram<'_>, buf: &mut [u8]) -> usize {
+fn echo(own_mac: [u8; 6], d: &Datagram<'_>, buf: &mut [u8], checksum: UdpChecksum) -> usize {
     let len = d
         .payload
         .len()
@@ -102,7 +102,7 @@ fn echo(own_mac: [u8; 6], d: &Datagram<'_>, buf: &mut [u8]) -> usize {
         to: d.src,
         from_port: d.dst.port(),
     };
-    frame::write_headers(buf, sender, route, len, UdpChecksum::Full)
+    frame::write_headers(buf, sender, route, len, checksum)
 }
 
 /// The received frame's destination MAC (ours).
@@ -119,6 +119,9 @@ fn dst_mac(bytes: &[u8]) -> [u8; 6] {
 /// Our binding, used as the daemon's worker uses it.
 struct Ours {
     socket: XskSocket,
+    /// Leave UDP checksums to the device through TX metadata, as the daemon's TFTP frames do
+    /// (where the socket registered it; else computed in full).
+    device_checksum: bool,
 }
 
 impl Xsk for Ours {
@@ -128,6 +131,15 @@ impl Xsk for Ours {
 
     fn serve_batch(&mut self, counts: &mut Counts) {
         let XskSocket { rx, tx, .. } = &mut self.socket;
+        let (checksum, request) = if self.device_checksum && tx.checksum_offload() {
+            let request = ChecksumRequest {
+                start: frame::UDP_CHECKSUM_START,
+                offset: frame::UDP_CHECKSUM_OFFSET,
+            };
+            (UdpChecksum::Device, Some(request))
+        } else {
+            (UdpChecksum::Full, None)
+        };
         tx.reclaim();
         counts.taken = rx.receive(|bytes| {
             let Some(bytes) = bytes else {
@@ -139,12 +151,12 @@ impl Xsk for Ours {
                 return;
             };
             let own = dst_mac(bytes);
-            let mut sent = tx.send(None, |buf| echo(own, &d, buf));
+            let mut sent = tx.send(request, |buf| echo(own, &d, buf, checksum));
             if !sent {
                 // As the daemon's FrameTx: send what waits, take sent frames back, once more.
                 tx.kick();
                 tx.reclaim();
-                sent = tx.send(None, |buf| echo(own, &d, buf));
+                sent = tx.send(request, |buf| echo(own, &d, buf, checksum));
             }
             if sent {
                 counts.answered += 1;
@@ -351,7 +363,8 @@ impl Xsk for Pilone {
                         FRAME_BYTES as usize,
                     )
                 };
-                let len = echo(dst_mac(bytes), &d, buf);
+                // No TX metadata in xdpilone: the checksum is always computed here.
+                let len = echo(dst_mac(bytes), &d, buf, UdpChecksum::Full);
                 out[n_out] = chunk.as_xdp_with_len(len as u32);
                 n_out += 1;
             }
@@ -402,7 +415,12 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open(binding: Binding, ifindex: u32, interface: &str) -> anyhow::Result<(Box<dyn Xsk>, Ready)> {
+fn open(
+    binding: Binding,
+    ifindex: u32,
+    interface: &str,
+    device_checksum: bool,
+) -> anyhow::Result<(Box<dyn Xsk>, Ready)> {
     // Zero-copy first, then copy mode, as `xdp.bind = auto` does.
     let mut zero_copy_error = None;
     for zero_copy in [true, false] {
@@ -416,7 +434,11 @@ fn open(binding: Binding, ifindex: u32, interface: &str) -> anyhow::Result<(Box<
                 XskSocket::open(interface, ifindex, 0, bind, TxMetadata::Wanted)
                     .map(|s| {
                         let metadata = s.tx.checksum_offload();
-                        (Box::new(Ours { socket: s }) as Box<dyn Xsk>, metadata)
+                        let ours = Ours {
+                            socket: s,
+                            device_checksum,
+                        };
+                        (Box::new(ours) as Box<dyn Xsk>, metadata)
                     })
                     .map_err(|e| e.source)
             }
@@ -475,6 +497,7 @@ pub fn serve(
     netns: &str,
     interface: &str,
     coalesce: Duration,
+    device_checksum: bool,
 ) -> anyhow::Result<()> {
     enter_netns(netns)?;
     // The XDP program's log reader wants a runtime (never driven here: the log is off).
@@ -491,7 +514,7 @@ pub fn serve(
     if ifindex == 0 {
         bail!("no interface {interface}");
     }
-    let (mut xsk, ready) = open(binding, ifindex, interface)?;
+    let (mut xsk, ready) = open(binding, ifindex, interface, device_checksum)?;
     xdp.register_socket(0, xsk.fd())?;
     xdp.set_steering(pxe_common::XDP_FLAG_STEER_TFTP)?;
     let mut stdout = io::stdout();

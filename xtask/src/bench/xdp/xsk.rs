@@ -15,34 +15,83 @@ use crate::workspace;
 
 /// Section of bench/RESULTS.md.
 const SECTION: &str = "xsk";
-/// `pxe-bench xsk-compare` flags of a `--quick` run (a full run takes its defaults: rates
-/// 20,000 to 200,000/s, 3 s each, 5 rounds).
-const QUICK_ARGS: &[&str] = &["--rates", "20000,100000", "--secs", "1", "--rounds", "1"];
+/// The two workloads: 64-byte datagrams (the ring work: the default rates 20,000 to
+/// 200,000/s, 3 s each, 5 rounds), and TFTP-sized ones with our device checksums (what TX
+/// metadata, which xdpilone lacks, buys), each with the flags of a full and a `--quick` run.
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        title: "a. 64-byte datagrams: the ring work",
+        full: &[],
+        quick: &["--rates", "20000,100000", "--secs", "1", "--rounds", "1"],
+    },
+    Workload {
+        title: "b. 1,400-byte datagrams, ours with device checksums (TX metadata)",
+        full: &[
+            "--payload",
+            "1400",
+            "--device-checksum",
+            "--rates",
+            "20000,50000,100000",
+            "--rounds",
+            "3",
+        ],
+        quick: &[
+            "--payload",
+            "1400",
+            "--device-checksum",
+            "--rates",
+            "20000",
+            "--secs",
+            "1",
+            "--rounds",
+            "1",
+        ],
+    },
+];
+
+/// One `pxe-bench xsk-compare` run of the section.
+struct Workload {
+    title: &'static str,
+    full: &'static [&'static str],
+    quick: &'static [&'static str],
+}
 
 /// Runs `pxe-bench xsk-compare` and writes (or, `quick`, prints) its section.
 pub fn run(generator: &Path, quick: bool) -> anyhow::Result<()> {
     println!("== d. AF_XDP bindings: ours against xdpilone (pxe-bench xsk-compare)");
-    let args: &[&str] = if quick { QUICK_ARGS } else { &[] };
     let loadavg = std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
     let date = first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]);
-    let output = std::process::Command::new(generator)
-        .arg("xsk-compare")
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running pxe-bench xsk-compare")?;
-    let body = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "pxe-bench xsk-compare failed ({}): {body}",
-        output.status
-    );
+    let mut parts = String::new();
+    let mut commands = Vec::new();
+    for w in WORKLOADS {
+        let args = if quick { w.quick } else { w.full };
+        println!("-- {}", w.title);
+        let output = std::process::Command::new(generator)
+            .arg("xsk-compare")
+            .args(args)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("running pxe-bench xsk-compare")?;
+        let body = String::from_utf8_lossy(&output.stdout);
+        ensure!(
+            output.status.success(),
+            "pxe-bench xsk-compare failed ({}): {body}",
+            output.status
+        );
+        let command = format!(
+            "pxe-bench xsk-compare{}{}",
+            if args.is_empty() { "" } else { " " },
+            args.join(" ")
+        );
+        writeln!(parts, "### {}\n\n`{command}`\n\n{body}", w.title)?;
+        commands.push(command);
+    }
     let mut s = String::from("## AF_XDP bindings: ours against xdpilone\n\n");
     writeln!(
         s,
-        "Made by `{}` on {date}, commit {}{}: `pxe-bench xsk-compare{}{}`.\n\n\
+        "Made by `{}` on {date}, commit {}{}: `{}`.\n\n\
          - Machine: {}; load average at the start {loadavg}: other engineers' builds and tests \
          share the 2 cores. Server and load generator share them too.\n\
          - AF_XDP on veth runs in copy mode only: both bindings' zero-copy binds are refused \
@@ -55,11 +104,10 @@ pub fn run(generator: &Path, quick: bool) -> anyhow::Result<()> {
         } else {
             ""
         },
-        if args.is_empty() { "" } else { " " },
-        args.join(" "),
+        commands.join("` and `"),
         machine(),
     )?;
-    s.push_str(&body);
+    s.push_str(&parts);
     println!("\n{s}");
     if quick {
         println!("(--quick: {} left alone)", results::RESULTS_FILE);
