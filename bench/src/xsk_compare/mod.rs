@@ -639,10 +639,10 @@ fn markdown(r: &Report) -> String {
         );
     }
     s.push_str(
-        "- Loss on this shared machine comes with \"fill empty\" below: the kernel found no free \
-         receive frame because the server was off the CPU for longer than its 4096 receive \
-         frames last at that rate (20 ms at 200,000/s), which other engineers' builds cause in \
-         either binding's rounds.\n",
+        "- Loss on this shared machine shows in the servers' XDP_STATISTICS as fill-ring-empty \
+         drops: the kernel found no free receive frame because the server was off the CPU for \
+         longer than its 4096 receive frames last at that rate (20 ms at 200,000/s), which \
+         other engineers' builds cause in either binding's rounds.\n",
     );
     s.push_str(
         "\nEvery step (rounds in run order; \"generator short\": it sent under 97% of the rate \

@@ -85,7 +85,10 @@ pub fn run(generator: &Path, quick: bool) -> anyhow::Result<()> {
             if args.is_empty() { "" } else { " " },
             args.join(" ")
         );
-        writeln!(parts, "### {}\n\n`{command}`\n\n{body}", w.title)?;
+        println!("{body}");
+        // The file keeps the summary; every step and the servers' counters are printed above.
+        let summary = body.split("\nEvery step").next().unwrap_or_default();
+        writeln!(parts, "### {}\n\n`{command}`\n\n{summary}", w.title)?;
         commands.push(command);
     }
     let mut s = String::from("## AF_XDP bindings: ours against xdpilone\n\n");
@@ -96,7 +99,8 @@ pub fn run(generator: &Path, quick: bool) -> anyhow::Result<()> {
          share the 2 cores. Server and load generator share them too.\n\
          - AF_XDP on veth runs in copy mode only: both bindings' zero-copy binds are refused \
          there, so this compares the ring work and the copy-mode kernel path, not zero-copy.\n\
-         - The decision it informs: [docs/afxdp.md](../docs/afxdp.md), \"xdpilone\".\n",
+         - The decision it informs: [docs/afxdp.md](../docs/afxdp.md), \"xdpilone\". Every \
+         step and the servers' ring counters are printed by the run (not kept here).\n",
         command_line(),
         commit(),
         if quick {
