@@ -6,6 +6,7 @@ mod http;
 mod sim;
 mod tftp;
 mod xdp_cost;
+mod xsk_compare;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -59,6 +60,10 @@ enum Command {
     /// The XDP program's cost per frame by class (BPF_PROG_TEST_RUN with repeat), set up as
     /// `--datapath kernel` and `--datapath xdp` run it. Needs root.
     XdpCost(xdp_cost::CostArgs),
+    /// Our AF_XDP binding against the xdpilone crate, same run, same workload: UDP echo over a
+    /// veth pair through the daemon's XDP program; answers/s, loss and server CPU per answer.
+    /// Needs root.
+    XskCompare(xsk_compare::CompareArgs),
     /// Downloads a URL once and compares the body with a file, byte for byte.
     HttpGet {
         /// `http://address:port/path` (no names).
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => exit_code(sim::plot::run(&args).map(|()| 0)),
         Command::DhcpLoad(args) => exit_code(dhcp_load::run(&args).map(|()| 0)),
         Command::XdpCost(args) => exit_code(xdp_cost::run(&args).map(|()| 0)),
+        Command::XskCompare(args) => exit_code(xsk_compare::run(&args).map(|()| 0)),
         Command::TftpLoad(args) => match tftp::run(&args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {

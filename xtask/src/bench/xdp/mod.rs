@@ -5,11 +5,13 @@
 //! b. DHCP answers per second under 1% loss and server CPU per answer: pxe-daemon `--datapath
 //!    kernel`, `--datapath xdp` and dnsmasq, proxy and full mode (`pxe-bench dhcp-load`);
 //! c. TFTP aggregate throughput at 1,000 clients: `--datapath xdp`, `--datapath kernel` and
-//!    tftpd-hpa (`cargo xtask bench tftp`'s cells).
+//!    tftpd-hpa (`cargo xtask bench tftp`'s cells);
+//! d. on demand (`--parts xsk`): our AF_XDP binding against xdpilone ([`xsk`], its own section).
 //!
 //! A datapath the daemon does not offer yet is a "not available: <reason>" row, not a failure.
 
 mod dhcp;
+mod xsk;
 
 use std::{
     fmt::Write as _,
@@ -62,7 +64,7 @@ pub(super) struct XdpArgs {
     /// its section and leaves bench/RESULTS.md alone.
     #[arg(long)]
     quick: bool,
-    /// Parts to run [default: cost,dhcp,tftp].
+    /// Parts to run [default: cost,dhcp,tftp; xsk only when named].
     #[arg(long, value_delimiter = ',', value_enum, value_name = "PART,...")]
     parts: Option<Vec<Part>>,
     /// DHCP rates to step through, new exchanges per second, comma-separated.
@@ -79,6 +81,8 @@ enum Part {
     Dhcp,
     /// c: TFTP throughput at 1,000 clients.
     Tftp,
+    /// d: our AF_XDP binding against xdpilone (its own section of bench/RESULTS.md).
+    Xsk,
 }
 
 /// What the built daemon offers: whether it has `--datapath`.
@@ -137,6 +141,12 @@ pub(super) fn run(args: &XdpArgs) -> anyhow::Result<()> {
     let loadavg = run_info::loadavg();
     let date = run_info::date_utc();
     let bins = tftp::Bins::build()?;
+    if parts.contains(&Part::Xsk) {
+        xsk::run(&bins.generator, args.quick)?;
+        if parts.iter().all(|&p| p == Part::Xsk) {
+            return Ok(());
+        }
+    }
     let datapaths = Datapaths::probe(&bins.daemon);
     let mut out = String::from("## XDP fast path: program cost, DHCP and TFTP by datapath\n\n");
     writeln!(
