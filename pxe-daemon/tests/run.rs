@@ -82,9 +82,16 @@ args = "console=ttyS0 boot=live"
 
 /// GET `path` over HTTP/1.1 (`Connection: close`); returns the status code and the body.
 async fn get(http: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    let (status, _head, body) = exchange(http, path, &request).await;
+    (status, body)
+}
+
+/// Sends `request` (for `path`) as it is; returns the status code, the head as it came on the
+/// wire, and the body.
+async fn exchange(http: SocketAddr, path: &str, request: &str) -> (u16, String, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(http).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -102,7 +109,7 @@ async fn get(http: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("GET {path}: no status in {head:?}"));
-    (status, body.to_owned())
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// Reads `file` over TFTP (RFC 1350, octet mode, 512-byte blocks) from `server`.
@@ -161,6 +168,17 @@ async fn serves_scripts_and_files_on_loopback_without_root() {
     }));
 
     assert_eq!(get(http_addr, "/healthz").await, (200, "ok\n".into()));
+    // Header names as firmware HTTP clients match them, literally (GRUB 2.06 reads the
+    // body's length only from `Content-Length: `).
+    let (_, head, _) = exchange(
+        http_addr,
+        "/healthz",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    for name in ["\r\nContent-Length: 3\r\n", "\r\nContent-Type: text/plain"] {
+        assert!(head.contains(name), "{name:?} not in {head:?}");
+    }
 
     let (status, script) = get(http_addr, "/ipxe?mac=52-54-00-12-34-56").await;
     assert_eq!(status, 200, "{script}");
@@ -178,6 +196,14 @@ async fn serves_scripts_and_files_on_loopback_without_root() {
         entry.contains(&format!(
             "chain http://{http_addr}/ipxe?mac=${{mac:hexhyp}}"
         )),
+        "{entry}"
+    );
+    // A request without a Host header (HTTP/1.0) is sent to the address it reached us at.
+    let (status, _, entry) =
+        exchange(http_addr, "/boot.ipxe", "GET /boot.ipxe HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 200, "{entry}");
+    assert!(
+        entry.contains(&format!("chain http://{http_addr}/ipxe?")),
         "{entry}"
     );
     // With one in the boot root, that file is served as it is, without a restart.

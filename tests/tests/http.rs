@@ -251,7 +251,7 @@ fn artifacts_ranges_validators_and_traversal() {
     );
     assert!(
         head.contains(&format!(
-            "content-range: bytes {}-{}/{}",
+            "Content-Range: bytes {}-{}/{}",
             want.len() - 10,
             want.len() - 1,
             want.len()
@@ -264,19 +264,19 @@ fn artifacts_ranges_validators_and_traversal() {
     let (head, _) = curl(&net, &["-I", &big]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
-        head.contains(&format!("content-length: {}", want.len())),
+        head.contains(&format!("Content-Length: {}", want.len())),
         "{head}"
     );
-    assert!(head.contains("accept-ranges: bytes"), "{head}");
+    assert!(head.contains("Accept-Ranges: bytes"), "{head}");
     let etag = head
         .lines()
-        .find_map(|l| l.strip_prefix("etag: "))
+        .find_map(|l| l.strip_prefix("Etag: "))
         .expect("an ETag")
         .trim()
         .to_owned();
     let modified = head
         .lines()
-        .find_map(|l| l.strip_prefix("last-modified: "))
+        .find_map(|l| l.strip_prefix("Last-Modified: "))
         .expect("a Last-Modified")
         .trim()
         .to_owned();

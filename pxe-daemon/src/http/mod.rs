@@ -98,6 +98,11 @@ pub async fn serve(
             });
             continue;
         }
+        // Where the client reached us: the address a request without a Host header is
+        // answered with (an accepted socket always has one).
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let jobs = Arc::new(SendfileQueue::default());
         let io = ConnIo::new(
@@ -107,8 +112,13 @@ pub async fn serve(
             state.http_metrics.sent_bytes.clone(),
         );
         let conn_state = state.clone();
-        let service = service_fn(move |req| handle(req, conn_state.clone(), jobs.clone(), peer));
+        let service =
+            service_fn(move |req| handle(req, conn_state.clone(), jobs.clone(), peer, local));
         let conn = http1::Builder::new()
+            // Firmware HTTP clients match header names literally: GRUB 2.06 looks for
+            // `Content-Length: ` and `Transfer-Encoding: chunked` in that case, and never learns
+            // a body's length from hyper's lower-case names.
+            .title_case_headers(true)
             .timer(TokioTimer::new())
             .header_read_timeout(state.limits.header_timeout)
             .max_buf_size(state.limits.max_head_bytes)
@@ -139,10 +149,11 @@ async fn handle(
     state: Arc<HttpState>,
     jobs: Arc<SendfileQueue>,
     peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
-    let (route, response, download) = route(&req, &state, &jobs, &path);
+    let (route, response, download) = route(&req, &state, &jobs, &path, local);
     let status = response.status().as_u16();
     let body_bytes = if req.method() == Method::HEAD {
         0
@@ -186,6 +197,7 @@ fn route(
     state: &HttpState,
     jobs: &Arc<SendfileQueue>,
     path: &str,
+    local: std::net::SocketAddr,
 ) -> (&'static str, Response<Body>, Option<String>) {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
@@ -228,7 +240,7 @@ fn route(
             ),
             None => (
                 "boot_ipxe",
-                script(state.scripts.boot_ipxe(&base_url(req, state))),
+                script(state.scripts.boot_ipxe(&base_url(req, state, local))),
                 None,
             ),
         },
@@ -247,7 +259,7 @@ fn route(
                     }
                     q
                 })
-                .and_then(|q| state.scripts.render(kind, &q, &base_url(req, state)));
+                .and_then(|q| state.scripts.render(kind, &q, &base_url(req, state, local)));
             (route, script(rendered), None)
         }
         _ => match &state.artifact_root {
@@ -301,7 +313,10 @@ fn machines_json(state: &HttpState, mac: Option<&str>) -> Response<Body> {
 }
 
 /// `http://<Host>` of the request (what the client used to reach us), unless configured.
-fn base_url(req: &Request<Incoming>, state: &HttpState) -> String {
+/// The base of the URLs a script hands out: `http.base_url` if set, else what the client asked
+/// for (its Host header), else the address it reached us at on this connection (HTTP/1.0 and
+/// some firmware send no Host): never a name the client cannot reach, such as localhost.
+fn base_url(req: &Request<Incoming>, state: &HttpState, local: std::net::SocketAddr) -> String {
     if let Some(base) = &state.base_url {
         return base.clone();
     }
@@ -313,9 +328,30 @@ fn base_url(req: &Request<Incoming>, state: &HttpState) -> String {
             !h.is_empty()
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}")
+        });
+    match host {
+        Some(host) => format!("http://{host}"),
+        None => format!("http://{}", host_of(local)),
+    }
+}
+
+/// `local` as a URL's host and port: IPv4 for an IPv4-mapped address, IPv6 in brackets, the
+/// port left out when it is 80.
+fn host_of(local: std::net::SocketAddr) -> String {
+    let ip = match local.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let host = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    match local.port() {
+        80 => host,
+        port => format!("{host}:{port}"),
+    }
 }
 
 fn script(rendered: Result<String, ScriptError>) -> Response<Body> {
@@ -343,4 +379,26 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn the_local_address_as_a_url_host() {
+        assert_eq!(host_of("198.18.0.1:80".parse().unwrap()), "198.18.0.1");
+        assert_eq!(
+            host_of("198.18.0.1:8080".parse().unwrap()),
+            "198.18.0.1:8080"
+        );
+        assert_eq!(
+            host_of("[::ffff:198.18.0.1]:80".parse().unwrap()),
+            "198.18.0.1"
+        );
+        assert_eq!(
+            host_of("[2001:db8::1]:8080".parse().unwrap()),
+            "[2001:db8::1]:8080"
+        );
+    }
 }

@@ -42,12 +42,6 @@ pub enum FileError {
         /// The requested name.
         name: String,
     },
-    /// An absolute name outside the boot root.
-    #[error("{name:?}: absolute path outside the boot root")]
-    OutsideRoot {
-        /// The requested name.
-        name: String,
-    },
     /// A symlink on the way leads out of the root (EXDEV from RESOLVE_BENEATH), or a loop.
     #[error("{name:?}: a symlink leads out of the boot root")]
     SymlinkEscape {
@@ -97,9 +91,7 @@ impl FileError {
             FileError::BadName { .. } => {
                 WireError::new(ErrorCode::AccessViolation, "invalid file name")
             }
-            FileError::DotDot { .. }
-            | FileError::OutsideRoot { .. }
-            | FileError::SymlinkEscape { .. } => {
+            FileError::DotDot { .. } | FileError::SymlinkEscape { .. } => {
                 WireError::new(ErrorCode::AccessViolation, "access outside the boot root")
             }
             FileError::NotRegular { .. } | FileError::Permission { .. } => {
@@ -397,15 +389,11 @@ impl FileStore {
     /// else read into the cache (through io_uring) when it is small enough, else open for
     /// block reads.
     pub fn open(&mut self, name: &str) -> Result<Source, FileError> {
+        // An absolute name is looked up beneath the root like any other (`/grub/grub.cfg`
+        // means the root's file): one that is not there gets ERROR 1, as RFC 1350 wants and as
+        // GRUB's config search expects, not an access violation; nothing outside is ever read.
         let path = normalise(&self.root, name)?;
-        let file = match self.open_beneath(&path.relative, name) {
-            Err(FileError::NotFound { .. }) if path.absolute_outside => {
-                return Err(FileError::OutsideRoot {
-                    name: name.to_owned(),
-                })
-            }
-            other => other?,
-        };
+        let file = self.open_beneath(&path.relative, name)?;
         let io_err = |source| FileError::Io {
             path: path.relative.clone(),
             source,
@@ -575,8 +563,14 @@ mod tests {
         assert_eq!(code("rel-link"), ErrorCode::AccessViolation);
         assert_eq!(code("../secret"), ErrorCode::AccessViolation);
         assert_eq!(code("sub/../../secret"), ErrorCode::AccessViolation);
-        assert_eq!(code(&secret), ErrorCode::AccessViolation);
-        assert_eq!(code("/etc/passwd"), ErrorCode::AccessViolation);
+        // Absolute names are names under the root (nothing outside is read): one that is not
+        // there, such as a file outside the root or GRUB's per-MAC config, is just missing.
+        assert_eq!(code(&secret), ErrorCode::FileNotFound);
+        assert_eq!(code("/etc/passwd"), ErrorCode::FileNotFound);
+        assert_eq!(
+            code("/grub/grub.cfg-01-52-54-00-a6-00-01"),
+            ErrorCode::FileNotFound
+        );
         assert_eq!(code("missing.efi"), ErrorCode::FileNotFound);
         assert_eq!(code("sub"), ErrorCode::AccessViolation);
         assert_eq!(code("ipxe.efi/x"), ErrorCode::FileNotFound);

@@ -698,7 +698,7 @@ mod tests {
         expect_error(&request(Opcode::Wrq, "f", "octet", &[]), 2);
         expect_error(&request(Opcode::Rrq, "nope", "octet", &[]), 1);
         expect_error(&request(Opcode::Rrq, "../etc/passwd", "octet", &[]), 2);
-        expect_error(&request(Opcode::Rrq, "/etc/passwd", "octet", &[]), 2);
+        expect_error(&request(Opcode::Rrq, "/etc/passwd", "octet", &[]), 1);
         // Malformed requests are dropped without an answer.
         c.send_to(b"\x00\x01no-terminator", r.addr).unwrap();
         // A datagram to a transfer port with no transfer gets ERROR 5.
@@ -718,9 +718,14 @@ mod tests {
             &r,
             "pxe_tftp_requests_refused_total{reason=\"write_request\"} 1"
         ));
+        // `../etc/passwd` is a traversal; `/etc/passwd` and `nope` are missing files.
         assert!(metric(
             &r,
-            "pxe_tftp_requests_refused_total{reason=\"access_violation\"} 2"
+            "pxe_tftp_requests_refused_total{reason=\"access_violation\"} 1"
+        ));
+        assert!(metric(
+            &r,
+            "pxe_tftp_requests_refused_total{reason=\"not_found\"} 2"
         ));
         assert!(metric(&r, "pxe_tftp_unknown_tid_packets_total 1"));
     }
