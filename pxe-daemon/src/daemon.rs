@@ -217,6 +217,12 @@ impl Daemon {
             ),
             None => None,
         };
+        let scripts = Arc::new(http::scripts::Scripts::new(
+            config.http.profiles.clone(),
+            config.http.default_profile.clone(),
+            policy.clone(),
+        )?);
+        let grub = grub_renderer(&config, server_address, &scripts, &timeline);
         let tftp_metrics = tftp::TftpMetrics::register(&metrics)?;
         let tftp_settings = tftp::ServerSettings {
             config: &config.tftp,
@@ -228,6 +234,7 @@ impl Daemon {
                 config.tftp.rewrites.clone(),
                 policy.clone(),
                 neighbours,
+                grub,
             )),
             timeline: Some(timeline.clone()),
         };
@@ -281,11 +288,7 @@ impl Daemon {
             metrics: metrics.clone(),
             http_metrics: http::metrics::HttpMetrics::new(metrics.registry())?,
             artifact_root,
-            scripts: http::scripts::Scripts::new(
-                config.http.profiles.clone(),
-                config.http.default_profile.clone(),
-                policy.clone(),
-            )?,
+            scripts,
             base_url: config.boot.http_base_url.clone(),
             limits: config.http.limits.clone(),
             timeline: Some(timeline.clone()),
@@ -527,6 +530,36 @@ async fn dhcp_handler(
         commit,
         options,
     ))
+}
+
+/// What renders a machine's GRUB config for TFTP (GRUB's `grub.cfg-01-<mac>` search): its
+/// profile, as `/grub?mac=` renders it, with URLs on `boot.http_base_url` or on the server
+/// address and the HTTP port. None without an address to put in them.
+fn grub_renderer(
+    config: &Config,
+    server_address: Option<Ipv4Addr>,
+    scripts: &Arc<http::scripts::Scripts>,
+    timeline: &timeline::Timeline,
+) -> Option<tftp::files::GrubRenderer> {
+    let base = config.boot.http_base_url.clone().or_else(|| {
+        server_address.map(|ip| match config.http.listen.port() {
+            80 => format!("http://{ip}"),
+            port => format!("http://{ip}:{port}"),
+        })
+    })?;
+    let (scripts, timeline) = (scripts.clone(), timeline.clone());
+    Some(Arc::new(move |mac| {
+        let query = http::scripts::MachineQuery {
+            mac,
+            // The arch the machine's DHCP said, as for an HTTP fetch without one.
+            arch: timeline.arch_of(mac),
+            buildarch: None,
+            platform: None,
+        };
+        scripts
+            .render(http::scripts::ScriptKind::Grub, &query, &base)
+            .ok()
+    }))
 }
 
 /// Shows the policy which NBPs the boot root holds now (a `stat` per candidate).

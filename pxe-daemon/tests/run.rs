@@ -44,7 +44,7 @@ fn free_udp_ports() -> (u16, u16) {
     panic!("no run of {TFTP_TRANSFER_PORTS} free UDP ports on loopback");
 }
 
-fn config(root: &Path, (first, last): (u16, u16)) -> Config {
+fn config(root: &Path, (first, last): (u16, u16), http: SocketAddr) -> Config {
     let text = format!(
         r#"
 [server]
@@ -64,7 +64,7 @@ listen = "127.0.0.1:0"
 port_range = [{first}, {last}]
 
 [http]
-listen = "127.0.0.1:0"
+listen = "{http}"
 default_profile = "live"
 
 [[profile]]
@@ -151,9 +151,9 @@ fn tftp_read(server: SocketAddr, file: &str) -> Vec<u8> {
 async fn serves_scripts_and_files_on_loopback_without_root() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("undionly.kpxe"), boot_file()).unwrap();
-    let config = config(root.path(), free_udp_ports());
     let http = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let http_addr = http.local_addr().unwrap();
+    let config = config(root.path(), free_udp_ports(), http_addr);
     let tftp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let tftp_addr = tftp.local_addr().unwrap();
     let listeners = Listeners {
@@ -215,6 +215,18 @@ async fn serves_scripts_and_files_on_loopback_without_root() {
         .await
         .unwrap();
     assert_eq!(file, boot_file(), "TFTP undionly.kpxe");
+
+    // GRUB's config search over TFTP: the machine's GRUB config, rendered from its profile as
+    // `/grub?mac=` renders it, when the root has no such file.
+    let (status, over_http) = get(http_addr, "/grub?mac=52-54-00-12-34-56").await;
+    assert_eq!(status, 200, "{over_http}");
+    assert!(over_http.contains("console=ttyS0 boot=live"), "{over_http}");
+    let over_tftp = tokio::task::spawn_blocking(move || {
+        tftp_read(tftp_addr, "/grub/grub.cfg-01-52-54-00-12-34-56")
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&over_tftp), over_http);
 
     let _ = stop.send(());
     tokio::time::timeout(STEP_TIMEOUT, daemon)

@@ -52,7 +52,7 @@ pub struct HttpState {
     /// The artifact root (absolute, canonical), if any.
     pub artifact_root: Option<PathBuf>,
     /// Script rendering.
-    pub scripts: Scripts,
+    pub scripts: Arc<Scripts>,
     /// Base URL for links in scripts; default from the request's Host.
     pub base_url: Option<String>,
     /// Limits.

@@ -21,6 +21,7 @@ use nix::{
     errno::Errno,
     fcntl::{openat2, OFlag, OpenHow, ResolveFlag},
 };
+use pxe_common::MacAddr;
 
 use super::{
     packet::{ErrorCode, WireError},
@@ -115,6 +116,23 @@ impl FileError {
 pub trait PathMapper: Send + Sync + std::fmt::Debug {
     /// The name to serve for `requested` from `client`.
     fn map(&self, client: SocketAddr, requested: &str) -> String;
+
+    /// The contents of a file the root does not hold but the daemon renders for `client`
+    /// (GRUB's per-machine `grub.cfg`); asked only when the file is not found on disk, so an
+    /// operator's own file wins. None by default.
+    fn render(&self, _client: SocketAddr, _requested: &str) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Renders a machine's GRUB config (its profile, as `/grub?mac=` does over HTTP).
+pub type GrubRenderer = Arc<dyn Fn(MacAddr) -> Option<String> + Send + Sync>;
+
+/// The MAC a GRUB config name is for: GRUB's network config search asks for
+/// `grub.cfg-01-<mac with hyphens>` (any directory prefix); `None` for other names.
+pub fn grub_config_mac(requested: &str) -> Option<MacAddr> {
+    let name = requested.rsplit(['/', '\\']).next()?;
+    name.strip_prefix("grub.cfg-01-")?.parse().ok()
 }
 
 /// Serves every name as requested.
@@ -167,6 +185,7 @@ pub struct PolicyMapper {
     rewrites: Vec<(String, String)>,
     policy: std::sync::Arc<crate::boot::BootPolicy>,
     neighbours: std::sync::Arc<dyn crate::timeline::Neighbours>,
+    grub: Option<GrubRenderer>,
 }
 
 impl std::fmt::Debug for PolicyMapper {
@@ -186,12 +205,14 @@ impl PolicyMapper {
         rewrites: Vec<(String, String)>,
         policy: std::sync::Arc<crate::boot::BootPolicy>,
         neighbours: std::sync::Arc<dyn crate::timeline::Neighbours>,
+        grub: Option<GrubRenderer>,
     ) -> PolicyMapper {
         PolicyMapper {
             root,
             rewrites,
             policy,
             neighbours,
+            grub,
         }
     }
 }
@@ -222,6 +243,22 @@ impl PathMapper for PolicyMapper {
             Ok(p) if !p.absolute_outside && self.root.join(&p.relative).is_file() => p.relative,
             _ => requested.to_owned(),
         }
+    }
+
+    /// GRUB's per-MAC config (`grub.cfg-01-<mac>`) and a plain `grub.cfg` (for the client's
+    /// MAC from the neighbours), rendered from the machine's profile.
+    fn render(&self, client: SocketAddr, requested: &str) -> Option<Vec<u8>> {
+        let grub = self.grub.as_ref()?;
+        let name = requested.rsplit(['/', '\\']).next()?;
+        let mac = match grub_config_mac(requested) {
+            Some(mac) => mac,
+            None if name == "grub.cfg" => match client.ip() {
+                std::net::IpAddr::V4(ip) => self.neighbours.mac_of(ip)?,
+                std::net::IpAddr::V6(_) => return None,
+            },
+            None => return None,
+        };
+        grub(mac).map(String::into_bytes)
     }
 }
 
@@ -522,6 +559,19 @@ mod tests {
                 buf
             }
         }
+    }
+
+    #[test]
+    fn grub_config_names_name_the_machine() {
+        let mac = MacAddr([0x52, 0x54, 0, 0xa6, 0, 1]);
+        assert_eq!(
+            grub_config_mac("/grub/grub.cfg-01-52-54-00-a6-00-01"),
+            Some(mac)
+        );
+        assert_eq!(grub_config_mac("grub.cfg-01-52-54-00-a6-00-01"), Some(mac));
+        assert_eq!(grub_config_mac("/grub/grub.cfg-C612"), None);
+        assert_eq!(grub_config_mac("/grub/grub.cfg"), None);
+        assert_eq!(grub_config_mac("grub.cfg-01-52-54-00"), None);
     }
 
     #[test]

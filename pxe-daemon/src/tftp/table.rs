@@ -316,7 +316,15 @@ impl Transfers {
             return;
         }
         let name = self.mapper.map(from, filename);
-        let source = match self.files.open_file(&name) {
+        let opened = match self.files.open_file(&name) {
+            // Not in the root: a file the daemon renders (GRUB's per-machine config), if any.
+            Err(e) if e.label() == "not_found" => match self.mapper.render(from, filename) {
+                Some(bytes) => Ok(Source::Cached(bytes.into())),
+                None => Err(e),
+            },
+            other => other,
+        };
+        let source = match opened {
             Ok(s) => s,
             Err(e) => {
                 let refusal = match e.label() {
