@@ -276,7 +276,7 @@ impl Drop for Daemon<'_> {
 
 /// GETs `url` with curl inside namespace `ns`. Returns the HTTP status and body, or 0 and
 /// curl's error when no HTTP answer came.
-fn curl_get(net: &TestNet, ns: &str, url: &str, max_time_secs: u64) -> (u16, String) {
+pub fn curl_get(net: &TestNet, ns: &str, url: &str, max_time_secs: u64) -> (u16, String) {
     const STATUS_MARK: &str = "\n--pxe-tests-status:";
     let max_time = max_time_secs.to_string();
     let write_out = format!("{STATUS_MARK}%{{http_code}}");

@@ -40,8 +40,8 @@ use std::{io::Write, path::PathBuf};
 pub use clients::send_pxe_probes;
 pub use configs::full_dhcp_config;
 pub use daemon::{
-    daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT, READY_TIMEOUT,
-    ROOT_TEST_FILE, TEST_LOG_LEVEL,
+    curl_get, daemon_bin, existing_daemon_bin, run_daemon_cli, Daemon, DAEMON_HTTP_PORT,
+    READY_TIMEOUT, ROOT_TEST_FILE, TEST_LOG_LEVEL,
 };
 pub use dhcp_clients::{
     by_server, full_mode_clients, pxe_client, pxe_client_on, request_4011, site_dhcp, site_dhcp_on,

@@ -272,33 +272,17 @@ fn in_turn<T>(round: u32, [first, second]: [T; 2]) -> [T; 2] {
 }
 
 /// GETs pxe-daemon's rendered script from the client namespace and checks it is the profile's
+/// Longest the script fetch may take, seconds.
+const SCRIPT_MAX_TIME_SECS: u64 = 5;
+
 /// iPXE script for the machine asked about.
 fn render_script(net: &TestNet, ours: &Server) -> anyhow::Result<Vec<u8>> {
-    const STATUS_MARK: &str = "\n--status:";
     let url = ours.url(servers::SCRIPT_QUERY_PATH);
-    let write_out = format!("{STATUS_MARK}%{{http_code}}");
-    let out = net.client(&[
-        "curl",
-        "--silent",
-        "--show-error",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "5",
-        "--write-out",
-        &write_out,
-        &url,
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let Some((body, code)) = stdout.rsplit_once(STATUS_MARK) else {
-        bail!(
-            "GET {url} got no answer: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let (code, body) = pxe_tests::curl_get(net, net.client_ns(), &url, SCRIPT_MAX_TIME_SECS);
+    ensure!(code != 0, "GET {url} got no answer: {body}");
     let kernel = format!("kernel {}", ours.url("/assets/vmlinuz"));
     ensure!(
-        code == "200"
+        code == 200
             && body.starts_with(&format!("#!ipxe\n{kernel}"))
             && body.contains("mac=52:54:00:12:34:56")
             && body.ends_with("boot\n"),
