@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _};
 use pxe_daemon::{
     afxdp::{
         frame::{self, Sender, UdpChecksum, REPLY_HEADER_BYTES},
-        socket::{self, ChecksumRequest, TxMetadata, XskSocket, RX_BATCH},
+        socket::{self, TxMetadata, XskSocket, RX_BATCH},
         umem::Mmap,
         BindMode,
     },
@@ -133,15 +133,7 @@ impl Xsk for Ours {
 
     fn serve_batch(&mut self, counts: &mut Counts) {
         let XskSocket { rx, tx, .. } = &mut self.socket;
-        let (checksum, request) = if self.device_checksum && tx.checksum_offload() {
-            let request = ChecksumRequest {
-                start: frame::UDP_CHECKSUM_START,
-                offset: frame::UDP_CHECKSUM_OFFSET,
-            };
-            (UdpChecksum::Device, Some(request))
-        } else {
-            (UdpChecksum::Full, None)
-        };
+        let (checksum, request) = tx.udp_checksum(self.device_checksum);
         tx.reclaim();
         counts.taken = rx.receive(|bytes| {
             let Some(bytes) = bytes else {

@@ -9,6 +9,7 @@ use std::{
 use tracing::debug;
 
 use super::{
+    frame::{self, UdpChecksum},
     ring::Ring,
     umem::{FrameArea, Mmap},
     BindMode,
@@ -436,6 +437,21 @@ impl XskTx {
     /// Whether a frame may leave its checksum to the device (see [`XskTx::send`]).
     pub fn checksum_offload(&self) -> bool {
         self.metadata > 0
+    }
+
+    /// How the UDP checksum of a frame sent now is filled: by the device when `device` asks
+    /// for it and the socket offers it (with the request [`XskTx::send`] takes), else in full
+    /// by the frame writer.
+    pub fn udp_checksum(&self, device: bool) -> (UdpChecksum, Option<ChecksumRequest>) {
+        if device && self.checksum_offload() {
+            let request = ChecksumRequest {
+                start: frame::UDP_CHECKSUM_START,
+                offset: frame::UDP_CHECKSUM_OFFSET,
+            };
+            (UdpChecksum::Device, Some(request))
+        } else {
+            (UdpChecksum::Full, None)
+        }
     }
 
     /// Builds a frame with `build` (which writes it and returns its length, at most

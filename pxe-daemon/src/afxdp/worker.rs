@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    frame::{self, Sender, UdpChecksum, REPLY_HEADER_BYTES},
+    frame::{self, Sender, REPLY_HEADER_BYTES},
     metrics::{
         AfXdpMetrics, ServiceCounters, DROP_BAD_DESCRIPTOR, DROP_NO_SERVICE, DROP_TOO_LARGE,
         DROP_TX_FULL,
     },
-    socket::{ChecksumRequest, XskSocket, XskTx, RX_BATCH},
+    socket::{XskSocket, XskTx, RX_BATCH},
 };
 use crate::datapath::{Datagram, FrameService, Route, TxError, UdpTx, Waker};
 
@@ -90,15 +90,7 @@ impl UdpTx for FrameTx<'_> {
             return Err(TxError::TooLarge(len));
         }
         let sender = self.sender;
-        let (checksum, request) = if self.device_checksum && self.tx.checksum_offload() {
-            let request = ChecksumRequest {
-                start: frame::UDP_CHECKSUM_START,
-                offset: frame::UDP_CHECKSUM_OFFSET,
-            };
-            (UdpChecksum::Device, Some(request))
-        } else {
-            (UdpChecksum::Full, None)
-        };
+        let (checksum, request) = self.tx.udp_checksum(self.device_checksum);
         let mut build = |buf: &mut [u8]| {
             fill(&mut buf[REPLY_HEADER_BYTES..REPLY_HEADER_BYTES + len]);
             frame::write_headers(buf, sender, route, len, checksum)
