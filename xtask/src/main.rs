@@ -38,6 +38,8 @@ enum Task {
     Test(test::TestArgs),
     /// Check that imports between a crate's modules point one way (a step of `test`).
     Cycles,
+    /// Format the workspace as the test command checks it (nightly rustfmt, imports grouped).
+    Fmt,
     /// Setup, build pxe-daemon, then boot a QEMU machine (SeaBIOS + iPXE, proxy DHCP beside
     /// dnsmasq) from it and print its boot timeline.
     Demo(demo::DemoArgs),
@@ -50,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Test(args) => test::run(&args),
         Task::Cycles => cycles::run(workspace::root()),
+        Task::Fmt => cmd::run(&mut test::fmt(false)),
         Task::Demo(args) => {
             setup::run()?;
             cmd::run(workspace::cargo().args(["build", "-p", "pxe-daemon"]))

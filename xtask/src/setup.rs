@@ -374,7 +374,7 @@ fn missing_debian_packages() -> anyhow::Result<Vec<&'static str>> {
 }
 
 /// Components of the nightly toolchain: rust-src (the eBPF build's `-Z build-std=core`) and
-/// rustfmt (rustfmt.toml's import grouping is a nightly option).
+/// rustfmt (the fmt step's import grouping is a nightly option).
 const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "rustfmt"];
 
 fn nightly_components() -> anyhow::Result<Outcome> {

@@ -38,10 +38,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
         steps.run("setup", setup::run)?;
     }
     steps.run("import cycles", || cycles::run(workspace::root()))?;
-    steps.run("fmt", || {
-        // rustfmt.toml's import grouping is a nightly option (as aya formats).
-        cmd::run(workspace::cargo().args(["+nightly", "fmt", "--all", "--", "--check"]))
-    })?;
+    steps.run("fmt", || cmd::run(&mut fmt(true)))?;
     if args.no_clippy {
         steps.skip("clippy (host)");
         steps.skip("clippy (eBPF)");
@@ -73,6 +70,23 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
     steps.run("test without root", no_root_test)?;
     steps.finish();
     Ok(())
+}
+
+/// rustfmt's options beyond rustfmt.toml: imports grouped std / external / crate and merged per
+/// crate, as aya-template formats. Both are nightly-only, so they are given here rather than in
+/// rustfmt.toml, where stable `cargo fmt` would warn about them on every run.
+const NIGHTLY_FMT_OPTIONS: &str = "group_imports=StdExternalCrate,imports_granularity=Crate";
+
+/// `cargo +nightly fmt --all` with [`NIGHTLY_FMT_OPTIONS`]: checking only (`check`), or
+/// rewriting the files (`cargo xtask fmt`).
+pub(crate) fn fmt(check: bool) -> std::process::Command {
+    let mut cargo = workspace::cargo();
+    cargo.args(["+nightly", "fmt", "--all", "--"]);
+    if check {
+        cargo.arg("--check");
+    }
+    cargo.args(["--config", NIGHTLY_FMT_OPTIONS]);
+    cargo
 }
 
 /// Clippy on the eBPF crate for its own target, with nightly and `-Z build-std=core` as
