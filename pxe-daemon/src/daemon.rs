@@ -40,8 +40,9 @@ pub async fn run(
     let result = tokio::select! {
         () = shutdown => Ok(()),
         exit = daemon.exited() => {
-            error!(subsystem = exit.subsystem, reason = %exit.reason, "a subsystem stopped; stopping the daemon");
-            Err(RunError::Stopped { subsystem: exit.subsystem, reason: exit.reason })
+            let reason = exit.reason();
+            error!(subsystem = exit.subsystem, reason, "a subsystem stopped; stopping the daemon");
+            Err(RunError::Stopped { subsystem: exit.subsystem, reason })
         }
     };
     daemon.stop().await;
@@ -58,13 +59,22 @@ pub enum Datapath {
     Kernel(Option<dhcp::handler::RequestHandler>),
 }
 
-/// A subsystem that ended before the shutdown, and why.
+/// A subsystem that ended, and its error if it failed.
 #[derive(Debug)]
 pub struct Exit {
-    /// Which one (`http`, `dhcp`, `tftp`, `ra`, `afxdp`).
+    /// Which one (`http`, `dhcp`, `tftp`, `ra`, `afxdp`, `boot-root`).
     pub subsystem: &'static str,
-    /// Its error, or that it ended without one.
-    pub reason: String,
+    /// Its error; `None` when it ended without one.
+    pub error: Option<String>,
+}
+
+impl Exit {
+    /// Why it ended, as said when that was before the shutdown.
+    pub fn reason(&self) -> String {
+        self.error
+            .clone()
+            .unwrap_or_else(|| "it ended by itself".to_owned())
+    }
 }
 
 /// The subsystems' tasks: each reports its end on a channel, so the first to end is seen at
@@ -94,11 +104,8 @@ impl Tasks {
     ) {
         let exits = self.exit_tx.clone();
         let handle = tokio::spawn(async move {
-            let reason = match task.await {
-                Ok(()) => "it ended by itself".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            let _ = exits.send(Exit { subsystem, reason });
+            let error = task.await.err().map(|e| e.to_string());
+            let _ = exits.send(Exit { subsystem, error });
         });
         self.running.push((subsystem, handle));
     }
@@ -132,12 +139,8 @@ impl Tasks {
         }
         let mut exits = self.exits;
         while let Ok(exit) = exits.try_recv() {
-            if exit.reason != "it ended by itself" {
-                error!(
-                    subsystem = exit.subsystem,
-                    reason = %exit.reason,
-                    "stopped with an error"
-                );
+            if let Some(error) = exit.error {
+                error!(subsystem = exit.subsystem, error, "stopped with an error");
             }
         }
     }
@@ -184,7 +187,11 @@ impl Daemon {
         let watch = (policy.clone(), root.clone(), token.child_token());
         tasks.spawn("boot-root", async move {
             let (policy, root, stop) = watch;
-            let mut tick = tokio::time::interval(boot::ROOT_REFRESH_INTERVAL);
+            // The first look was just taken: the next one is an interval away.
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + boot::ROOT_REFRESH_INTERVAL,
+                boot::ROOT_REFRESH_INTERVAL,
+            );
             loop {
                 tokio::select! {
                     _ = tick.tick() => look_at_boot_root(&policy, &root),
@@ -333,7 +340,7 @@ impl Daemon {
                 if afxdp.has_ended() {
                     return Exit {
                         subsystem: "afxdp",
-                        reason: "the AF_XDP datapath thread ended".into(),
+                        error: Some("the AF_XDP datapath thread ended".into()),
                     };
                 }
             }

@@ -318,7 +318,7 @@ impl Transfers {
         let name = self.mapper.map(from, filename);
         let opened = match self.files.open_file(&name) {
             // Not in the root: a file the daemon renders (GRUB's per-machine config), if any.
-            Err(e) if e.label() == "not_found" => match self.mapper.render(from, filename) {
+            Err(e @ FileError::NotFound { .. }) => match self.mapper.render(from, filename) {
                 Some(bytes) => Ok(Source::Cached(bytes.into())),
                 None => Err(e),
             },
